@@ -1,0 +1,104 @@
+"""Cluster handles and the processes behind locally started clusters.
+
+A :class:`ClusterHandle` is the small, JSON-serialisable description of a cluster that the
+start task passes downstream through XCom: where it is, and what (if anything) the platform
+started and must therefore stop. Nothing here is a cluster manager: local clusters are the
+engines' own launchers (``dask scheduler`` / ``dask worker``, Spark Connect's server) started
+as detached processes so that they outlive the task that started them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterHandle:
+    backend: str
+    address: str
+    owned: bool  # True when the platform started it (and so must stop it)
+    dashboard_url: str | None = None
+    pids: list[int] = field(default_factory=list)  # process-group leaders started for this cluster
+    workdir: str | None = None
+    conn_id: str | None = None  # the connection attached to, when not owned
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | ClusterHandle) -> ClusterHandle:
+        if isinstance(data, ClusterHandle):
+            return data
+        if not isinstance(data, dict) or "backend" not in data or "address" not in data:
+            raise ValueError(f"not a cluster handle: {data!r} (is the start-cluster task upstream of this task?)")
+        return cls(**data)
+
+
+class ClusterStartError(RuntimeError):
+    """A cluster could not be started or reached; the message says which and why."""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def is_alive(pid: int, marker: str = "") -> bool:
+    """True if ``pid`` runs and (when given) its command line contains ``marker`` (guards pid reuse)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    _reap(pid)
+    if not Path(f"/proc/{pid}").exists():
+        return False
+    status = Path(f"/proc/{pid}/status")
+    try:
+        if "State:\tZ" in status.read_text():
+            return False
+    except OSError:
+        return False
+    return marker in _cmdline(pid) if marker else True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def kill_groups(pids: list[int], marker: str, grace: float = 10.0) -> list[int]:
+    """SIGTERM each process group led by ``pids`` (if still ours), then SIGKILL after ``grace`` s.
+
+    Returns the pids that were still alive and got signalled.
+    """
+    alive = [p for p in pids if is_alive(p, marker)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive:
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(is_alive(p) for p in alive):
+            time.sleep(0.1)
+        if not any(is_alive(p) for p in alive):
+            break
+        log.warning("processes %s did not stop on SIGTERM within %.0f s; sending SIGKILL", alive, grace)
+    for pid in alive:
+        _reap(pid)
+    return alive

@@ -1,0 +1,147 @@
+"""Start and stop a local Dask cluster as detached ``dask scheduler`` / ``dask worker`` processes.
+
+The processes run in their own sessions (process groups), so they outlive the Airflow task
+that started them and every later task of the run can reach them; the teardown task stops
+them by process group. As a safety net against leaks when no teardown runs (a crashed
+scheduler host, say), the scheduler shuts itself down after ``idle_timeout`` seconds without
+work and the workers exit when they lose their scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups
+from include.etl.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+MARKER = "distributed.cli.dask_"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _spawn(args: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen:
+    with open(logfile, "ab") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of cluster processes: the project importable, so workers can load job code."""
+    env = dict(os.environ)
+    paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def start_local_dask(settings: Settings, workdir: Path, timeout: float = 60.0) -> ClusterHandle:
+    """Start a scheduler and ``settings.dask_workers`` workers bound to ``settings.bind_host``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    host = settings.bind_host
+    scheduler_file = workdir / "scheduler.json"
+    scheduler_file.unlink(missing_ok=True)
+    env = worker_env()
+    started: list[int] = []
+    py = sys.executable
+    try:
+        sched = _spawn(
+            [py, "-m", "distributed.cli.dask_scheduler", "--host", host, "--port", "0",
+             "--dashboard-address", f"{host}:0", "--scheduler-file", str(scheduler_file),
+             "--idle-timeout", f"{int(settings.cluster_idle_timeout)}s"],
+            workdir / "scheduler.log", env,
+        )
+        started.append(sched.pid)
+        deadline = time.monotonic() + timeout
+        info = None
+        while time.monotonic() < deadline:
+            if sched.poll() is not None:
+                raise ClusterStartError(
+                    f"Dask scheduler exited with code {sched.returncode} while starting; "
+                    f"its log {workdir / 'scheduler.log'} ends with:\n{_tail(workdir / 'scheduler.log')}"
+                )
+            if scheduler_file.exists():
+                try:
+                    info = json.loads(scheduler_file.read_text())
+                    break
+                except ValueError:
+                    pass  # being written
+            time.sleep(0.1)
+        if info is None:
+            raise ClusterStartError(f"Dask scheduler did not start within {timeout:.0f} s; see {workdir / 'scheduler.log'}")
+        address = info["address"]
+        dash_port = info.get("services", {}).get("dashboard")
+        workers = _spawn(
+            [py, "-m", "distributed.cli.dask_worker", address, "--host", host,
+             "--nworkers", str(settings.dask_workers), "--nthreads", str(settings.dask_threads),
+             "--memory-limit", settings.dask_memory_limit, "--no-dashboard",
+             "--death-timeout", "60", "--local-directory", str(workdir / "workers")],
+            workdir / "workers.log", env,
+        )
+        started.append(workers.pid)
+        handle = ClusterHandle(
+            backend="dask", address=address, owned=True, pids=started, workdir=str(workdir),
+            dashboard_url=f"http://{host}:{dash_port}/status" if dash_port else None,
+        )
+        wait_for_workers(address, settings.dask_workers, max(1.0, deadline - time.monotonic()), workdir)
+        return handle
+    except BaseException:
+        kill_groups(started, MARKER, grace=5)
+        raise
+
+
+def wait_for_workers(address: str, n: int, timeout: float, workdir: Path | None = None) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=timeout, set_as_default=False) as client:
+        try:
+            client.wait_for_workers(n, timeout=timeout)
+        except TimeoutError:
+            where = f"; see {workdir / 'workers.log'}:\n{_tail(workdir / 'workers.log')}" if workdir else ""
+            raise ClusterStartError(
+                f"Dask scheduler {address} has {len(client.scheduler_info()['workers'])} of {n} workers "
+                f"after {timeout:.0f} s{where}"
+            ) from None
+
+
+def check_dask(address: str, timeout: float = 10.0) -> dict:
+    """Health of the Dask cluster at ``address``: raises :class:`ClusterStartError` if unusable."""
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=timeout, set_as_default=False) as client:
+            info = client.scheduler_info()
+    except (OSError, TimeoutError) as exc:
+        raise ClusterStartError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    workers = info.get("workers", {})
+    if not workers:
+        raise ClusterStartError(f"the Dask scheduler at {address} is up but has no workers")
+    return {"workers": len(workers), "threads": sum(w.get("nthreads", 0) for w in workers.values())}
+
+
+def stop_local_dask(handle: ClusterHandle, timeout: float = 10.0) -> list[int]:
+    """Stop a cluster this platform started: a polite shutdown, then its process groups. Idempotent."""
+    if not handle.owned:
+        raise ValueError(f"refusing to stop the Dask cluster at {handle.address}: it was attached, not started here")
+    if any(is_alive(p, MARKER) for p in handle.pids):
+        try:
+            from distributed import Client
+
+            with Client(handle.address, timeout=5, set_as_default=False) as client:
+                client.shutdown()
+        except Exception as exc:  # noqa: BLE001 - the process kill below is the real guarantee
+            log.info("polite shutdown of %s failed (%s); killing its processes", handle.address, exc)
+    return kill_groups(handle.pids, MARKER, grace=timeout)

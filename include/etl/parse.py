@@ -1,0 +1,140 @@
+"""Row-level parsing and validation of raw CSV fields: the ingest logic shared by all engines.
+
+:func:`parse_frame` takes a pandas frame of raw strings (one partition, as an engine read it)
+and returns the typed columns plus the reject bookkeeping columns. Engines apply it per
+partition (``map_partitions`` on Dask, ``mapInPandas`` on Spark), so both engines accept and
+reject exactly the same rows. No row is dropped: a row that cannot be used gets a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import TYPE_CHECKING
+
+from include.etl.schemas import NA_TOKENS, REJECT_COLUMNS, Column, TableSchema
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PANDAS_DTYPES = {"int": "Int64", "float": "Float64", "str": "string"}
+
+
+def _raw_lines(raw: pd.DataFrame, names: tuple[str, ...]) -> list[str]:
+    """Re-serialise raw rows as CSV text, for the rejects dataset."""
+    out = []
+    for values in raw[list(names)].itertuples(index=False, name=None):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(["" if v is None else v for v in values])
+        out.append(buf.getvalue())
+    return out
+
+
+def _typed(col: Column, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Convert one column; return (typed values, reason per row or None)."""
+    import pandas as pd
+
+    missing = values.isna() | values.str.strip().isin(NA_TOKENS)
+    reason = pd.Series(None, index=values.index, dtype="object")
+    if col.required:
+        reason = reason.mask(missing, f"missing required {col.name}")
+    if col.type == "str":
+        typed = values.mask(missing).astype("string")
+        if col.domain is not None:
+            bad = ~missing & ~typed.isin(col.domain)
+            reason = reason.mask(bad & reason.isna(), f"{col.name} not in {'/'.join(col.domain)}")
+        return typed, reason
+
+    stripped = values.mask(missing).str.strip()
+    number = pd.to_numeric(stripped, errors="coerce")
+    unparsable = ~missing & number.isna()
+    reason = reason.mask(unparsable & reason.isna(), f"{col.name} is not a number")
+    if col.type == "int":
+        fractional = number.notna() & (number != number.round())
+        reason = reason.mask(fractional & reason.isna(), f"{col.name} is not a whole number")
+        number = number.mask(fractional)
+    if col.range is not None:
+        lo, hi = col.range
+        outside = number.notna() & ((number < lo) | (number > hi))
+        reason = reason.mask(outside & reason.isna(), f"{col.name} outside [{lo:g}, {hi:g}]")
+    typed = number.astype(PANDAS_DTYPES[col.type])
+    return typed, reason
+
+
+def parse_frame(raw: pd.DataFrame, schema: TableSchema, source: str) -> pd.DataFrame:
+    """Type and validate one partition of raw string fields.
+
+    Returns the schema's columns (typed; nulls for ``NA``) followed by ``_source``, ``_line``
+    (1-based line in the source file where the engine knows it, else null), ``_raw`` (the row
+    as CSV text, rejected rows only) and ``_reason`` (null for accepted rows).
+    """
+    import pandas as pd
+
+    missing_cols = [n for n in schema.names if n not in raw.columns]
+    if missing_cols:
+        raise ValueError(f"{source}: columns {missing_cols} missing from the parsed frame")
+    out = pd.DataFrame(index=raw.index)
+    reason = pd.Series(None, index=raw.index, dtype="object")
+    for col in schema.columns:
+        values = raw[col.name].astype("object").where(raw[col.name].notna(), None).astype("string")
+        out[col.name], col_reason = _typed(col, values)
+        reason = reason.where(reason.notna(), col_reason)
+    if schema.key and len(out):
+        dup = out.duplicated(subset=list(schema.key), keep="first") & reason.isna()
+        reason = reason.mask(dup, f"duplicate key ({', '.join(schema.key)})")
+    rejected = reason.notna()
+    out["_source"] = pd.Series(source, index=raw.index, dtype="string")
+    line = raw["_line"] if "_line" in raw.columns else pd.Series(pd.NA, index=raw.index)
+    out["_line"] = line.astype("Int64")
+    out["_raw"] = pd.Series(pd.NA, index=raw.index, dtype="string")
+    if rejected.any():
+        out.loc[rejected, "_raw"] = _raw_lines(raw.loc[rejected], schema.names)
+    out["_reason"] = reason.astype("string")
+    return out
+
+
+def empty_parsed(schema: TableSchema) -> pd.DataFrame:
+    """An empty frame with exactly the columns and dtypes :func:`parse_frame` returns."""
+    import pandas as pd
+
+    cols = {c.name: pd.Series(dtype=PANDAS_DTYPES[c.type]) for c in schema.columns}
+    cols.update({"_source": pd.Series(dtype="string"), "_line": pd.Series(dtype="Int64")})
+    cols.update({"_raw": pd.Series(dtype="string"), "_reason": pd.Series(dtype="string")})
+    assert tuple(cols)[-len(REJECT_COLUMNS):] == REJECT_COLUMNS
+    return pd.DataFrame(cols)
+
+
+class InputFileError(ValueError):
+    """A whole input file is unusable (missing, empty, wrong header); the message names the file."""
+
+
+def check_header(path: str, schema: TableSchema) -> list[str]:
+    """Read the header line of ``path`` and check it has every column of ``schema``.
+
+    Returns the header's column names. Raises :class:`InputFileError` naming the file and the
+    problem: missing file, empty file, missing columns (listing those found), or a delimiter
+    other than a comma.
+    """
+    import os
+
+    if not os.path.exists(path):
+        raise InputFileError(f"{schema.name} input {path}: file does not exist")
+    if os.path.isdir(path):
+        raise InputFileError(f"{schema.name} input {path}: is a directory, expected a CSV file")
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        first = next(csv.reader(f), None)
+    if not first or all(not c.strip() for c in first):
+        raise InputFileError(f"{schema.name} input {path}: file is empty (no header line)")
+    found = [c.strip().lstrip("\ufeff") for c in first]
+    missing = [n for n in schema.names if n not in found]
+    if missing:
+        hint = ""
+        if len(found) == 1:
+            for sep in (";", "\t", "|"):
+                if sep in found[0]:
+                    hint = f"; the header looks {sep!r}-delimited, expected ','"
+        raise InputFileError(
+            f"{schema.name} input {path}: header is missing required columns {missing}; "
+            f"found columns {found}{hint}"
+        )
+    return found
