@@ -9,6 +9,9 @@ variable                   meaning                                              
 =========================  =====================================================  ==========================
 ``ETL_LAKE_ROOT``          root directory of the lake (shared by every worker)    ``<project>/lake``
 ``ETL_DATA_DIR``           where the default Olympics inputs live                 ``<project>/data/olympics``
+``ETL_ATHLETES_PATH``     default athletes input (trigger form can override)     ``$ETL_DATA_DIR/athlete_events_head.csv``
+``ETL_REGIONS_PATH``      default regions input                                  ``$ETL_DATA_DIR/noc_regions.csv``
+``ETL_VENUES_PATH``       default venues input                                   ``$ETL_DATA_DIR/host_city_locations.csv``
 ``ETL_DEFAULT_BACKEND``    backend a run uses unless its trigger form says other  ``dask``
 ``ETL_BIND_HOST``          interface that locally started clusters listen on      ``127.0.0.1``
 ``ETL_DASK_WORKERS``       worker processes of a locally started Dask cluster     ``2``
@@ -70,6 +73,9 @@ class Settings:
     dask_memory_limit: str = "4GiB"
     cluster_idle_timeout: float = 3600.0
     max_reject_ratio: float = 0.01
+    athletes_path: str = ""
+    regions_path: str = ""
+    venues_path: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,9 +83,13 @@ class Settings:
         ratio = _float(env, "ETL_MAX_REJECT_RATIO", 0.01)
         if not 0 <= ratio <= 1:
             raise ConfigError(f"ETL_MAX_REJECT_RATIO={ratio} must be between 0 and 1")
+        data_dir = Path(env.get("ETL_DATA_DIR") or PROJECT_ROOT / "data" / "olympics").expanduser()
         return cls(
             lake_root=Path(env.get("ETL_LAKE_ROOT") or PROJECT_ROOT / "lake").expanduser(),
-            data_dir=Path(env.get("ETL_DATA_DIR") or PROJECT_ROOT / "data" / "olympics").expanduser(),
+            data_dir=data_dir,
+            athletes_path=env.get("ETL_ATHLETES_PATH") or str(data_dir / "athlete_events_head.csv"),
+            regions_path=env.get("ETL_REGIONS_PATH") or str(data_dir / "noc_regions.csv"),
+            venues_path=env.get("ETL_VENUES_PATH") or str(data_dir / "host_city_locations.csv"),
             default_backend=check_backend(env.get("ETL_DEFAULT_BACKEND") or "dask", "ETL_DEFAULT_BACKEND"),
             bind_host=env.get("ETL_BIND_HOST") or "127.0.0.1",
             dask_workers=_int(env, "ETL_DASK_WORKERS", 2),

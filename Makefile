@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` and `make test`. Both install first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+STAMP := .venv/.installed
+
+help:
+	@echo "make run     install and start Airflow on http://localhost:8080 (SQLite, LocalExecutor, local clusters)"
+	@echo "make test    install and run the whole test suite"
+	@echo "make install create .venv from requirements.txt"
+	@echo "make lint    ruff"
+	@echo "make lock    recompile requirements.txt from requirements.in"
+
+$(STAMP): requirements.txt bin/install
+	@bin/install
+
+install: $(STAMP)
+
+run: install
+	@bin/run
+
+test: install
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	.venv/bin/ruff check .
+
+lock: install
+	.venv/bin/uv pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
+
+.PHONY: help install run test lint lock

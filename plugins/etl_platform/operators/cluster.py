@@ -1,0 +1,78 @@
+"""Setup and teardown operators for a run's cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from etl_platform.hooks.cluster import ClusterHook, get_cluster_hook, safe_path_part
+from etl_platform.operators.links import ClusterDashboardLink
+from include.etl.clusters import ClusterHandle
+
+
+def cluster_workdir(context: Any, backend: str) -> Path:
+    """Where a locally started cluster keeps its logs and scratch files: under Airflow's logs."""
+    home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    ti = context["ti"]
+    return home / "logs" / "clusters" / safe_path_part(ti.dag_id) / safe_path_part(ti.run_id) / backend
+
+
+class StartClusterOperator(BaseOperator):
+    """Bring up the run's cluster, or attach to the configured one, and return its handle.
+
+    :param backend: ``dask`` or ``spark`` (templated; usually ``{{ params.backend }}``).
+    :param conn_id: connection naming an existing cluster; defaults to the backend hook's
+        ``default_conn_name`` (``dask_default``, ``spark_connect_default``). Undefined
+        connection: a local cluster is started, bound to ``ETL_BIND_HOST``.
+
+    The XCom return value is a small :class:`~include.etl.clusters.ClusterHandle` dict.
+    Wire the matching :class:`StopClusterOperator` as this task's teardown.
+    """
+
+    template_fields: Sequence[str] = ("backend", "conn_id")
+    operator_extra_links = (ClusterDashboardLink(),)
+    ui_color = "#d8f3dc"
+
+    def __init__(self, *, backend: str, conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.conn_id = conn_id
+        self._hook: ClusterHook | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        self._hook = get_cluster_hook(self.backend, self.conn_id or None)
+        handle = self._hook.start_or_attach(cluster_workdir(context, self._hook.backend))
+        ClusterDashboardLink.persist(context, handle.dashboard_url)
+        return handle.to_dict()
+
+    def on_kill(self) -> None:
+        # A start killed half-way cleans up inside start_or_attach (it stops what it spawned).
+        if self._hook is not None:
+            self._hook.close()
+
+
+class StopClusterOperator(BaseOperator):
+    """Stop what the start task started; leave attached clusters running. Safe to run twice.
+
+    :param cluster: the start task's handle (pass ``start_task.output``).
+    """
+
+    template_fields: Sequence[str] = ("cluster",)
+    ui_color = "#ffe5d9"
+
+    def __init__(self, *, cluster: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster = cluster
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        if not self.cluster:
+            self.log.info("No cluster handle from the start task: nothing was started, nothing to stop")
+            return {"stopped": False}
+        handle = ClusterHandle.from_dict(self.cluster)
+        hook = get_cluster_hook(handle.backend, handle.conn_id)
+        killed = hook.stop(handle)
+        return {"stopped": handle.owned, "address": handle.address, "killed": killed}

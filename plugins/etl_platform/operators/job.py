@@ -1,0 +1,74 @@
+"""Run one registered job of ``include.etl.jobs`` on the run's cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from etl_platform.hooks.cluster import ClusterHook, get_cluster_hook
+from etl_platform.operators.links import ClusterDashboardLink
+from include.etl.clusters import ClusterHandle
+
+
+class SparkJobOperator(BaseOperator):
+    """Run a job (a plain function registered in ``include.etl.jobs.JOBS``) on a cluster.
+
+    Despite its name (kept from the platform's first design), it runs on either backend: the
+    cluster handle says which engine to use, and the job code is the same for both.
+
+    :param job: registered job name, e.g. ``olympics.ingest`` (or ``module:function``).
+    :param cluster: the start task's handle (pass ``start_task.output``).
+    :param job_kwargs: keyword arguments of the job (templated, e.g. from ``params``).
+
+    The job reads and writes the lake partition of the run's logical date (``ds``); its small
+    summary (paths and row counts) is the task's XCom. Input errors (unusable file, too many
+    rejected rows) fail the task without retries: retrying cannot fix the data.
+    """
+
+    template_fields: Sequence[str] = ("job_kwargs", "cluster")
+    template_fields_renderers = {"job_kwargs": "json"}
+    operator_extra_links = (ClusterDashboardLink(),)
+    ui_color = "#cfe1f2"
+
+    def __init__(self, *, job: str, cluster: Any, job_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job = job
+        self.cluster = cluster
+        self.job_kwargs = job_kwargs or {}
+        self._hook: ClusterHook | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.etl.jobs import JobContext, resolve_job
+        from include.etl.jobs.olympics import RejectThresholdExceeded
+        from include.etl.lake import Lake
+        from include.etl.parse import InputFileError
+
+        func = resolve_job(self.job)
+        handle = ClusterHandle.from_dict(self.cluster)
+        self._hook = get_cluster_hook(handle.backend, handle.conn_id)
+        settings = self._hook.settings
+        ClusterDashboardLink.persist(context, handle.dashboard_url)
+        try:
+            ctx = JobContext(
+                engine=self._hook.engine(handle),
+                lake=Lake(settings.lake_root),
+                ds=context["ds"],
+                max_reject_ratio=settings.max_reject_ratio,
+            )
+            self.log.info("Running job %s on %s cluster %s with %s", self.job, handle.backend, handle.address, self.job_kwargs)
+            summary = func(ctx, **self.job_kwargs)
+        except (InputFileError, RejectThresholdExceeded) as exc:
+            raise AirflowFailException(str(exc)) from exc
+        finally:
+            self._hook.close()
+        self.log.info("Job %s done: %s", self.job, summary)
+        return summary
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self.log.info("Task killed: cancelling the job's work on the cluster")
+            self._hook.cancel()
