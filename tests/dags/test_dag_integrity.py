@@ -1,0 +1,103 @@
+"""Every DAG in dags/ imports cleanly and follows the platform's rules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from tests.conftest import ROOT
+
+HEAVY = ("pandas", "dask", "distributed", "pyspark", "pyarrow", "narwhals", "polars")
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert dagbag.dags, "no DAG found in dags/"
+
+
+def test_every_dag_has_tags_owner_retries_and_docs(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags, f"{dag_id} has no tags"
+        assert dag.doc_md, f"{dag_id} has no doc_md (module docstring)"
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
+            assert task.retries >= 2, f"{dag_id}.{task.task_id} has retries={task.retries}"
+
+
+def test_no_cycles(dagbag):
+    from airflow.sdk.definitions.dag import DAG
+
+    for dag in dagbag.dags.values():
+        assert isinstance(dag, DAG)
+        order = dag.topological_sort()  # raises on a cycle
+        assert len(order) == len(dag.tasks)
+
+
+def test_cluster_setup_and_teardown_wiring(dagbag):
+    from etl_platform.operators import SparkJobOperator, StartClusterOperator, StopClusterOperator
+
+    for dag_id, dag in dagbag.dags.items():
+        starts = [t for t in dag.tasks if isinstance(t, StartClusterOperator)]
+        stops = [t for t in dag.tasks if isinstance(t, StopClusterOperator)]
+        jobs = [t for t in dag.tasks if isinstance(t, SparkJobOperator)]
+        if not jobs:
+            continue
+        assert len(starts) == 1 and len(stops) == 1, f"{dag_id}: one start and one stop cluster task expected"
+        start, stop = starts[0], stops[0]
+        assert start.is_setup, f"{dag_id}: {start.task_id} is not a setup task"
+        assert stop.is_teardown, f"{dag_id}: {stop.task_id} is not a teardown task"
+        assert start.task_id in stop.upstream_task_ids
+        for job in jobs:
+            assert start.task_id in job.get_flat_relative_ids(upstream=True), f"{job.task_id} does not follow the start"
+            assert stop.task_id in job.get_flat_relative_ids(upstream=False), f"{job.task_id} is not before the stop"
+
+
+def test_olympics_shape(dagbag):
+    dag = dagbag.dags["olympics_etl"]
+    ingests = {"ingest_athletes", "ingest_regions", "ingest_venues"}
+    # fan-in (the cluster handle also makes every job depend on start_cluster)
+    assert dag.get_task("enrich_athletes").upstream_task_ids == ingests | {"start_cluster"}
+    for task_id in ingests:
+        assert dag.get_task(task_id).upstream_task_ids == {"start_cluster"}
+    assert dag.get_task("aggregate").upstream_task_ids == {"enrich_athletes", "start_cluster"}
+    assert set(dag.params.keys()) == {"backend", "athletes_path", "regions_path", "venues_path"}
+    assert dag.params.get_param("backend").schema["enum"] == ["dask", "spark"]
+    assert dag.catchup is False and dag.start_date is not None
+    assert {a.uri for a in dag.get_task("aggregate").outlets} == {
+        "lake://olympics/avg_age_by_year",
+        "lake://olympics/medals_by_region",
+    }
+
+
+def test_parsing_imports_no_heavy_module():
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(ROOT / "dags")!r})
+        assert not bag.import_errors, bag.import_errors
+        print("HEAVY=" + ",".join(m for m in {HEAVY!r} if m in sys.modules))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "plugins")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert line == "HEAVY=", f"parsing dags/ imported heavy modules: {line[6:]}"
+
+
+def test_bad_default_backend_is_a_clear_import_error(monkeypatch):
+    monkeypatch.setenv("ETL_DEFAULT_BACKEND", "flink")
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "olympics_etl.py"))
+    (err,) = bag.import_errors.values()
+    assert "ETL_DEFAULT_BACKEND='flink' is not a known backend" in err
