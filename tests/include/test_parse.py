@@ -50,7 +50,7 @@ def test_bad_values_are_rejected_with_reason_and_raw_line(change, reason):
     assert out.loc[1, "_reason"] == reason
     assert out.loc[1, "_source"] == "athletes.csv"
     raw = out.loc[1, "_raw"]
-    assert ",A Dijiang,M," in raw and f",{list(change.values())[0]}," in f",{raw},"
+    assert ",A Dijiang," in raw and f",{list(change.values())[0]}," in f",{raw},"
 
 
 def test_first_reason_wins_and_line_numbers_are_kept():
