@@ -26,3 +26,24 @@ DATA = ROOT / "data" / "olympics"
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def migrated_home_template(tmp_path_factory) -> Path:
+    """An AIRFLOW_HOME initialised once per session (secrets + migrated SQLite DB) via bin/airflow."""
+    from tests.e2e.airflow_env import bin_airflow
+
+    home = tmp_path_factory.mktemp("airflow-template")
+    out = bin_airflow(home, "version")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return home
+
+
+@pytest.fixture
+def airflow_home(migrated_home_template, tmp_path) -> Path:
+    """A fresh AIRFLOW_HOME for one test, copied from the session template (no second migration)."""
+    import shutil
+
+    home = tmp_path / "airflow"
+    shutil.copytree(migrated_home_template, home)
+    return home

@@ -81,12 +81,19 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _is_group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
 def kill_groups(pids: list[int], marker: str, grace: float = 10.0) -> list[int]:
     """SIGTERM each process group led by ``pids`` (if still ours), then SIGKILL after ``grace`` s.
 
     Returns the pids that were still alive and got signalled.
     """
-    alive = [p for p in pids if is_alive(p, marker)]
+    alive = [p for p in pids if is_alive(p, marker) and _is_group_leader(p)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in alive:
             try:

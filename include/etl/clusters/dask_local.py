@@ -22,7 +22,9 @@ from include.etl.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-MARKER = "distributed.cli.dask_"
+# Dask renames its processes ("dask scheduler [tcp://...]"), so match loosely; the process
+# group id check in ``kill_groups`` guards against pid reuse as well.
+MARKER = "dask"
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -39,9 +41,16 @@ def _spawn(args: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Po
         )
 
 
-def worker_env() -> dict[str, str]:
-    """Environment of cluster processes: the project importable, so workers can load job code."""
+def worker_env(workdir: Path | None = None) -> dict[str, str]:
+    """Environment of cluster processes: the project importable, so workers can load job code.
+
+    ``ETL_CLUSTER_WORKDIR`` is inherited by every descendant, which lets operators and tests
+    find each process that belongs to a cluster.
+    """
     env = dict(os.environ)
+    if workdir is not None:
+        env["ETL_CLUSTER_WORKDIR"] = str(workdir)
+    env["SPT_NOENV"] = "1"  # setproctitle must not overwrite the environment (it holds the marker above)
     paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
@@ -54,7 +63,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = 60.0) -
     host = settings.bind_host
     scheduler_file = workdir / "scheduler.json"
     scheduler_file.unlink(missing_ok=True)
-    env = worker_env()
+    env = worker_env(workdir)
     started: list[int] = []
     py = sys.executable
     try:
@@ -87,7 +96,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = 60.0) -
         workers = _spawn(
             [py, "-m", "distributed.cli.dask_worker", address, "--host", host,
              "--nworkers", str(settings.dask_workers), "--nthreads", str(settings.dask_threads),
-             "--memory-limit", settings.dask_memory_limit, "--no-dashboard",
+             "--memory-limit", settings.dask_memory_limit, "--dashboard-address", f"{host}:0",
              "--death-timeout", "60", "--local-directory", str(workdir / "workers")],
             workdir / "workers.log", env,
         )

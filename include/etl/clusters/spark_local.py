@@ -1,0 +1,294 @@
+"""Start and stop a local Spark Connect server from the installed ``pyspark`` package.
+
+No Spark download: the ``pyspark`` wheel ships Spark's jars and launch scripts, so the server
+is ``<pyspark>/bin/spark-submit --class org.apache.spark.sql.connect.service.SparkConnectServer``
+with ``SPARK_HOME=<pyspark>`` (the script ``exec``\\ s the JVM, so the started pid is the JVM's).
+It runs in its own session (process group), so it outlives the Airflow task that started it
+and later tasks of the run attach to it over gRPC; the teardown task kills the process group,
+which also takes the Python workers the JVM forked.
+
+Master ``local[N,F]``: ``N`` task threads (``ETL_DASK_WORKERS`` x ``ETL_DASK_THREADS``, the same
+parallelism a local Dask cluster gets; 2 by default) and ``F`` = :data:`TASK_ATTEMPTS` attempts
+per task (a plain ``local[N]`` never retries a failed task).
+
+Unlike the local Dask scheduler, the server has no idle timeout: a run whose teardown never ran
+leaves it running until it is killed (its pid and log are in the handle and ``workdir``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups
+from include.etl.clusters.dask_local import worker_env
+from include.etl.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MARKER = "SparkConnectServer"
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+DEFAULT_PORT = 15002
+TASK_ATTEMPTS = 3
+SHUFFLE_PARTITIONS = 4
+MIN_JAVA = 17
+LOG_NAME = "spark-connect.log"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def spark_home() -> Path:
+    """The installed ``pyspark`` package directory, which is a complete Spark distribution."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.origin:
+        raise ClusterStartError("the pyspark package is not installed; the Spark backend needs it (see requirements.txt)")
+    home = Path(spec.origin).parent
+    if not (home / "jars").is_dir() or not (home / "bin" / "spark-submit").exists():
+        raise ClusterStartError(
+            f"{home} has no Spark jars or bin/spark-submit: a local Spark Connect server needs the full 'pyspark' "
+            "package, not only 'pyspark-client'"
+        )
+    return home
+
+
+def check_java(env: dict[str, str] | None = None) -> int:
+    """The major version of the Java that Spark will use; :class:`ClusterStartError` (one line) if unusable.
+
+    Same rules as ``bin/check-java``: ``$JAVA_HOME/bin/java`` if ``JAVA_HOME`` is set, else ``java``
+    on ``PATH``; Spark 4 needs Java 17 or newer.
+    """
+    env = dict(os.environ if env is None else env)
+    java_home = env.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java", path=env.get("PATH"))
+    if not java or not os.access(java, os.X_OK):
+        raise ClusterStartError(
+            f"no Java found (JAVA_HOME={java_home or 'unset'}); the Spark backend needs Java {MIN_JAVA} or 21: "
+            "install e.g. 'apt-get install openjdk-17-jre-headless'"
+        )
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ClusterStartError(f"cannot run {java} -version ({exc}); the Spark backend needs Java {MIN_JAVA} or 21") from None
+    match = re.search(r'version "(\d+)', out.stderr + out.stdout)
+    version = int(match.group(1)) if match else 0
+    if version < MIN_JAVA:
+        raise ClusterStartError(
+            f"Java {version or 'of unknown version'} at {java} is too old; the Spark backend needs Java {MIN_JAVA} or 21"
+        )
+    return version
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``sc://host:port[/;params]`` -> (host, port); the port defaults to 15002."""
+    url = urlparse(address if "://" in address else f"sc://{address}")
+    if url.scheme != "sc" or not url.hostname:
+        raise ValueError(f"{address!r} is not a Spark Connect address (sc://host:port)")
+    return url.hostname, url.port or DEFAULT_PORT
+
+
+def port_open(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect(address: str):
+    """A new Spark Connect client session on ``address`` (never a cached one of another server)."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.remote(address).create()
+
+
+def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True) -> dict:
+    """Health of the Spark Connect server at ``address``: raises :class:`ClusterStartError` if unusable.
+
+    A plain TCP connect first (with ``timeout``), so that an unreachable address fails fast
+    instead of going through the client's minutes of gRPC retries; then one tiny query; then
+    (``python``) one tiny ``mapInPandas`` per task thread, which checks that the server's Python
+    workers can import pandas and the job code, and leaves them started for the first job.
+    """
+    host, port = split_address(address)
+    where = address.split("/;", 1)[0]  # never show tokens
+    if not port_open(host, port, timeout):
+        raise ClusterStartError(f"cannot reach the Spark Connect server at {where}: nothing answers on {host}:{port}")
+    try:
+        spark = connect(address)
+    except Exception as exc:  # noqa: BLE001 - gRPC and pyspark errors of many kinds
+        raise ClusterStartError(f"cannot open a Spark Connect session on {where}: {exc}") from None
+    try:
+        spark.range(1).count()
+        info = {"spark_version": spark.version}
+    except Exception as exc:  # noqa: BLE001
+        raise ClusterStartError(f"the Spark Connect server at {where} does not answer queries: {exc}") from None
+    try:
+        if python:
+            from include.etl.engines.spark import probe_python_workers
+
+            probe_python_workers(spark)
+    except Exception as exc:  # noqa: BLE001
+        raise ClusterStartError(
+            f"the Spark Connect server at {where} cannot run the job code in its Python workers (they need pandas, "
+            f"pyarrow and this project on PYTHONPATH): {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
+        ) from None
+    finally:
+        try:
+            spark.stop()
+        except Exception:  # noqa: BLE001 - releasing the session is best effort
+            pass
+    return info
+
+
+def _ui_url(logfile: Path) -> str | None:
+    """The Spark UI address the server reports (the configured port may have been taken)."""
+    try:
+        text = logfile.read_text(errors="replace")
+    except OSError:
+        return None
+    hosts = re.findall(r"Start Jetty (\S+?):\d+ for SparkUI", text)
+    ports = re.findall(r"Successfully started service 'SparkUI' on port (\d+)", text)
+    if not ports:
+        return None
+    return f"http://{hosts[-1] if hosts else '127.0.0.1'}:{ports[-1]}"
+
+
+# Spark's default INFO logging writes ~100 lines per query; keep warnings and errors, plus the
+# lines that say where the server and its UI listen.
+LOG4J2 = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stdout.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.context.name = org.apache.spark.SparkContext
+logger.context.level = info
+logger.utils.name = org.apache.spark.util.Utils
+logger.utils.level = info
+logger.ui.name = org.apache.spark.ui
+logger.ui.level = info
+logger.connect.name = org.apache.spark.sql.connect.service
+logger.connect.level = info
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = warn
+logger.parquet.name = org.apache.parquet.CorruptStatistics
+logger.parquet.level = error
+"""
+
+
+def server_command(settings: Settings, workdir: Path, port: int, ui_port: int, home: Path) -> list[str]:
+    host = settings.bind_host
+    threads = settings.dask_workers * settings.dask_threads
+    conf = {
+        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": host,
+        "spark.driver.bindAddress": host,
+        "spark.ui.port": str(ui_port),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
+        "spark.sql.warehouse.dir": str(workdir / "spark-warehouse"),
+        "spark.local.dir": str(workdir / "spark-local"),
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+    log4j = workdir / "log4j2.properties"
+    log4j.write_text(LOG4J2)
+    args = [str(home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", f"Spark Connect server ({workdir})",
+            "--master", f"local[{threads},{TASK_ATTEMPTS}]",
+            "--driver-java-options", f"-Dlog4j2.configurationFile=file:{log4j}"]
+    for key, value in conf.items():
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float = 120.0) -> ClusterHandle:
+    """Start a Spark Connect server bound to ``settings.bind_host`` and wait until it answers a query."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_java()
+    home = spark_home()
+    host = settings.bind_host
+    port, ui_port = free_port(host), free_port(host)
+    logfile = workdir / LOG_NAME
+    env = worker_env()  # the project importable, so Python workers can load the job code
+    # ETL_CLUSTER_WORKDIR, inherited by the JVM and its Python workers, identifies every process of this cluster.
+    env.update(SPARK_HOME=str(home), SPARK_LOCAL_IP=host, PYSPARK_PYTHON=sys.executable,
+               ETL_CLUSTER_WORKDIR=str(workdir))
+    env.pop("SPARK_CONF_DIR", None)
+    args = server_command(settings, workdir, port, ui_port, home)
+    log.info("Starting a Spark Connect server on %s:%s: %s", host, port, " ".join(args))
+    started: list[int] = []
+    t0 = time.monotonic()
+    try:
+        with open(logfile, "ab") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=workdir, start_new_session=True)
+        started.append(proc.pid)
+        import pyspark.sql.connect.session  # noqa: F401 - the client's imports take seconds: overlap them with the JVM's
+
+        address = f"sc://{host}:{port}"
+        deadline = t0 + timeout
+        while not port_open(host, port, 0.5):
+            if proc.poll() is not None:
+                raise ClusterStartError(
+                    f"the Spark Connect server exited with code {proc.returncode} while starting; "
+                    f"its log {logfile} ends with:\n{_tail(logfile)}"
+                )
+            if time.monotonic() > deadline:
+                raise ClusterStartError(
+                    f"the Spark Connect server did not listen on {host}:{port} within {timeout:.0f} s; "
+                    f"its log {logfile} ends with:\n{_tail(logfile)}"
+                )
+            time.sleep(0.2)
+        listening = time.monotonic()
+        try:
+            info = check_spark_connect(address, timeout=max(1.0, deadline - time.monotonic()))
+        except ClusterStartError as exc:
+            raise ClusterStartError(f"{exc}\nits log {logfile} ends with:\n{_tail(logfile)}") from None
+        ready = time.monotonic()
+        handle = ClusterHandle(
+            backend="spark", address=address, owned=True, pids=started, workdir=str(workdir),
+            dashboard_url=_ui_url(logfile) or f"http://{host}:{ui_port}",
+            extra={**info, "log": str(logfile), "listening_s": round(listening - t0, 2), "ready_s": round(ready - t0, 2)},
+        )
+        log.info("Spark Connect server %s up in %.1f s (listening after %.1f s), UI %s, pid %s",
+                 address, ready - t0, listening - t0, handle.dashboard_url, proc.pid)
+        return handle
+    except BaseException:
+        kill_groups(started, MARKER, grace=5)
+        raise
+
+
+def stop_local_spark_connect(handle: ClusterHandle, timeout: float = 10.0) -> list[int]:
+    """Kill the process group of a server this platform started (JVM and its Python workers). Idempotent."""
+    if not handle.owned:
+        raise ValueError(
+            f"refusing to stop the Spark Connect server at {handle.address}: it was attached, not started here"
+        )
+    if not any(is_alive(p, MARKER) for p in handle.pids):
+        return []
+    return kill_groups(handle.pids, MARKER, grace=timeout)

@@ -1,0 +1,153 @@
+"""Spark cluster hook: attach to a Spark Connect server, or start one locally from pyspark."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from etl_platform.hooks.cluster import ClusterHook, _connection_or_none
+from include.etl.clusters import ClusterHandle, ClusterStartError
+from include.etl.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+CONNECT_CONN_TYPES = ("sc", "spark_connect", "spark-connect", "sparkconnect")
+HEALTH_TIMEOUT = 10.0  # seconds to wait for an attached server's port before giving up
+
+
+class SparkClusterHook(ClusterHook):
+    """A Spark Connect server.
+
+    Connection ``spark_connect_default`` (type ``spark_connect``, or a URI such as
+    ``AIRFLOW_CONN_SPARK_CONNECT_DEFAULT=sc://spark-connect:15002``; port defaults to 15002;
+    login = user id, password = token, extra ``use_ssl`` and ``dashboard_url`` optional): attach
+    to that server and never stop it. No such connection: start a local Spark Connect server
+    from the installed pyspark package (needs Java 17+). Spark standalone masters
+    (``spark://``) are not supported yet.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "spark_connect_default"
+    conn_type = "spark_connect"
+    hook_name = "Spark Connect cluster"
+    backend = "spark"
+
+    def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
+        super().__init__(conn_id, settings)
+        self._session = None
+
+    def configured_address(self) -> tuple[str, str, str | None] | None:
+        """(address shown and stored, address with credentials, dashboard URL) of the connection, or None."""
+        conn = _connection_or_none(self.conn_id)
+        if conn is None:
+            return None
+        conn_type = (conn.conn_type or "").lower()
+        if conn_type == "spark":
+            raise ConfigError(
+                f"connection {self.conn_id!r} is a Spark standalone/YARN master ({conn_type}://{conn.host or ''}); "
+                "only Spark Connect endpoints are supported yet: use e.g. sc://spark-connect:15002"
+            )
+        if conn_type and conn_type not in CONNECT_CONN_TYPES:
+            raise ConfigError(
+                f"connection {self.conn_id!r} has type {conn.conn_type!r}; expected a Spark Connect connection "
+                "(type spark_connect, e.g. sc://spark-connect:15002)"
+            )
+        host = (conn.host or "").strip()
+        if "://" in host:
+            host = host.split("://", 1)[1]
+        host = host.split("/", 1)[0]
+        if not host:
+            raise ConfigError(f"connection {self.conn_id!r} has no host; expected e.g. sc://spark-connect:15002")
+        if ":" in host and not conn.port:
+            host, _, port_text = host.rpartition(":")
+            port = int(port_text)
+        else:
+            port = conn.port or 15002
+        address = f"sc://{host}:{port}"
+        extra = conn.extra_dejson
+        params = []
+        if conn.login:
+            params.append(f"user_id={quote(conn.login)}")
+        if conn.password:
+            params.append(f"token={quote(conn.password)}")
+        if extra.get("use_ssl") is not None:
+            params.append(f"use_ssl={str(extra['use_ssl']).lower()}")
+        full = f"{address}/;{';'.join(params)}" if params else address
+        return address, full, extra.get("dashboard_url")
+
+    def _url(self, handle: ClusterHandle) -> str:
+        """The address to connect to, with the connection's credentials (never stored in the handle)."""
+        if not handle.owned and handle.conn_id:
+            configured = self.configured_address()
+            if configured is not None and configured[0] == handle.address:
+                return configured[1]
+        return handle.address
+
+    def start_or_attach(self, workdir: Path) -> ClusterHandle:
+        from include.etl.clusters.spark_local import check_spark_connect, start_local_spark_connect
+
+        configured = self.configured_address()
+        if configured is not None:
+            address, full, dashboard = configured
+            log.info("Attaching to the Spark Connect server of connection %r at %s", self.conn_id, address)
+            try:
+                health = check_spark_connect(full, timeout=HEALTH_TIMEOUT)
+            except ClusterStartError as exc:
+                raise ClusterStartError(f"{exc} (from Airflow connection {self.conn_id!r})") from None
+            log.info("Spark Connect server at %s is healthy: %s", address, health)
+            return ClusterHandle("spark", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
+        s = self.settings
+        log.info(
+            "No connection %r: starting a local Spark Connect server (local[%s] task threads) on %s, logs in %s",
+            self.conn_id, s.dask_workers * s.dask_threads, s.bind_host, workdir,
+        )
+        handle = start_local_spark_connect(s, workdir)
+        log.info("Local Spark Connect server up at %s (UI %s), process %s", handle.address, handle.dashboard_url, handle.pids)
+        return handle
+
+    def stop(self, handle: ClusterHandle) -> list[int]:
+        from include.etl.clusters.spark_local import stop_local_spark_connect
+
+        if not handle.owned:
+            log.info("Spark Connect server at %s was attached (connection %r), not started here: leaving it running",
+                     handle.address, handle.conn_id)
+            return []
+        killed = stop_local_spark_connect(handle)
+        log.info("Stopped the local Spark Connect server at %s (process %s; still running before the kill: %s)",
+                 handle.address, handle.pids, killed or "none")
+        return killed
+
+    def engine(self, handle: ClusterHandle) -> Any:
+        from include.etl.clusters.spark_local import connect, port_open, split_address
+        from include.etl.engines.spark import SparkEngine
+
+        log.info("Connecting to the Spark Connect server at %s", handle.address)
+        host, port = split_address(handle.address)
+        if not port_open(host, port, HEALTH_TIMEOUT):
+            raise ClusterStartError(f"cannot reach the Spark Connect server at {handle.address}: nothing answers on {host}:{port}")
+        try:
+            self._session = connect(self._url(handle))
+        except Exception as exc:  # noqa: BLE001 - gRPC and pyspark errors of many kinds
+            raise ClusterStartError(f"cannot open a Spark Connect session on {handle.address}: {exc}") from None
+        return SparkEngine(self._session)
+
+    def cancel(self) -> None:
+        session = self._session
+        if session is not None:
+            try:
+                interrupted = session.interruptAll()
+                log.info("Interrupted %s Spark operation(s) of this task", len(interrupted or []))
+            except Exception as exc:  # noqa: BLE001 - the session may already be gone
+                log.warning("Could not interrupt the Spark operations of this task: %s", exc)
+        self.close()
+
+    def close(self) -> None:
+        """Release the client session (server-side state of this session), not the server."""
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.stop()
+            except Exception as exc:  # noqa: BLE001 - closing is best effort
+                log.info("Closing the Spark Connect session failed: %s", exc)

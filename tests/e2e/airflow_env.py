@@ -1,0 +1,22 @@
+"""Run the project's bin/airflow in an isolated AIRFLOW_HOME and lake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def project_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ETL_"))}
+    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"), **extra)
+    return env
+
+
+def bin_airflow(home: Path, *args: str, timeout: float = 600, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ROOT / "bin" / "airflow"), *args], env=project_env(home, **extra), capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT,
+    )

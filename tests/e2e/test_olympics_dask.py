@@ -1,0 +1,44 @@
+"""The whole olympics_etl on a real Dask cluster, through `bin/airflow dags test` (one process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import DATA
+from tests.e2e.airflow_env import bin_airflow
+from tests.e2e.expected import assert_marts_match
+from tests.procs import processes_with_env
+
+pytestmark = pytest.mark.slow
+DS = "2024-07-07"
+
+
+def test_dags_test_on_dask_matches_independent_computation(airflow_home):
+    home = airflow_home
+    out = bin_airflow(home, "dags", "test", "olympics_etl", DS, "-c", json.dumps({"backend": "dask"}))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "state=success" in out.stdout + out.stderr
+    assert_marts_match(home / "lake", DS, DATA)
+    assert processes_with_env(str(home)) == [], "cluster processes left running after the run"
+
+    # A rerun for the same ds replaces the partitions: same marts, no duplicates, no staging left.
+    out = bin_airflow(home, "dags", "test", "olympics_etl", DS, "-c", json.dumps({"backend": "dask"}))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_marts_match(home / "lake", DS, DATA)
+    leftovers = [p for p in (home / "lake").rglob(".staging-*")]
+    assert leftovers == []
+
+
+def test_failed_job_still_tears_the_cluster_down(airflow_home, tmp_path):
+    home = airflow_home
+    conf = {"backend": "dask", "athletes_path": str(tmp_path / "missing.csv")}
+    out = bin_airflow(home, "dags", "test", "olympics_etl", DS, "-c", json.dumps(conf))
+    logs = out.stdout + out.stderr
+    assert "state=failed" in logs
+    assert f"athletes input {tmp_path / 'missing.csv'}: file does not exist" in logs
+    # the teardown ran and stopped the cluster the run started
+    assert "Stopped the local Dask cluster" in logs
+    assert processes_with_env(str(home)) == []
+    assert not (home / "lake" / "olympics" / "enriched").exists()

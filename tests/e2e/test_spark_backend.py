@@ -1,0 +1,382 @@
+"""The Spark backend end to end: a real local Spark Connect server started from the pyspark
+package, the Olympics jobs on it compared with the same jobs on a real local Dask cluster,
+attaching to a configured server, failures, and no leaked JVMs.
+
+One Spark Connect server (and one Dask cluster) is shared by the module: starting a JVM costs
+about 10 s on these machines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from etl_platform.hooks.cluster import get_cluster_hook
+from etl_platform.hooks.spark import SparkClusterHook
+from include.etl.clusters import ClusterHandle, ClusterStartError
+from include.etl.jobs import JobContext, resolve_job
+from include.etl.lake import Lake
+from include.etl.settings import ConfigError, Settings
+from tests.procs import processes_with_env
+
+DS = "2024-07-07"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data" / "olympics"
+SHIPPED = {
+    "athletes": str(DATA / "athlete_events_head.csv"),
+    "regions": str(DATA / "noc_regions.csv"),
+    "venues": str(DATA / "host_city_locations.csv"),
+}
+TABLES = ("athletes", "regions", "venues", "enriched", "avg_age_by_year", "medals_by_region")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_leftovers(prefix: str) -> list[int]:
+    """Safety net: SIGKILL every process that inherited a cluster workdir under ``prefix``."""
+    left = processes_with_env(prefix)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spark-backend")
+    yield path
+    assert _kill_leftovers(str(path)) == [], "a test left cluster processes running"
+
+
+@pytest.fixture(scope="module")
+def settings(base):
+    return Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_DASK_WORKERS": "2", "ETL_DASK_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def spark(base, settings):
+    """(hook, handle) of a local Spark Connect server started by the hook, stopped at module end."""
+    hook = SparkClusterHook(settings=settings)
+    t0 = time.monotonic()
+    handle = hook.start_or_attach(base / "spark")
+    handle.extra["start_s"] = round(time.monotonic() - t0, 2)
+    try:
+        yield hook, handle
+    finally:
+        hook.stop(handle)
+        _kill_leftovers(str(base / "spark"))
+
+
+@pytest.fixture(scope="module")
+def dask_engine(base, settings):
+    from distributed import Client
+
+    from include.etl.clusters.dask_local import start_local_dask, stop_local_dask
+    from include.etl.engines.dask import DaskEngine
+
+    handle = start_local_dask(settings, base / "dask")
+    try:
+        with Client(handle.address, timeout=30, set_as_default=False) as client:
+            yield DaskEngine(client)
+    finally:
+        stop_local_dask(handle)
+        _kill_leftovers(str(base / "dask"))
+
+
+@pytest.fixture
+def spark_engine(spark, settings):
+    hook, handle = spark
+    job_hook = SparkClusterHook(settings=settings)  # as SparkJobOperator does: a new hook per task
+    engine = job_hook.engine(ClusterHandle.from_dict(handle.to_dict()))
+    yield engine
+    job_hook.close()
+
+
+def run_jobs(engine, lake_root: Path, sources: dict[str, str], max_reject_ratio: float = 0.01) -> dict:
+    """The olympics_etl DAG's jobs in order; returns each job's summary and wall time."""
+    ctx = JobContext(engine=engine, lake=Lake(lake_root), ds=DS, max_reject_ratio=max_reject_ratio)
+    steps = [(f"ingest_{t}", "olympics.ingest", {"table": t, "source": s}) for t, s in sources.items()]
+    steps += [("enrich", "olympics.enrich", {}), ("aggregate", "olympics.aggregate", {}), ("noop", "noop", {})]
+    out = {}
+    for name, job, kwargs in steps:
+        t0 = time.monotonic()
+        summary = resolve_job(job)(ctx, **kwargs)
+        out[name] = {"summary": summary, "seconds": round(time.monotonic() - t0, 3)}
+    return out
+
+
+def read_table(path: Path):
+    """A Parquet dataset directory as (arrow schema types, pandas frame sorted on every column)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, partitioning=None)
+    table = table.replace_schema_metadata(None)  # compare values, not pandas' dtype metadata
+    types = {f.name: ("string" if f.type in (pa.string(), pa.large_string()) else str(f.type)) for f in table.schema}
+    frame = table.to_pandas()
+    frame = frame.sort_values(list(frame.columns), na_position="last", kind="stable").reset_index(drop=True)
+    return types, frame
+
+
+def assert_same_table(a: Path, b: Path) -> None:
+    import pandas as pd
+
+    types_a, frame_a = read_table(a)
+    types_b, frame_b = read_table(b)
+    assert types_a == types_b, f"{a} vs {b}"
+    pd.testing.assert_frame_equal(frame_a, frame_b, check_exact=False, rtol=1e-9, obj=str(a.name))
+
+
+# --- no cluster needed ----------------------------------------------------------------------------
+
+
+def test_pyspark_matches_its_bundled_spark_jars():
+    import pyspark
+
+    jars = list((Path(pyspark.__file__).parent / "jars").glob("spark-core_*.jar"))
+    assert len(jars) == 1, jars
+    version = re.fullmatch(r"spark-core_[\d.]+-(.+)\.jar", jars[0].name).group(1)
+    assert version == pyspark.__version__
+
+
+def test_java_check_accepts_installed_java_and_rejects_missing_or_old(tmp_path, monkeypatch):
+    from include.etl.clusters.spark_local import check_java, start_local_spark_connect
+
+    assert check_java() >= 17
+    with pytest.raises(ClusterStartError, match=r"no Java found \(JAVA_HOME=/nonexistent\).*Java 17"):
+        check_java({"JAVA_HOME": "/nonexistent", "PATH": os.environ["PATH"]})
+    fake = tmp_path / "jdk11" / "bin" / "java"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\necho \'openjdk version "11.0.22" 2024-01-16\' >&2\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk11"))
+    with pytest.raises(ClusterStartError, match=rf"^Java 11 at {fake} is too old; the Spark backend needs Java 17") as err:
+        start_local_spark_connect(Settings.from_env({}), tmp_path / "w")
+    assert "\n" not in str(err.value)
+    assert processes_with_env(str(tmp_path)) == []
+
+
+def test_unreachable_connection_fails_fast_naming_its_address(tmp_path, monkeypatch):
+    port = _free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", f"sc://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    with pytest.raises(ClusterStartError, match=rf"Spark Connect server at sc://127.0.0.1:{port}.*'spark_connect_default'"):
+        get_cluster_hook("spark", settings=Settings.from_env({})).start_or_attach(tmp_path / "w")
+    assert time.monotonic() - t0 < 10
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("sc://spark-connect:15002", ("sc://spark-connect:15002", "sc://spark-connect:15002", None)),
+        ("sc://spark-connect", ("sc://spark-connect:15002", "sc://spark-connect:15002", None)),
+        (
+            "spark-connect://me:s%3Acret@spark-connect:443?use_ssl=True&dashboard_url=http%3A%2F%2Fui%3A4040",
+            ("sc://spark-connect:443", "sc://spark-connect:443/;user_id=me;token=s%3Acret;use_ssl=true", "http://ui:4040"),
+        ),
+    ],
+)
+def test_connection_uri_becomes_spark_connect_address(monkeypatch, uri, expected):
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", uri)
+    assert SparkClusterHook(settings=Settings.from_env({})).configured_address() == expected
+
+
+def test_spark_standalone_connection_is_a_clear_config_error(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", "spark://spark-master:7077")
+    with pytest.raises(ConfigError, match="only Spark Connect endpoints are supported yet"):
+        SparkClusterHook(settings=Settings.from_env({})).start_or_attach(Path("/nonexistent"))
+
+
+def test_attached_handle_is_never_stopped_by_the_process_layer():
+    from include.etl.clusters.spark_local import stop_local_spark_connect
+
+    with pytest.raises(ValueError, match="attached, not started here"):
+        stop_local_spark_connect(ClusterHandle("spark", "sc://10.0.0.1:15002", owned=False))
+
+
+# --- on a real Spark Connect server ---------------------------------------------------------------
+
+
+def _listening_hosts(pids: list[int]) -> set[str]:
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    hosts = set()
+    for line in out.splitlines():
+        if any(f"pid={p}," in line for p in pids):
+            host = line.split()[3].rsplit(":", 1)[0].strip("[]")
+            hosts.add(host.removeprefix("::ffff:"))
+    return hosts
+
+
+@pytest.mark.slow
+def test_local_server_is_bound_to_loopback_and_usable_from_a_handle(spark, spark_engine, base):
+    import pyspark
+
+    hook, handle = spark
+    assert handle.owned and handle.backend == "spark" and handle.conn_id is None
+    assert re.fullmatch(r"sc://127\.0\.0\.1:\d+", handle.address)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", handle.dashboard_url)
+    assert handle.extra["spark_version"] == pyspark.__version__
+    assert (base / "spark" / "spark-connect.log").stat().st_size > 0
+    procs = processes_with_env(str(base / "spark"))
+    assert handle.pids[0] in procs
+    hosts = _listening_hosts(procs)
+    assert hosts and hosts <= {"127.0.0.1"}, hosts  # gRPC, UI, driver RPC, block manager
+    session = spark_engine.session
+    assert session.conf.get("spark.sql.shuffle.partitions") == "4"
+    assert session.conf.get("spark.master") == "local[2,3]"
+    spark_engine.run_noop()
+
+
+@pytest.mark.slow
+def test_olympics_jobs_on_spark_equal_dask(spark, spark_engine, dask_engine, base):
+    spark_lake, dask_lake = base / "lake-spark", base / "lake-dask"
+    on_spark = run_jobs(spark_engine, spark_lake, SHIPPED)
+    on_dask = run_jobs(dask_engine, dask_lake, SHIPPED)
+    print("start (s):", spark[1].extra["start_s"], spark[1].extra)
+    print("spark (s):", {k: v["seconds"] for k, v in on_spark.items()})
+    print("dask  (s):", {k: v["seconds"] for k, v in on_dask.items()})
+
+    for table, rows in (("athletes", 3505), ("regions", 230), ("venues", 52)):
+        summary = on_spark[f"ingest_{table}"]["summary"]
+        assert (summary["rows_in"], summary["rows_accepted"], summary["rows_rejected"]) == (rows, rows, 0), summary
+        assert summary == {**on_dask[f"ingest_{table}"]["summary"], "path": summary["path"],
+                           "rejects_path": summary["rejects_path"]}
+    assert on_spark["enrich"]["summary"]["rows_out"] == on_dask["enrich"]["summary"]["rows_out"] == 3505
+    for mart in ("avg_age_by_year", "medals_by_region"):
+        assert on_spark["aggregate"]["summary"][mart]["rows_out"] == on_dask["aggregate"]["summary"][mart]["rows_out"]
+    for table in TABLES:
+        assert_same_table(Lake(spark_lake).partition(table, DS), Lake(dask_lake).partition(table, DS))
+
+    import pandas as pd
+
+    medals = read_table(Lake(spark_lake).partition("medals_by_region", DS))[1]
+    assert not medals["region"].isna().any() and (medals["total"] > 0).all()
+    ages = read_table(Lake(spark_lake).partition("avg_age_by_year", DS))[1]
+    assert pd.api.types.is_float_dtype(ages["avg_age"]) and (ages["n"] >= 0).all()
+
+
+def _crafted_inputs(folder: Path) -> dict[str, str]:
+    """Small inputs with bad values, in each file's real line-ending style."""
+    folder.mkdir()
+    lines = (DATA / "athlete_events_head.csv").read_text().splitlines()[:21]
+    edits = {  # file line -> (old, new): not a number, missing required ID, bad Season, bad Medal
+        4: ('"M",24,', '"M",abc,'), 6: ('"5",', "NA,"), 9: ('"Winter","Albertville"', '"Spring","Albertville"'),
+        13: ('kilometres",NA', 'kilometres","Platinum"'),
+    }
+    for line, (old, new) in edits.items():
+        assert old in lines[line - 1]
+        lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    athletes = folder / "athletes.csv"
+    athletes.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    regions = folder / "regions.csv"
+    regions.write_bytes(b"NOC,region,notes\rAFG,Afghanistan,\rAFG,Again,dup\r,Nowhere,\rSGP,Singapore,\"a \"\"quoted\"\" note\"")
+    venues = folder / "venues.csv"
+    venues.write_bytes(b"Year,Season,City,lon,lat\n1992,Summer,Barcelona,2.17,41.38\n1900,Summer,Paris,north,48.85\n"
+                       b"2016,Summer,Rio de Janeiro,-43.2,-22.9\n")
+    return {"athletes": str(athletes), "regions": str(regions), "venues": str(venues)}
+
+
+@pytest.mark.slow
+def test_rejects_are_the_same_on_both_engines(spark_engine, dask_engine, base):
+    sources = _crafted_inputs(base / "crafted")
+    on_spark = run_jobs(spark_engine, base / "crafted-spark", sources, max_reject_ratio=1.0)
+    run_jobs(dask_engine, base / "crafted-dask", sources, max_reject_ratio=1.0)
+    assert {t: on_spark[f"ingest_{t}"]["summary"]["rows_rejected"] for t in sources} == {
+        "athletes": 4, "regions": 2, "venues": 1}
+    for table in ("athletes", "regions", "venues"):
+        spark_lake, dask_lake = Lake(base / "crafted-spark"), Lake(base / "crafted-dask")
+        assert_same_table(spark_lake.partition(table, DS), dask_lake.partition(table, DS))
+        assert_same_table(spark_lake.rejects(table, DS), dask_lake.rejects(table, DS))
+    rejects = read_table(Lake(base / "crafted-spark").rejects("regions", DS))[1]
+    assert rejects[["_line", "_reason"]].values.tolist() == [[3, "duplicate key (NOC)"], [4, "missing required NOC"]]
+    notes = read_table(Lake(base / "crafted-spark").partition("regions", DS))[1].set_index("NOC")["notes"]
+    assert notes["SGP"] == 'a "quoted" note'
+
+
+@pytest.mark.slow
+def test_malformed_rows_are_rejected_not_padded_or_truncated(spark_engine, base):
+    # Spark's PERMISSIVE mode pads short rows and truncates long ones; the engine rejects both.
+    src = base / "malformed.csv"
+    src.write_text("Year,Season,City,lon,lat\n1992,Summer,Barcelona,2.17,41.38\n1996,Summer,Atlanta\n"
+                   "2000,Summer,Sydney,151.2,-33.9,extra\n")
+    ctx = JobContext(engine=spark_engine, lake=Lake(base / "malformed"), ds=DS, max_reject_ratio=1.0)
+    summary = resolve_job("olympics.ingest")(ctx, table="venues", source=str(src))
+    assert (summary["rows_accepted"], summary["rows_rejected"]) == (1, 2)
+    rejects = read_table(Path(summary["rejects_path"]))[1]
+    assert rejects[["_line", "_raw", "_reason"]].values.tolist() == [
+        [3, "1996,Summer,Atlanta", "malformed CSV row (expected 5 fields)"],
+        [4, "2000,Summer,Sydney,151.2,-33.9,extra", "malformed CSV row (expected 5 fields)"],
+    ]
+
+
+@pytest.mark.slow
+def test_cancel_interrupts_running_work_and_leaves_the_server_up(spark, settings):
+    hook, handle = spark
+    job_hook = SparkClusterHook(settings=settings)
+    engine = job_hook.engine(handle)
+    errors: list[BaseException] = []
+
+    def long_query():
+        try:
+            engine.session.range(0, 10**12, numPartitions=2).selectExpr("sum(id % 7)").collect()
+        except BaseException as exc:  # noqa: BLE001 - the interruption is what we wait for
+            errors.append(exc)
+
+    worker = threading.Thread(target=long_query, daemon=True)
+    worker.start()
+    time.sleep(2)
+    t0 = time.monotonic()
+    job_hook.cancel()
+    worker.join(30)
+    assert not worker.is_alive(), "the query was not interrupted"
+    assert errors, "the query finished instead of being interrupted"
+    assert time.monotonic() - t0 < 30
+    assert job_hook._session is None
+    from include.etl.clusters.spark_local import check_spark_connect
+
+    check_spark_connect(handle.address)  # the server itself is untouched
+
+
+@pytest.mark.slow
+def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(base, settings, monkeypatch):
+    # Stands in for a compose service: a Spark Connect server this test owns, in its own process group.
+    owner = SparkClusterHook(settings=settings)
+    external = owner.start_or_attach(base / "external")
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", external.address)
+        hook = get_cluster_hook("spark", settings=settings)
+        handle = hook.start_or_attach(base / "unused")
+        assert not handle.owned and handle.address == external.address and handle.conn_id == "spark_connect_default"
+        assert handle.pids == [] and not (base / "unused").exists()
+        # A job task attaches through the handle from XCom, runs, closes its session.
+        job_hook = get_cluster_hook(handle.backend, handle.conn_id, settings=settings)
+        ctx = JobContext(engine=job_hook.engine(ClusterHandle.from_dict(handle.to_dict())), lake=Lake(base / "l"), ds=DS)
+        assert resolve_job("noop")(ctx) == {"job": "noop"}
+        job_hook.close()
+        assert hook.stop(handle) == []
+        assert external.pids[0] in processes_with_env(str(base / "external")), "attached server was stopped"
+        from include.etl.clusters.spark_local import check_spark_connect
+
+        check_spark_connect(external.address)
+    finally:
+        first = owner.stop(external)
+    assert first == external.pids
+    assert owner.stop(external) == []  # second stop: nothing left, no error
+    assert processes_with_env(str(base / "external")) == []
+    jvms = subprocess.run(["pgrep", "-f", f"SparkConnectServer.*{base / 'external'}"], capture_output=True, text=True)
+    assert jvms.stdout.strip() == ""
