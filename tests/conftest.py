@@ -45,5 +45,6 @@ def airflow_home(migrated_home_template, tmp_path) -> Path:
     import shutil
 
     home = tmp_path / "airflow"
-    shutil.copytree(migrated_home_template, home)
+    # airflow.cfg holds absolute paths of the template (its SQLite file): let Airflow write a new one.
+    shutil.copytree(migrated_home_template, home, ignore=shutil.ignore_patterns("airflow.cfg", "logs"))
     return home

@@ -180,6 +180,37 @@ def test_unreachable_connection_fails_fast_naming_its_address(tmp_path, monkeypa
     assert not (tmp_path / "w").exists()
 
 
+def test_something_else_on_the_port_fails_within_the_timeout():
+    from include.etl.clusters.spark_local import check_spark_connect
+
+    with socket.socket() as server:  # accepts connections, speaks no gRPC
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        stop = threading.Event()
+
+        def answer():
+            server.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(ClusterStartError, match=rf"server at sc://127.0.0.1:{port} does not answer queries"):
+                check_spark_connect(f"sc://127.0.0.1:{port}", timeout=2)
+        finally:
+            stop.set()
+            thread.join(5)
+    assert time.monotonic() - t0 < 20
+
+
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
@@ -237,6 +268,7 @@ def test_local_server_is_bound_to_loopback_and_usable_from_a_handle(spark, spark
     hosts = _listening_hosts(procs)
     assert hosts and hosts <= {"127.0.0.1"}, hosts  # gRPC, UI, driver RPC, block manager
     session = spark_engine.session
+    assert session.session_id == handle.extra["session_id"]  # tasks join the run's session
     assert session.conf.get("spark.sql.shuffle.partitions") == "4"
     assert session.conf.get("spark.master") == "local[2,3]"
     spark_engine.run_noop()
@@ -325,31 +357,59 @@ def test_malformed_rows_are_rejected_not_padded_or_truncated(spark_engine, base)
 
 
 @pytest.mark.slow
-def test_cancel_interrupts_running_work_and_leaves_the_server_up(spark, settings):
+def test_workers_that_cannot_run_job_code_fail_the_health_check(spark, monkeypatch):
+    from include.etl.clusters import spark_local
+
+    def probe(session):
+        def needs_missing_module(batches):
+            import etl_module_that_is_not_installed  # noqa: F401
+
+            yield from batches
+
+        session.range(0, 2, numPartitions=2).mapInPandas(needs_missing_module, "id bigint").collect()
+
+    monkeypatch.setattr("include.etl.engines.spark.probe_python_workers", probe)
+    address = spark[1].address
+    with pytest.raises(ClusterStartError, match=rf"at {address} cannot run the job code in its Python workers .*"
+                                                r"No module named 'etl_module_that_is_not_installed'"):
+        spark_local.check_spark_connect(address)
+
+
+def _long_query_in_a_task(hook: SparkClusterHook, handle: ClusterHandle, errors: list, ready: threading.Event):
+    """Like SparkJobOperator.execute: get the engine and run the job in the same thread."""
+    engine = hook.engine(handle)
+    ready.set()
+    try:
+        engine.session.range(0, 10**12, numPartitions=2).selectExpr("sum(id % 7)").collect()
+    except BaseException as exc:  # noqa: BLE001 - the interruption is what we wait for
+        errors.append(exc)
+
+
+@pytest.mark.slow
+def test_cancel_interrupts_only_its_own_task_and_leaves_the_server_up(spark, settings):
     hook, handle = spark
-    job_hook = SparkClusterHook(settings=settings)
-    engine = job_hook.engine(handle)
-    errors: list[BaseException] = []
-
-    def long_query():
-        try:
-            engine.session.range(0, 10**12, numPartitions=2).selectExpr("sum(id % 7)").collect()
-        except BaseException as exc:  # noqa: BLE001 - the interruption is what we wait for
-            errors.append(exc)
-
-    worker = threading.Thread(target=long_query, daemon=True)
-    worker.start()
+    assert handle.extra.get("session_id"), "the start keeps a run session for the tasks to share"
+    tasks = []
+    for _ in range(2):  # two tasks of the run, sharing the run's session
+        job_hook, errors, ready = SparkClusterHook(settings=settings), [], threading.Event()
+        thread = threading.Thread(target=_long_query_in_a_task, args=(job_hook, handle, errors, ready), daemon=True)
+        thread.start()
+        assert ready.wait(60)
+        tasks.append((job_hook, thread, errors))
     time.sleep(2)
-    t0 = time.monotonic()
-    job_hook.cancel()
-    worker.join(30)
-    assert not worker.is_alive(), "the query was not interrupted"
-    assert errors, "the query finished instead of being interrupted"
-    assert time.monotonic() - t0 < 30
-    assert job_hook._session is None
+    for n, (job_hook, thread, errors) in enumerate(tasks):
+        assert job_hook._shared and job_hook._session.session_id == handle.extra["session_id"]
+        t0 = time.monotonic()
+        job_hook.cancel()  # what on_kill does
+        thread.join(30)
+        assert not thread.is_alive() and errors, "the query was not interrupted"
+        assert time.monotonic() - t0 < 30 and job_hook._session is None
+        if n == 0:
+            other_thread = tasks[1][1]
+            assert other_thread.is_alive(), "cancelling one task interrupted another task's work"
     from include.etl.clusters.spark_local import check_spark_connect
 
-    check_spark_connect(handle.address)  # the server itself is untouched
+    check_spark_connect(handle.address, python=False)  # the server itself is untouched
 
 
 @pytest.mark.slow
@@ -367,12 +427,21 @@ def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(
         job_hook = get_cluster_hook(handle.backend, handle.conn_id, settings=settings)
         ctx = JobContext(engine=job_hook.engine(ClusterHandle.from_dict(handle.to_dict())), lake=Lake(base / "l"), ds=DS)
         assert resolve_job("noop")(ctx) == {"job": "noop"}
+        assert job_hook._shared and ctx.engine.session.session_id == handle.extra["session_id"]
         job_hook.close()
+        assert job_hook._shared is False and job_hook._session is None
         assert hook.stop(handle) == []
         assert external.pids[0] in processes_with_env(str(base / "external")), "attached server was stopped"
-        from include.etl.clusters.spark_local import check_spark_connect
+        from include.etl.clusters.spark_local import check_spark_connect, connect
 
         check_spark_connect(external.address)
+        # stop() released the run's session on the attached server; a late task falls back to a new session.
+        with pytest.raises(Exception, match="SESSION_CLOSED"):
+            connect(external.address, handle.extra["session_id"]).range(1).count()
+        late = get_cluster_hook("spark", "spark_connect_default", settings=settings)
+        late.engine(handle).run_noop()
+        assert late._shared is False and late._session.session_id != handle.extra["session_id"]
+        late.close()
     finally:
         first = owner.stop(external)
     assert first == external.pids

@@ -115,20 +115,69 @@ def port_open(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def connect(address: str):
-    """A new Spark Connect client session on ``address`` (never a cached one of another server)."""
+def connect(address: str, session_id: str | None = None):
+    """A new Spark Connect client on ``address`` (never a cached one of another server).
+
+    With ``session_id`` the client joins that existing server-side session instead of opening
+    a new one, and closing the client does not release it (see :func:`release_session`).
+    """
     from pyspark.sql import SparkSession
 
-    return SparkSession.builder.remote(address).create()
+    if session_id:
+        address = f"{address};session_id={session_id}" if "/;" in address else f"{address}/;session_id={session_id}"
+    spark = SparkSession.builder.remote(address).create()
+    if session_id:
+        spark.release_session_on_close = False
+    return spark
 
 
-def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True) -> dict:
+def release_session(address: str, session_id: str) -> None:
+    """Release a server-side session (its state and its Python workers) on a server that keeps running."""
+    try:
+        spark = connect(address, session_id)
+        spark.release_session_on_close = True
+        spark.stop()  # best effort by design: never raises
+    except Exception as exc:  # noqa: BLE001 - the server may be gone already
+        log.info("could not release Spark Connect session %s: %s", session_id, exc)
+
+
+def _error_line(exc: BaseException) -> str:
+    """The most telling line of an error: gRPC's details, or the last ``...Error: ...`` line of a remote traceback."""
+    grpc_details = re.search(r'details = "(.*)"', str(exc))
+    if grpc_details:
+        return grpc_details.group(1)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    return (errors or lines or [type(exc).__name__])[-1]
+
+
+def _few_retries(spark, timeout: float) -> None:
+    """Retry a health check for about ``timeout`` s, not the client's default of 10 minutes.
+
+    (Something that is not a Spark Connect server on the port, such as an HTTP server, makes
+    every call fail as retryable ``UNAVAILABLE``.)
+    """
+    try:
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+
+        spark._client.set_retry_policies([DefaultPolicy(max_retries=4, initial_backoff=250, backoff_multiplier=2.0,
+                                                        max_backoff=max(500, int(timeout * 250)))])
+    except (ImportError, AttributeError, TypeError) as exc:  # a client without this API: keep its defaults
+        log.debug("cannot shorten the Spark Connect client's retries: %s", exc)
+
+
+def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True, keep_session: bool = False) -> dict:
     """Health of the Spark Connect server at ``address``: raises :class:`ClusterStartError` if unusable.
 
     A plain TCP connect first (with ``timeout``), so that an unreachable address fails fast
     instead of going through the client's minutes of gRPC retries; then one tiny query; then
     (``python``) one tiny ``mapInPandas`` per task thread, which checks that the server's Python
-    workers can import pandas and the job code, and leaves them started for the first job.
+    workers can import pandas and the job code.
+
+    With ``keep_session`` the checked session stays open on the server and its id is returned
+    as ``session_id``: the run's tasks join it, so they share its (then warm) Python workers.
+    Spark keeps a separate Python worker pool per session, which costs every new session about
+    2 s on its first ``mapInPandas`` and, until the server stops, a daemon process.
     """
     host, port = split_address(address)
     where = address.split("/;", 1)[0]  # never show tokens
@@ -137,22 +186,33 @@ def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True
     try:
         spark = connect(address)
     except Exception as exc:  # noqa: BLE001 - gRPC and pyspark errors of many kinds
-        raise ClusterStartError(f"cannot open a Spark Connect session on {where}: {exc}") from None
+        raise ClusterStartError(f"cannot open a Spark Connect session on {where}: {_error_line(exc)}") from None
+    _few_retries(spark, timeout)
     try:
-        spark.range(1).count()
-        info = {"spark_version": spark.version}
-    except Exception as exc:  # noqa: BLE001
-        raise ClusterStartError(f"the Spark Connect server at {where} does not answer queries: {exc}") from None
-    try:
+        t0 = time.monotonic()
+        try:
+            spark.range(1).count()
+        except Exception as exc:  # noqa: BLE001
+            raise ClusterStartError(f"the Spark Connect server at {where} does not answer queries: {_error_line(exc)}") from None
+        info = {"spark_version": spark.version, "query_s": round(time.monotonic() - t0, 2)}
         if python:
             from include.etl.engines.spark import probe_python_workers
 
-            probe_python_workers(spark)
-    except Exception as exc:  # noqa: BLE001
-        raise ClusterStartError(
-            f"the Spark Connect server at {where} cannot run the job code in its Python workers (they need pandas, "
-            f"pyarrow and this project on PYTHONPATH): {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
-        ) from None
+            t0 = time.monotonic()
+            try:
+                probe_python_workers(spark)
+            except Exception as exc:  # noqa: BLE001
+                raise ClusterStartError(
+                    f"the Spark Connect server at {where} cannot run the job code in its Python workers (they need "
+                    f"pandas, pyarrow and this project on PYTHONPATH): {_error_line(exc)}"
+                ) from None
+            info["python_workers_s"] = round(time.monotonic() - t0, 2)
+        if keep_session:
+            info["session_id"] = spark.session_id
+            spark.release_session_on_close = False
+    except BaseException:
+        spark.release_session_on_close = True
+        raise
     finally:
         try:
             spark.stop()
@@ -184,14 +244,12 @@ appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
-logger.context.name = org.apache.spark.SparkContext
-logger.context.level = info
 logger.utils.name = org.apache.spark.util.Utils
 logger.utils.level = info
-logger.ui.name = org.apache.spark.ui
-logger.ui.level = info
-logger.connect.name = org.apache.spark.sql.connect.service
-logger.connect.level = info
+logger.jettyutils.name = org.apache.spark.ui.JettyUtils
+logger.jettyutils.level = info
+logger.server.name = org.apache.spark.sql.connect.service.SparkConnectServer
+logger.server.level = info
 logger.jetty.name = org.sparkproject.jetty
 logger.jetty.level = warn
 logger.parquet.name = org.apache.parquet.CorruptStatistics
@@ -266,7 +324,7 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
             time.sleep(0.2)
         listening = time.monotonic()
         try:
-            info = check_spark_connect(address, timeout=max(1.0, deadline - time.monotonic()))
+            info = check_spark_connect(address, timeout=max(1.0, deadline - time.monotonic()), keep_session=True)
         except ClusterStartError as exc:
             raise ClusterStartError(f"{exc}\nits log {logfile} ends with:\n{_tail(logfile)}") from None
         ready = time.monotonic()

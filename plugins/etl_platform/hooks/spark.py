@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +38,8 @@ class SparkClusterHook(ClusterHook):
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
         self._session = None
+        self._shared = False  # joined the run's session (shared with the run's other tasks)
+        self._tag = f"etl-task-{uuid.uuid4().hex[:16]}"  # marks this hook's operations, for cancel()
 
     def configured_address(self) -> tuple[str, str, str | None] | None:
         """(address shown and stored, address with credentials, dashboard URL) of the connection, or None."""
@@ -93,7 +96,7 @@ class SparkClusterHook(ClusterHook):
             address, full, dashboard = configured
             log.info("Attaching to the Spark Connect server of connection %r at %s", self.conn_id, address)
             try:
-                health = check_spark_connect(full, timeout=HEALTH_TIMEOUT)
+                health = check_spark_connect(full, timeout=HEALTH_TIMEOUT, keep_session=True)
             except ClusterStartError as exc:
                 raise ClusterStartError(f"{exc} (from Airflow connection {self.conn_id!r})") from None
             log.info("Spark Connect server at %s is healthy: %s", address, health)
@@ -108,11 +111,15 @@ class SparkClusterHook(ClusterHook):
         return handle
 
     def stop(self, handle: ClusterHandle) -> list[int]:
-        from include.etl.clusters.spark_local import stop_local_spark_connect
+        from include.etl.clusters.spark_local import release_session, stop_local_spark_connect
 
         if not handle.owned:
             log.info("Spark Connect server at %s was attached (connection %r), not started here: leaving it running",
                      handle.address, handle.conn_id)
+            session_id = handle.extra.get("session_id")
+            if session_id:
+                log.info("Releasing this run's Spark Connect session %s (and its Python workers)", session_id)
+                release_session(self._url(handle), session_id)
             return []
         killed = stop_local_spark_connect(handle)
         log.info("Stopped the local Spark Connect server at %s (process %s; still running before the kill: %s)",
@@ -120,32 +127,61 @@ class SparkClusterHook(ClusterHook):
         return killed
 
     def engine(self, handle: ClusterHandle) -> Any:
-        from include.etl.clusters.spark_local import connect, port_open, split_address
+        """A :class:`SparkEngine` on a client session; it joins the run's session when the handle has one."""
+        from include.etl.clusters.spark_local import port_open, split_address
         from include.etl.engines.spark import SparkEngine
 
-        log.info("Connecting to the Spark Connect server at %s", handle.address)
         host, port = split_address(handle.address)
         if not port_open(host, port, HEALTH_TIMEOUT):
             raise ClusterStartError(f"cannot reach the Spark Connect server at {handle.address}: nothing answers on {host}:{port}")
-        try:
-            self._session = connect(self._url(handle))
-        except Exception as exc:  # noqa: BLE001 - gRPC and pyspark errors of many kinds
-            raise ClusterStartError(f"cannot open a Spark Connect session on {handle.address}: {exc}") from None
+        url = self._url(handle)
+        session_id = handle.extra.get("session_id")
+        self._session = self._join(url, session_id, handle.address) if session_id else None
+        self._shared = self._session is not None
+        if self._session is None:
+            log.info("Connecting to the Spark Connect server at %s (new session)", handle.address)
+            self._session = self._open(url, None, handle.address)
+        # Tags are per client thread: the job must run in the thread that called engine(), as in
+        # SparkJobOperator.execute; cancel() may then come from any thread.
+        self._session.addTag(self._tag)
         return SparkEngine(self._session)
 
+    @staticmethod
+    def _open(url: str, session_id: str | None, address: str):
+        from include.etl.clusters.spark_local import connect
+
+        try:
+            return connect(url, session_id)
+        except Exception as exc:  # noqa: BLE001 - gRPC and pyspark errors of many kinds
+            raise ClusterStartError(f"cannot open a Spark Connect session on {address}: {exc}") from None
+
+    def _join(self, url: str, session_id: str, address: str):
+        """The run's server-side session, or None when it is gone (expired after idling, released)."""
+        log.info("Connecting to the Spark Connect server at %s (run session %s)", address, session_id)
+        session = self._open(url, session_id, address)
+        try:
+            session.conf.get("spark.sql.shuffle.partitions")  # one cheap round trip
+        except Exception as exc:  # noqa: BLE001 - SESSION_CLOSED, SESSION_NOT_FOUND, ...
+            log.warning("The run's Spark Connect session %s is no longer usable (%s); opening a new session",
+                        session_id, str(exc).splitlines()[0][:300])
+            session.stop()
+            return None
+        return session
+
     def cancel(self) -> None:
+        """Interrupt the operations this hook started (not those of other tasks sharing the session), then close."""
         session = self._session
         if session is not None:
             try:
-                interrupted = session.interruptAll()
+                interrupted = session.interruptTag(self._tag) if self._shared else session.interruptAll()
                 log.info("Interrupted %s Spark operation(s) of this task", len(interrupted or []))
             except Exception as exc:  # noqa: BLE001 - the session may already be gone
                 log.warning("Could not interrupt the Spark operations of this task: %s", exc)
         self.close()
 
     def close(self) -> None:
-        """Release the client session (server-side state of this session), not the server."""
-        session, self._session = self._session, None
+        """Close the client; a session of its own is released, the run's shared session and the server stay."""
+        session, self._session, self._shared = self._session, None, False
         if session is not None:
             try:
                 session.stop()

@@ -1,0 +1,88 @@
+"""olympics_etl through a real scheduler and LocalExecutor: every task in its own process.
+
+`bin/airflow standalone` runs the api-server (Execution API), scheduler, dag-processor and
+triggerer as separate processes, exactly as `make run` does. The cluster started by
+`start_cluster` must serve the later tasks (other processes), and nothing may be left
+running afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import DATA, ROOT
+from tests.e2e.airflow_env import bin_airflow, project_env
+from tests.e2e.expected import assert_marts_match
+from tests.procs import processes_with_env
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _query(home, sql, *args):
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def _wait(what, predicate, timeout, proc, log):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"airflow standalone exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
+    home = airflow_home
+    port = _free_port()
+    extra = {"AIRFLOW__API__PORT": str(port), "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5"}
+    log = home / "standalone.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(ROOT / "bin" / "airflow"), "standalone"], env=project_env(home, **extra), cwd=ROOT,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait("the DAG to be parsed", lambda: _query(home, "select 1 from dag where dag_id='olympics_etl'"), 240, proc, log)
+        assert bin_airflow(home, "dags", "unpause", "olympics_etl", **extra).returncode == 0
+        out = bin_airflow(home, "dags", "trigger", "olympics_etl", "--logical-date", "2024-07-08T00:00:00+00:00",
+                          "-c", '{"backend": "dask"}', **extra)
+        assert out.returncode == 0, out.stderr[-3000:]
+
+        def finished():
+            runs = _query(home, "select run_type, state, logical_date from dag_run where dag_id='olympics_etl'")
+            assert not [r for r in runs if r[1] == "failed"], (runs, log.read_text()[-4000:])
+            types = {r[0] for r in runs if r[1] == "success"}
+            return runs if {"manual", "scheduled"} <= types else None
+
+        runs = _wait("a scheduled and a triggered run to succeed", finished, 420, proc, log)
+        # each task ran in its own process: distinct pids recorded per task instance
+        pids = _query(home, "select task_id, pid from task_instance where dag_id='olympics_etl' and state='success'")
+        assert len({pid for _, pid in pids}) == len(pids) >= 14, pids
+        assert_marts_match(home / "lake", "2024-07-08", DATA)
+        scheduled_ds = [r[2][:10] for r in runs if r[0] == "scheduled"][0]
+        assert_marts_match(home / "lake", scheduled_ds, DATA)
+        assert processes_with_env(str(home)) == [], "cluster processes left running after the runs"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
