@@ -54,6 +54,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """A path setting; relative values are taken from the project root, not the process's cwd."""
+    raw = env.get(name)
+    path = Path(raw).expanduser() if raw else default
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def check_backend(backend: str, source: str = "backend") -> str:
     """Return ``backend`` normalised, or raise naming where the bad value came from."""
     name = (backend or "").strip().lower()
@@ -83,13 +90,13 @@ class Settings:
         ratio = _float(env, "ETL_MAX_REJECT_RATIO", 0.01)
         if not 0 <= ratio <= 1:
             raise ConfigError(f"ETL_MAX_REJECT_RATIO={ratio} must be between 0 and 1")
-        data_dir = Path(env.get("ETL_DATA_DIR") or PROJECT_ROOT / "data" / "olympics").expanduser()
+        data_dir = _path(env, "ETL_DATA_DIR", PROJECT_ROOT / "data" / "olympics")
         return cls(
-            lake_root=Path(env.get("ETL_LAKE_ROOT") or PROJECT_ROOT / "lake").expanduser(),
+            lake_root=_path(env, "ETL_LAKE_ROOT", PROJECT_ROOT / "lake"),
             data_dir=data_dir,
-            athletes_path=env.get("ETL_ATHLETES_PATH") or str(data_dir / "athlete_events_head.csv"),
-            regions_path=env.get("ETL_REGIONS_PATH") or str(data_dir / "noc_regions.csv"),
-            venues_path=env.get("ETL_VENUES_PATH") or str(data_dir / "host_city_locations.csv"),
+            athletes_path=str(_path(env, "ETL_ATHLETES_PATH", data_dir / "athlete_events_head.csv")),
+            regions_path=str(_path(env, "ETL_REGIONS_PATH", data_dir / "noc_regions.csv")),
+            venues_path=str(_path(env, "ETL_VENUES_PATH", data_dir / "host_city_locations.csv")),
             default_backend=check_backend(env.get("ETL_DEFAULT_BACKEND") or "dask", "ETL_DEFAULT_BACKEND"),
             bind_host=env.get("ETL_BIND_HOST") or "127.0.0.1",
             dask_workers=_int(env, "ETL_DASK_WORKERS", 2),

@@ -38,6 +38,8 @@ def test_settings_defaults_and_errors(tmp_path):
     assert s.lake_root == tmp_path and s.default_backend == "dask" and s.bind_host == "127.0.0.1"
     assert s.athletes_path.endswith("data/olympics/athlete_events_head.csv")
     assert Settings.from_env({"ETL_ATHLETES_PATH": "/x.csv"}).athletes_path == "/x.csv"
+    relative = Settings.from_env({"ETL_LAKE_ROOT": "lake2"})  # relative to the project, not the cwd
+    assert relative.lake_root.is_absolute() and relative.lake_root.name == "lake2"
     with pytest.raises(ConfigError, match="ETL_DEFAULT_BACKEND='flink'"):
         Settings.from_env({"ETL_DEFAULT_BACKEND": "flink"})
     with pytest.raises(ConfigError, match="ETL_DASK_WORKERS='two'"):
