@@ -7,6 +7,7 @@ help:
 	@echo "make run     install and start Airflow on http://localhost:8080 (SQLite, LocalExecutor, local clusters)"
 	@echo "make test    install and run the whole test suite"
 	@echo "make install create .venv from requirements.txt"
+	@echo "make data ROWS=1000000 OUT=/tmp/olympics [FILES=1 SEED=0]  generate an input set of any size"
 	@echo "make lint    ruff"
 	@echo "make lock    recompile requirements.txt from requirements.in"
 
@@ -21,10 +22,17 @@ run: install
 test: install
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
+ROWS ?= 1000000
+OUT ?= data/generated
+SEED ?= 0
+FILES ?= 1
+data: install
+	.venv/bin/python -m include.etl.generate --rows $(ROWS) --out $(OUT) --seed $(SEED) --files $(FILES)
+
 lint: install
 	.venv/bin/ruff check .
 
 lock: install
 	.venv/bin/uv pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
 
-.PHONY: help install run test lint lock
+.PHONY: help install run test data lint lock
