@@ -1,0 +1,109 @@
+"""docker-compose.yaml checked statically (no Docker engine runs here).
+
+The same topology is exercised natively by the production end-to-end test; this test makes
+sure the compose file describes it completely and consistently with .env.example and the code.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
+VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def documented(name: str) -> bool:
+    return re.search(rf"^#?\s*{re.escape(name)}=", ENV_EXAMPLE, re.MULTILINE) is not None
+
+
+def command(service: str) -> str:
+    cmd = SERVICES[service].get("command", "")
+    return " ".join(cmd) if isinstance(cmd, list) else cmd
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_image_and_healthcheck(name):
+    svc = SERVICES[name]
+    assert svc.get("image") or svc.get("build"), f"{name} has neither image nor build"
+    test = svc.get("healthcheck", {}).get("test")
+    assert test and test != ["NONE"], f"{name} has no health check"
+
+
+def test_every_variable_is_documented_in_env_example():
+    used = set(VAR.findall((ROOT / "docker-compose.yaml").read_text()))
+    missing = sorted(v for v in used if not documented(v))
+    assert not missing, f"variables used by docker-compose.yaml but not in .env.example: {missing}"
+
+
+def test_every_setting_the_code_reads_is_documented():
+    settings = (ROOT / "include" / "etl" / "settings.py").read_text()
+    read = set(re.findall(r'"(ETL_[A-Z_]+)"', settings))
+    assert {"ETL_LAKE_ROOT", "ETL_DEFAULT_BACKEND"} <= read
+    missing = sorted(v for v in read if not documented(v))
+    assert not missing, f"settings read by the code but not in .env.example: {missing}"
+
+
+def test_secrets_are_required_not_defaulted():
+    text = (ROOT / "docker-compose.yaml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD"):
+        assert re.search(rf"\$\{{{secret}:\?", text), f"{secret} must use ${{{secret}:?...}} (required)"
+        assert re.search(rf"^{secret}=$", ENV_EXAMPLE, re.MULTILINE), f"{secret} must be an empty placeholder"
+
+
+def test_airflow_components_and_executor():
+    assert command("airflow-apiserver") == "api-server"
+    assert command("airflow-scheduler") == "scheduler"
+    assert command("airflow-dag-processor") == "dag-processor"
+    assert command("airflow-triggerer") == "triggerer"
+    assert command("airflow-worker") == "celery worker"
+    assert "airflow db migrate" in command("airflow-init")
+    env = COMPOSE["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
+
+
+def test_clusters_are_services_and_airflow_attaches_to_them():
+    env = COMPOSE["x-airflow-common"]["environment"]
+    assert env["AIRFLOW_CONN_DASK_DEFAULT"] == "tcp://dask-scheduler:8786"
+    assert env["AIRFLOW_CONN_SPARK_CONNECT_DEFAULT"] == "sc://spark-connect:15002"
+    assert "ETL_DEFAULT_BACKEND" in env and env["ETL_LAKE_ROOT"] == "/lake"
+    assert command("dask-scheduler").startswith("dask scheduler") and "--port 8786" in command("dask-scheduler")
+    assert command("dask-worker").startswith("dask worker tcp://dask-scheduler:8786")
+    assert "org.apache.spark.deploy.master.Master" in command("spark-master")
+    assert "org.apache.spark.deploy.worker.Worker" in command("spark-worker") and "spark://spark-master:7077" in command("spark-worker")
+    connect = command("spark-connect")
+    assert "SparkConnectServer" in connect and "--master spark://spark-master:7077" in connect and "15002" in connect
+    # The connection names match what the hooks look up.
+    from etl_platform.hooks.cluster import DaskClusterHook
+    from etl_platform.hooks.spark import SparkClusterHook
+
+    assert f"AIRFLOW_CONN_{DaskClusterHook.default_conn_name.upper()}" in env
+    assert f"AIRFLOW_CONN_{SparkClusterHook.default_conn_name.upper()}" in env
+
+
+def test_one_image_one_lake_and_only_the_ui_published():
+    images = {svc.get("image") for name, svc in SERVICES.items() if name not in ("postgres", "redis")}
+    assert images == {"${ETL_IMAGE:-olympics-etl:latest}"}
+    for name, svc in SERVICES.items():
+        if name in ("postgres", "redis"):
+            continue
+        lakes = [v for v in svc.get("volumes", []) if isinstance(v, dict) and v["target"] == "/lake"]
+        assert lakes == [{"type": "volume", "source": "lake", "target": "/lake"}], f"{name} lacks the shared lake"
+    published = {name: svc["ports"] for name, svc in SERVICES.items() if svc.get("ports")}
+    assert list(published) == ["airflow-apiserver"]
+    assert published["airflow-apiserver"] == ["${AIRFLOW_UI_BIND:-127.0.0.1}:${AIRFLOW_UI_PORT:-8080}:8080"]
+
+
+def test_start_order_waits_for_health():
+    for name, svc in SERVICES.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert cond["condition"] in ("service_healthy", "service_completed_successfully"), (name, dep)
+    assert SERVICES["airflow-scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
