@@ -170,6 +170,40 @@ def test_java_check_accepts_installed_java_and_rejects_missing_or_old(tmp_path, 
     assert processes_with_env(str(tmp_path)) == []
 
 
+def test_server_that_dies_while_starting_fails_with_its_log_and_leaves_nothing(tmp_path, monkeypatch):
+    from include.etl.clusters import spark_local
+
+    command = spark_local.server_command
+    monkeypatch.setattr(spark_local, "server_command",
+                        lambda *args: command(*args)[:1] + ["--driver-memory", "1k"] + command(*args)[1:])
+    with pytest.raises(ClusterStartError, match=r"(?s)exited with code 1 while starting; its log .*spark-connect\.log "
+                                                r"ends with:.*Too small maximum heap"):
+        spark_local.start_local_spark_connect(Settings.from_env({}), tmp_path / "w", timeout=60)
+    assert processes_with_env(str(tmp_path)) == []
+
+
+def test_unusable_bind_host_is_one_clear_error(tmp_path):
+    from include.etl.clusters.spark_local import start_local_spark_connect
+
+    with pytest.raises(ClusterStartError, match=r"cannot listen on 192\.0\.2\.77 \(ETL_BIND_HOST\)"):
+        start_local_spark_connect(Settings.from_env({"ETL_BIND_HOST": "192.0.2.77"}), tmp_path / "w")
+
+
+def test_ports_are_read_from_this_start_s_part_of_the_log(tmp_path):
+    from include.etl.clusters.spark_local import _reported_port, _ui_url
+
+    log = tmp_path / "spark-connect.log"
+    log.write_text("INFO SparkConnectServer: Spark Connect server started at: 127.0.0.1:41000\n")  # an earlier try
+    offset = log.stat().st_size
+    assert _reported_port(log, offset) is None and _ui_url(log, offset) is None
+    with log.open("a") as f:
+        f.write("26/11/21 13:35:56 INFO JettyUtils: Start Jetty 127.0.0.1:4041 for SparkUI\n"
+                "26/11/21 13:35:57 INFO Utils: Successfully started service 'SparkUI' on port 4042.\n"
+                "26/11/21 13:36:01 INFO SparkConnectServer: Spark Connect server started at: 127.0.0.1:41001\n")
+    assert _reported_port(log, offset) == 41001
+    assert _ui_url(log, offset) == "http://127.0.0.1:4042"
+
+
 def test_unreachable_connection_fails_fast_naming_its_address(tmp_path, monkeypatch):
     port = _free_port()
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", f"sc://127.0.0.1:{port}")

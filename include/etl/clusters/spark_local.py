@@ -2,7 +2,7 @@
 
 No Spark download: the ``pyspark`` wheel ships Spark's jars and launch scripts, so the server
 is ``<pyspark>/bin/spark-submit --class org.apache.spark.sql.connect.service.SparkConnectServer``
-with ``SPARK_HOME=<pyspark>`` (the script ``exec``\\ s the JVM, so the started pid is the JVM's).
+with ``SPARK_HOME=<pyspark>``; the script replaces itself with the JVM, so the started pid is the JVM's.
 It runs in its own session (process group), so it outlives the Airflow task that started it
 and later tasks of the run attach to it over gRPC; the teardown task kills the process group,
 which also takes the Python workers the JVM forked.
@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -191,7 +192,9 @@ def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True
     try:
         t0 = time.monotonic()
         try:
-            spark.range(1).count()
+            with warnings.catch_warnings():  # the client warns before raising; the error says it all
+                warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
+                spark.range(1).count()
         except Exception as exc:  # noqa: BLE001
             raise ClusterStartError(f"the Spark Connect server at {where} does not answer queries: {_error_line(exc)}") from None
         info = {"spark_version": spark.version, "query_s": round(time.monotonic() - t0, 2)}
@@ -215,18 +218,33 @@ def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True
         raise
     finally:
         try:
-            spark.stop()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
+                spark.stop()
         except Exception:  # noqa: BLE001 - releasing the session is best effort
             pass
     return info
 
 
-def _ui_url(logfile: Path) -> str | None:
-    """The Spark UI address the server reports (the configured port may have been taken)."""
+def _log_since(logfile: Path, offset: int) -> str:
+    """What the server wrote to ``logfile`` after ``offset`` (a retried start appends to the same log)."""
     try:
-        text = logfile.read_text(errors="replace")
+        with open(logfile, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
     except OSError:
-        return None
+        return ""
+
+
+def _reported_port(logfile: Path, offset: int) -> int | None:
+    text = _log_since(logfile, offset)
+    found = re.findall(r"Spark Connect server started at: \S+:(\d+)", text)
+    return int(found[-1]) if found else None
+
+
+def _ui_url(logfile: Path, offset: int) -> str | None:
+    """The Spark UI address the server reports (the configured port may have been taken)."""
+    text = _log_since(logfile, offset)
     hosts = re.findall(r"Start Jetty (\S+?):\d+ for SparkUI", text)
     ports = re.findall(r"Successfully started service 'SparkUI' on port (\d+)", text)
     if not ports:
@@ -290,7 +308,10 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
     check_java()
     home = spark_home()
     host = settings.bind_host
-    port, ui_port = free_port(host), free_port(host)
+    try:
+        port, ui_port = free_port(host), free_port(host)
+    except OSError as exc:
+        raise ClusterStartError(f"cannot listen on {host} (ETL_BIND_HOST) on this machine: {exc}") from None
     logfile = workdir / LOG_NAME
     env = worker_env()  # the project importable, so Python workers can load the job code
     # ETL_CLUSTER_WORKDIR, inherited by the JVM and its Python workers, identifies every process of this cluster.
@@ -301,6 +322,7 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
     log.info("Starting a Spark Connect server on %s:%s: %s", host, port, " ".join(args))
     started: list[int] = []
     t0 = time.monotonic()
+    log_offset = logfile.stat().st_size if logfile.exists() else 0
     try:
         with open(logfile, "ab") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -308,9 +330,18 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
         started.append(proc.pid)
         import pyspark.sql.connect.session  # noqa: F401 - the client's imports take seconds: overlap them with the JVM's
 
-        address = f"sc://{host}:{port}"
         deadline = t0 + timeout
-        while not port_open(host, port, 0.5):
+        open_since = None
+        while True:
+            # The server reports its port (it moves to the next one if the chosen port got taken).
+            reported = _reported_port(logfile, log_offset)
+            if reported:
+                port = reported
+                break
+            if port_open(host, port, 0.5):
+                open_since = open_since or time.monotonic()
+                if time.monotonic() - open_since > 5:  # listening, but the log line is not there: trust the port
+                    break
             if proc.poll() is not None:
                 raise ClusterStartError(
                     f"the Spark Connect server exited with code {proc.returncode} while starting; "
@@ -322,6 +353,7 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
                     f"its log {logfile} ends with:\n{_tail(logfile)}"
                 )
             time.sleep(0.2)
+        address = f"sc://{host}:{port}"
         listening = time.monotonic()
         try:
             info = check_spark_connect(address, timeout=max(1.0, deadline - time.monotonic()), keep_session=True)
@@ -330,7 +362,7 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
         ready = time.monotonic()
         handle = ClusterHandle(
             backend="spark", address=address, owned=True, pids=started, workdir=str(workdir),
-            dashboard_url=_ui_url(logfile) or f"http://{host}:{ui_port}",
+            dashboard_url=_ui_url(logfile, log_offset) or f"http://{host}:{ui_port}",
             extra={**info, "log": str(logfile), "listening_s": round(listening - t0, 2), "ready_s": round(ready - t0, 2)},
         )
         log.info("Spark Connect server %s up in %.1f s (listening after %.1f s), UI %s, pid %s",

@@ -27,6 +27,13 @@ class SparkClusterHook(ClusterHook):
     to that server and never stop it. No such connection: start a local Spark Connect server
     from the installed pyspark package (needs Java 17+). Spark standalone masters
     (``spark://``) are not supported yet.
+
+    The start opens one server-side session for the run (its id is in the handle's ``extra``)
+    and every job task joins it: Spark keeps one Python worker pool per session, so a task
+    with its own session would pay about 2 s to start fresh workers (and leave a daemon process
+    on the server). Hence closing a task's client never releases the run's session, and
+    :meth:`cancel` interrupts only the operations tagged with this hook's tag. The stop task
+    releases the session on an attached server and kills a started one.
     """
 
     conn_name_attr = "conn_id"
