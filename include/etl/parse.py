@@ -23,7 +23,7 @@ PANDAS_DTYPES = {"int": "Int64", "float": "Float64", "str": "string"}
 def _raw_lines(raw: pd.DataFrame, names: tuple[str, ...]) -> list[str]:
     """Re-serialise raw rows as CSV text, for the rejects dataset."""
     out = []
-    for values in raw[list(names)].itertuples(index=False, name=None):
+    for values in raw[list(names)].astype(object).where(raw[list(names)].notna(), None).itertuples(index=False, name=None):
         buf = io.StringIO()
         csv.writer(buf, lineterminator="").writerow(["" if v is None else v for v in values])
         out.append(buf.getvalue())
@@ -75,6 +75,8 @@ def parse_frame(raw: pd.DataFrame, schema: TableSchema, source: str) -> pd.DataF
         raise ValueError(f"{source}: columns {missing_cols} missing from the parsed frame")
     out = pd.DataFrame(index=raw.index)
     reason = pd.Series(None, index=raw.index, dtype="object")
+    if "_error" in raw.columns:  # the line could not be split into fields (see tokenize)
+        reason = raw["_error"].astype("object").where(raw["_error"].notna(), None)
     for col in schema.columns:
         values = raw[col.name].astype("object").where(raw[col.name].notna(), None).astype("string")
         out[col.name], col_reason = _typed(col, values)
@@ -89,6 +91,9 @@ def parse_frame(raw: pd.DataFrame, schema: TableSchema, source: str) -> pd.DataF
     out["_raw"] = pd.Series(pd.NA, index=raw.index, dtype="string")
     if rejected.any():
         out.loc[rejected, "_raw"] = _raw_lines(raw.loc[rejected], schema.names)
+        if "_rawline" in raw.columns:  # the original line text, where the engine kept it
+            original = raw["_rawline"].astype("string")
+            out.loc[rejected & original.notna(), "_raw"] = original[rejected & original.notna()]
     out["_reason"] = reason.astype("string")
     return out
 
@@ -138,3 +143,94 @@ def check_header(path: str, schema: TableSchema) -> list[str]:
             f"found columns {found}{hint}"
         )
     return found
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizing: text lines -> raw string fields, the same way on every engine.
+# Engines deliver the file's text (Dask: byte blocks split on newlines; Spark: text lines),
+# decoded as UTF-8 with invalid bytes replaced by U+FFFD. Each physical line is one record:
+# quoted fields may contain commas and doubled quotes but not newlines (the Olympics files
+# have none), so an unterminated quote spoils only its own line, never the rest of the file.
+
+INVALID_UTF8 = "\ufffd"
+
+
+def _fast_tokenize(text: str, header: list[str], n_lines: int):
+    """pandas' C parser over the whole text; None when any line needs the careful path."""
+    import pandas as pd
+
+    if INVALID_UTF8 in text:
+        return None
+    try:
+        raw = pd.read_csv(
+            io.StringIO(text), header=None, names=header, dtype=str, keep_default_na=False,
+            na_filter=False, skip_blank_lines=False, quotechar='"', doublequote=True, engine="c",
+        )
+    except (ValueError, pd.errors.ParserError):  # too many fields, a bad quote ...
+        return None
+    if len(raw) != n_lines or raw.isna().to_numpy().any():  # a quote spanning lines, short rows
+        return None
+    return raw
+
+
+def _careful_tokenize(lines: list[str], header: list[str]):
+    """One line at a time with the csv module: every bad line gets a reason."""
+    import pandas as pd
+
+    rows, errors = [], []
+    n = len(header)
+    for line in lines:
+        error = None
+        fields: list[str] = []
+        if INVALID_UTF8 in line:
+            error = "not valid UTF-8"
+        else:
+            try:
+                fields = next(csv.reader([line], strict=True), [])
+            except csv.Error as exc:
+                error = f"malformed CSV line ({exc})"
+            else:
+                if len(fields) != n:
+                    error = f"expected {n} fields, found {len(fields)}"
+        rows.append(fields if error is None else [None] * n)
+        errors.append(error)
+    raw = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame(columns=header, dtype=object)
+    raw["_error"] = pd.Series(errors, index=raw.index, dtype=object)
+    raw["_rawline"] = pd.Series(lines, index=raw.index, dtype=object)
+    return raw
+
+
+def tokenize(text: str, header: list[str], first_line: int | None):
+    """Split ``text`` (complete lines, no header) into raw string fields named by ``header``.
+
+    Returns one row per non-blank line with ``_line`` (``first_line`` + offset, when known),
+    ``_error`` (null, or why the line could not be split into ``len(header)`` fields) and
+    ``_rawline`` (the line's text, for rejects).
+    """
+    import pandas as pd
+
+    lines = text.splitlines()
+    numbers = list(range(len(lines)))
+    if any(not ln.strip() for ln in lines):
+        keep = [i for i, ln in enumerate(lines) if ln.strip()]
+        lines, numbers = [lines[i] for i in keep], keep
+        text = "\n".join(lines)
+    raw = _fast_tokenize(text, header, len(lines)) if lines else None
+    if raw is None:
+        raw = _careful_tokenize(lines, header)
+    else:
+        raw["_error"] = pd.Series(None, index=raw.index, dtype=object)
+        raw["_rawline"] = pd.Series(None, index=raw.index, dtype=object)
+    if first_line is not None:
+        raw["_line"] = pd.Series([first_line + i for i in numbers], index=raw.index, dtype="Int64")
+    return raw
+
+
+def skip_first_line(text: str) -> str:
+    """``text`` without its first line (the header), whatever its line ending."""
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            return text[i + 1 :]
+        if ch == "\r":
+            return text[i + 2 :] if text[i + 1 : i + 2] == "\n" else text[i + 1 :]
+    return ""

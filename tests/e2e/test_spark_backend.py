@@ -385,8 +385,8 @@ def test_malformed_rows_are_rejected_not_padded_or_truncated(spark_engine, base)
     assert (summary["rows_accepted"], summary["rows_rejected"]) == (1, 2)
     rejects = read_table(Path(summary["rejects_path"]))[1]
     assert rejects[["_line", "_raw", "_reason"]].values.tolist() == [
-        [3, "1996,Summer,Atlanta", "malformed CSV row (expected 5 fields)"],
-        [4, "2000,Summer,Sydney,151.2,-33.9,extra", "malformed CSV row (expected 5 fields)"],
+        [3, "1996,Summer,Atlanta", "expected 5 fields, found 3"],
+        [4, "2000,Summer,Sydney,151.2,-33.9,extra", "expected 5 fields, found 6"],
     ]
 
 

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import warnings
+import weakref
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -116,6 +117,25 @@ def port_open(host: str, port: int, timeout: float) -> bool:
         return False
 
 
+# Clients this process opened, per server address: stopping a server closes them first, or
+# pyspark's exit hook would retry its clean-up calls against the dead server for minutes.
+_CLIENTS: dict[str, weakref.WeakSet] = {}
+
+
+def _base_address(address: str) -> str:
+    return address.split("/;", 1)[0].rstrip("/")
+
+
+def close_clients(address: str) -> None:
+    """Close (without any server call) every client of this process on ``address``."""
+    for spark in list(_CLIENTS.pop(_base_address(address), ())):
+        try:
+            spark.client._closed = True  # skip pyspark's exit-time clean-up RPCs
+            spark.client.close()
+        except Exception as exc:  # noqa: BLE001 - best effort
+            log.debug("closing a Spark Connect client of %s failed: %s", address, exc)
+
+
 def connect(address: str, session_id: str | None = None):
     """A new Spark Connect client on ``address`` (never a cached one of another server).
 
@@ -129,6 +149,7 @@ def connect(address: str, session_id: str | None = None):
     spark = SparkSession.builder.remote(address).create()
     if session_id:
         spark.release_session_on_close = False
+    _CLIENTS.setdefault(_base_address(address), weakref.WeakSet()).add(spark)
     return spark
 
 
@@ -379,6 +400,7 @@ def stop_local_spark_connect(handle: ClusterHandle, timeout: float = 10.0) -> li
         raise ValueError(
             f"refusing to stop the Spark Connect server at {handle.address}: it was attached, not started here"
         )
+    close_clients(handle.address)
     if not any(is_alive(p, MARKER) for p in handle.pids):
         return []
     return kill_groups(handle.pids, MARKER, grace=timeout)

@@ -6,19 +6,25 @@ import logging
 import os
 from typing import Any
 
-from include.etl.parse import empty_parsed, parse_frame
+from include.etl.parse import empty_parsed, parse_frame, skip_first_line, tokenize
 from include.etl.schemas import REJECT_COLUMNS, TableSchema
 
 log = logging.getLogger(__name__)
 
-# Files up to this size are read as one partition, which lets rejects carry line numbers.
-SINGLE_PARTITION_BYTES = 64 * 2**20
+# Files up to this size are read as one partition; larger ones in blocks of this size.
+BLOCK_BYTES = 64 * 2**20
 
 
-def _parse_partition(raw, schema: TableSchema, source: str, whole_file: bool):
-    if whole_file:
-        raw = raw.assign(_line=raw.index + 2)  # header is line 1; no quoted newlines in these inputs
-    return parse_frame(raw, schema, source)
+def _count_newlines(block: bytes) -> int:
+    return block.count(b"\n")
+
+
+def ingest_block(block: bytes, schema: TableSchema, source: str, header: list[str], first_line: int) -> Any:
+    """One block of the file (whole lines) -> :func:`parse_frame` output. Block 0 holds the header."""
+    text = block.decode("utf-8", errors="replace")
+    if first_line == 1:
+        text, first_line = skip_first_line(text), 2
+    return parse_frame(tokenize(text, header, first_line), schema, source)
 
 
 class DaskEngine:
@@ -28,19 +34,25 @@ class DaskEngine:
         self.client = client
 
     def read_csv(self, path: str, schema: TableSchema) -> Any:
+        import dask
         import dask.dataframe as dd
+        from dask.bytes import read_bytes
 
-        whole = schema.reference or os.path.getsize(path) <= SINGLE_PARTITION_BYTES
-        raw = dd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            usecols=list(schema.names),
-            blocksize=None if whole else "64MB",
-            encoding="utf-8",
-        )
-        return raw.map_partitions(_parse_partition, schema, path, whole, meta=empty_parsed(schema))
+        from include.etl.parse import check_header
+
+        header = check_header(path, schema)
+        whole = schema.reference or os.path.getsize(path) <= BLOCK_BYTES
+        _, (blocks,) = read_bytes(path, delimiter=b"\n", blocksize=None if whole else BLOCK_BYTES, sample=False)
+        if len(blocks) == 1:
+            first_lines = [1]
+        else:  # exact line numbers: count the newlines before each block (a fast pass over the bytes)
+            counts = dask.compute(*[dask.delayed(_count_newlines)(b) for b in blocks])
+            first_lines = [1 + sum(counts[:i]) for i in range(len(blocks))]
+        parts = [
+            dask.delayed(ingest_block)(b, schema, path, header, first)
+            for b, first in zip(blocks, first_lines, strict=True)
+        ]
+        return dd.from_delayed(parts, meta=empty_parsed(schema), verify_meta=False)
 
     def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
         import dask

@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 # Files up to this size are read as one partition (like the Dask engine), which lets rejects
 # carry line numbers and lets reference tables be de-duplicated on their key as a whole.
 SINGLE_PARTITION_BYTES = 64 * 2**20
-CORRUPT = "_corrupt_record"  # Spark's raw text of a row with the wrong number of fields
 SPARK_TYPES = {"int": "bigint", "float": "double", "str": "string"}
 
 
@@ -33,41 +32,24 @@ def parsed_ddl(schema: TableSchema) -> str:
     return ", ".join(cols)
 
 
-def _parse_batch(raw, schema: TableSchema, source: str, first_line: int | None, n_fields: int):
-    import pandas as pd
+def parse_partition(batches: Iterator, schema: TableSchema, source: str, header: list[str], whole_file: bool) -> Iterator:
+    """``mapInPandas`` function: text lines of one partition -> :func:`parse_frame` output.
 
-    if first_line is not None:
-        raw = raw.assign(_line=pd.RangeIndex(first_line, first_line + len(raw)))
-    out = parse_frame(raw, schema, source)
-    corrupt = raw[CORRUPT].notna().to_numpy() if CORRUPT in raw.columns else None
-    if corrupt is not None and corrupt.any():
-        # Rows with too few or too many fields: Spark pads or truncates them; reject them instead.
-        reason = f"malformed CSV row (expected {n_fields} fields)"
-        out.loc[corrupt, "_reason"] = reason
-        out.loc[corrupt, "_raw"] = raw.loc[corrupt, CORRUPT].astype("string").to_numpy()
-    return out
-
-
-def parse_partition(batches: Iterator, schema: TableSchema, source: str, whole_file: bool, n_fields: int) -> Iterator:
-    """``mapInPandas`` function: raw string batches of one partition -> :func:`parse_frame` output.
-
-    With ``whole_file`` the partition is the whole file in order, so rows get line numbers (the
-    header is line 1; no quoted newlines in these inputs); a table with a key is parsed in one
-    piece so that duplicates across Arrow batches are found.
+    Lines are tokenized by :func:`include.etl.parse.tokenize`, exactly as on Dask. With
+    ``whole_file`` the partition is the whole file in order: its first line is the header and
+    rows get line numbers; a table with a key is parsed in one piece so duplicates are found.
     """
-    import pandas as pd
+    from include.etl.parse import skip_first_line, tokenize
 
-    if whole_file and schema.key:
-        frames = list(batches)
-        if frames:
-            raw = pd.concat(frames, ignore_index=True)
-            yield _parse_batch(raw, schema, source, 2, n_fields)
+    header_line = ",".join(header)
+    if whole_file:
+        values = [v for frame in batches for v in frame["value"].tolist()]
+        text = skip_first_line("\n".join(values) + "\n") if values else ""
+        yield parse_frame(tokenize(text, header, 2), schema, source)
         return
-    line = 2
-    for raw in batches:
-        raw = raw.reset_index(drop=True)
-        yield _parse_batch(raw, schema, source, line if whole_file else None, n_fields)
-        line += len(raw)
+    for frame in batches:
+        lines = [v for v in frame["value"].tolist() if v.replace('"', "") != header_line]
+        yield parse_frame(tokenize("\n".join(lines), header, None), schema, source)
 
 
 def _probe(batches: Iterator) -> Iterator:
@@ -96,29 +78,17 @@ class SparkEngine:
 
         header = check_header(path, schema)  # names the file when it is unusable
         whole = schema.reference or os.path.getsize(path) <= SINGLE_PARTITION_BYTES
-        # Every field a string, by position (the header line is skipped, its names used), plus
-        # the raw text of malformed rows. Nothing becomes null except empty fields: "NA" stays
-        # a string and parse_frame treats both as missing, exactly as on Dask.
-        fields = ", ".join(f"`{name}` string" for name in header)
-        raw = (
-            self.session.read.schema(f"{fields}, `{CORRUPT}` string")
-            .option("header", True)
-            .option("quote", '"')
-            .option("escape", '"')  # the files double quotes inside quoted fields
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", CORRUPT)
-            .option("encoding", "UTF-8")
-            # One unsplittable partition per file, in file order. Line endings (LF, CRLF and
-            # the bare CR of noc_regions.csv) are recognised in both modes.
-            .option("multiLine", whole)
-            .csv(path)
-        )
-        n_fields = len(header)
+        # The file as text lines (LF, CRLF and the bare CR of noc_regions.csv are all line
+        # ends; invalid UTF-8 becomes U+FFFD), tokenized in Python like on Dask, so both
+        # engines accept and reject the same rows. Small files stay one partition, in order.
+        lines = self.session.read.text(path)
+        if whole:
+            lines = lines.coalesce(1)
 
         def parse(batches):
-            return parse_partition(batches, schema, path, whole, n_fields)
+            return parse_partition(batches, schema, path, header, whole)
 
-        return raw.mapInPandas(parse, parsed_ddl(schema))
+        return lines.mapInPandas(parse, parsed_ddl(schema))
 
     def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
         from pyspark.sql import functions as F
