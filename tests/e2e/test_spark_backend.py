@@ -483,3 +483,89 @@ def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(
     assert processes_with_env(str(base / "external")) == []
     jvms = subprocess.run(["pgrep", "-f", f"SparkConnectServer.*{base / 'external'}"], capture_output=True, text=True)
     assert jvms.stdout.strip() == ""
+
+
+HEADER = '"ID","Name","Sex","Age","Height","Weight","Team","NOC","Games","Year","Season","City","Sport","Event","Medal"'
+GOOD_ROW = '"{id}","Ann ""Annie"" O\'Neil, Jr.","F",24,170,60,"China","CHN","1992 Summer",1992,"Summer","Barcelona","Judo","Judo Women\'s Lightweight",NA'
+BAD_ROWS = {  # line text -> reason (each case of issue 5's row-level list)
+    '"101","Too Few","M",24,170': "expected 15 fields, found 5",
+    GOOD_ROW.format(id=102) + ',"extra"': "expected 15 fields, found 16",
+    '"103","Unterminated,"M",24,170,60,"China","CHN","1992 Summer",1992,"Summer","Barcelona","Judo","Judo",NA':
+        "malformed CSV line (',' expected after '\"')",
+    GOOD_ROW.format(id=104).replace(",24,", ",abc,"): "Age is not a number",
+    GOOD_ROW.format(id=105).replace('"F"', '"X"'): "Sex not in M/F",
+    GOOD_ROW.format(id=106).replace('"Summer","Barcelona"', '"Spring","Barcelona"'): "Season not in Summer/Winter",
+    GOOD_ROW.format(id=107).replace(",NA", ',"Platinum"'): "Medal not in Gold/Silver/Bronze",
+    GOOD_ROW.format(id=108).replace(",24,", ",-1,"): "Age outside [0, 120]",
+    GOOD_ROW.format(id=109).replace(",24,", ",121,"): "Age outside [0, 120]",
+    GOOD_ROW.format(id="NA"): "missing required ID",
+    GOOD_ROW.format(id=111).replace(',1992,"Summer"', ',NA,"Summer"'): "missing required Year",
+    GOOD_ROW.format(id=112).replace('"CHN"', '""'): "missing required NOC",
+}
+
+
+@pytest.mark.slow
+def test_every_bad_row_kind_is_rejected_alike_on_both_engines(spark_engine, dask_engine, base):
+    good = [GOOD_ROW.format(id=i) for i in range(1, 6)]
+    lines = [HEADER, *good, *BAD_ROWS]
+    data = "\r\n".join(lines).encode() + b"\r\n"
+    invalid_utf8 = GOOD_ROW.format(id=113).encode().replace(b"Annie", b"Ann\xff\xfeie")
+    data += invalid_utf8 + b"\r\n"
+    src = base / "bad_rows" / "athlete_events.csv"
+    src.parent.mkdir()
+    src.write_bytes(data)
+    expected = [[i + 2 + len(good), line, reason] for i, (line, reason) in enumerate(BAD_ROWS.items())]
+    expected.append([len(lines) + 1, None, "not valid UTF-8"])
+    results = {}
+    for name, engine in (("spark", spark_engine), ("dask", dask_engine)):
+        ctx = JobContext(engine=engine, lake=Lake(base / f"bad_rows-{name}"), ds=DS, max_reject_ratio=1.0)
+        summary = resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
+        assert summary["rows_in"] == len(good) + len(BAD_ROWS) + 1 == summary["rows_accepted"] + summary["rows_rejected"]
+        assert (summary["rows_accepted"], summary["rows_rejected"]) == (len(good), len(BAD_ROWS) + 1)
+        rejects = read_table(Path(summary["rejects_path"]))[1].sort_values("_line")
+        got = rejects[["_line", "_raw", "_reason"]].values.tolist()
+        assert [g[2] for g in got] == [e[2] for e in expected], name
+        assert [g[0] for g in got] == [e[0] for e in expected], name
+        assert [g[1] for g in got[:-1]] == [e[1] for e in expected[:-1]], name
+        assert "\ufffd" in got[-1][1]  # the undecodable line is kept, bad bytes marked
+        assert set(rejects["_source"]) == {str(src)}
+        results[name] = summary
+    assert_same_table(Lake(base / "bad_rows-spark").partition("athletes", DS), Lake(base / "bad_rows-dask").partition("athletes", DS))
+    assert_same_table(Lake(base / "bad_rows-spark").rejects("athletes", DS), Lake(base / "bad_rows-dask").rejects("athletes", DS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ["spark", "dask"])
+def test_too_many_rejects_fail_and_publish_nothing(engine_name, spark_engine, dask_engine, base):
+    from include.etl.jobs.olympics import RejectThresholdExceeded
+
+    engine = {"spark": spark_engine, "dask": dask_engine}[engine_name]
+    src = base / f"mostly_bad_{engine_name}.csv"
+    src.write_text("\n".join([HEADER, GOOD_ROW.format(id=1), *list(BAD_ROWS)[:3]]) + "\n")
+    lake = Lake(base / f"mostly_bad-{engine_name}")
+    ctx = JobContext(engine=engine, lake=lake, ds=DS, max_reject_ratio=0.01)
+    with pytest.raises(RejectThresholdExceeded, match=rf"athletes input {src}: 3 of 4 rows rejected \(75.00%\)"):
+        resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
+    assert not lake.partition("athletes", DS).exists() and not lake.rejects("athletes", DS).exists()
+
+
+@pytest.mark.parametrize("engine_name", ["spark", "dask"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "file does not exist"),
+        (b"", "file is empty"),
+        (b"ID,Name,Sex\r\n1,A,M\r\n", "header is missing required columns ['Age', 'Height'"),
+        (HEADER.replace(",", ";").encode() + b"\r\n", "looks ';'-delimited"),
+    ],
+)
+def test_unusable_files_fail_with_one_message_naming_the_file(engine_name, content, message, base, request):
+    from include.etl.parse import InputFileError
+
+    engine = request.getfixturevalue(f"{engine_name}_engine") if content is not None else object()
+    src = base / f"unusable_{engine_name}_{abs(hash(content))}.csv"
+    if content is not None:
+        src.write_bytes(content)
+    ctx = JobContext(engine=engine, lake=Lake(base / "unusable"), ds=DS)
+    with pytest.raises(InputFileError, match=rf"^athletes input {src}: .*{re.escape(message)}"):
+        resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))

@@ -32,6 +32,11 @@ def parsed_ddl(schema: TableSchema) -> str:
     return ", ".join(cols)
 
 
+def _decode(value: bytes) -> str:
+    """A line's bytes as text; invalid UTF-8 becomes U+FFFD (then rejected), exactly as on Dask."""
+    return bytes(value).decode("utf-8", errors="replace")
+
+
 def parse_partition(batches: Iterator, schema: TableSchema, source: str, header: list[str], whole_file: bool) -> Iterator:
     """``mapInPandas`` function: text lines of one partition -> :func:`parse_frame` output.
 
@@ -43,12 +48,12 @@ def parse_partition(batches: Iterator, schema: TableSchema, source: str, header:
 
     header_line = ",".join(header)
     if whole_file:
-        values = [v for frame in batches for v in frame["value"].tolist()]
+        values = [_decode(v) for frame in batches for v in frame["value"].tolist()]
         text = skip_first_line("\n".join(values) + "\n") if values else ""
         yield parse_frame(tokenize(text, header, 2), schema, source)
         return
     for frame in batches:
-        lines = [v for v in frame["value"].tolist() if v.replace('"', "") != header_line]
+        lines = [line for line in map(_decode, frame["value"].tolist()) if line.replace('"', "") != header_line]
         yield parse_frame(tokenize("\n".join(lines), header, None), schema, source)
 
 
@@ -81,7 +86,10 @@ class SparkEngine:
         # The file as text lines (LF, CRLF and the bare CR of noc_regions.csv are all line
         # ends; invalid UTF-8 becomes U+FFFD), tokenized in Python like on Dask, so both
         # engines accept and reject the same rows. Small files stay one partition, in order.
-        lines = self.session.read.text(path)
+        from pyspark.sql import functions as F
+
+        # As bytes: Spark keeps invalid UTF-8 in its strings, which Arrow then refuses to convert.
+        lines = self.session.read.text(path).select(F.col("value").cast("binary").alias("value"))
         if whole:
             lines = lines.coalesce(1)
 
