@@ -11,7 +11,8 @@ from tests.conftest import ROOT
 
 def project_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ETL_"))}
-    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"), **extra)
+    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"))
+    env.update(extra)
     return env
 
 

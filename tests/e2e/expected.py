@@ -28,9 +28,9 @@ def _load(db: sqlite3.Connection, table: str, path: Path, numeric: set[str]) -> 
     )
 
 
-def expected_marts(data_dir: Path) -> dict[str, list[tuple]]:
+def expected_marts(data_dir: Path, athletes: str = "athlete_events_head.csv") -> dict[str, list[tuple]]:
     db = sqlite3.connect(":memory:")
-    _load(db, "athletes", data_dir / "athlete_events_head.csv", {"ID", "Age", "Height", "Weight", "Year"})
+    _load(db, "athletes", data_dir / athletes, {"ID", "Age", "Height", "Weight", "Year"})
     _load(db, "regions", data_dir / "noc_regions.csv", set())
     avg = db.execute(
         """select cast(Year as int), Season, avg(Age), count(Age) from athletes
@@ -56,10 +56,10 @@ def read_mart(path: Path) -> list[tuple]:
     return sorted(rows, key=lambda r: tuple((x is None, x) for x in r[:3]))
 
 
-def assert_marts_match(lake_root: Path, ds: str, data_dir: Path) -> None:
+def assert_marts_match(lake_root: Path, ds: str, data_dir: Path, athletes: str = "athlete_events_head.csv") -> None:
     import math
 
-    expected = expected_marts(data_dir)
+    expected = expected_marts(data_dir, athletes)
     base = lake_root / "olympics"
     avg = read_mart(base / "avg_age_by_year" / f"ds={ds}")
     assert [(y, s, n) for y, s, _, n in avg] == [(y, s, n) for y, s, _, n in expected["avg_age_by_year"]]
