@@ -55,6 +55,20 @@ class ClusterHook(BaseHook):
     def engine(self, handle: ClusterHandle) -> Any:
         raise NotImplementedError
 
+    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
+        """Run the registered ``job`` for ``ds`` on the cluster; return its summary."""
+        from include.etl.jobs import JobContext, resolve_job
+        from include.etl.lake import Lake
+
+        func = resolve_job(job)
+        ctx = JobContext(
+            engine=self.engine(handle),
+            lake=Lake(self.settings.lake_root),
+            ds=ds,
+            max_reject_ratio=self.settings.max_reject_ratio,
+        )
+        return func(ctx, **job_kwargs)
+
     def close(self) -> None:
         """Release client resources (not the cluster)."""
 

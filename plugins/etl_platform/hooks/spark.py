@@ -14,6 +14,7 @@ from include.etl.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
+SUBMIT_CONN_ID = "spark_default"  # the provider's connection, for a spark:// standalone master
 CONNECT_CONN_TYPES = ("sc", "spark_connect", "spark-connect", "sparkconnect")
 HEALTH_TIMEOUT = 10.0  # seconds to wait for an attached server's port before giving up
 
@@ -44,6 +45,7 @@ class SparkClusterHook(ClusterHook):
 
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
+        self._submit_hook = None
         self._session = None
         self._shared = False  # joined the run's session (shared with the run's other tasks)
         self._tag = f"etl-task-{uuid.uuid4().hex[:16]}"  # marks this hook's operations, for cancel()
@@ -108,6 +110,9 @@ class SparkClusterHook(ClusterHook):
                 raise ClusterStartError(f"{exc} (from Airflow connection {self.conn_id!r})") from None
             log.info("Spark Connect server at %s is healthy: %s", address, health)
             return ClusterHandle("spark", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
+        standalone = self._standalone_master()
+        if standalone is not None:
+            return standalone
         s = self.settings
         log.info(
             "No connection %r: starting a local Spark Connect server (local[%s] task threads) on %s, logs in %s",
@@ -117,9 +122,87 @@ class SparkClusterHook(ClusterHook):
         log.info("Local Spark Connect server up at %s (UI %s), process %s", handle.address, handle.dashboard_url, handle.pids)
         return handle
 
+    def _standalone_master(self) -> ClusterHandle | None:
+        """Attach to the provider's ``spark_default`` connection when it names a ``spark://`` master."""
+        import socket
+
+        conn = _connection_or_none(SUBMIT_CONN_ID)
+        if conn is None or (conn.conn_type or "").lower() != "spark" or not conn.host:
+            return None
+        host = conn.host.split("://", 1)[-1].rstrip("/")
+        if ":" in host:
+            host, _, port_text = host.partition(":")
+            port = int(port_text)
+        else:
+            port = conn.port or 7077
+        master = f"spark://{host}:{port}"
+        log.info("Attaching to the Spark standalone master of connection %r at %s (jobs go through spark-submit)",
+                 SUBMIT_CONN_ID, master)
+        try:
+            socket.create_connection((host, port), timeout=HEALTH_TIMEOUT).close()
+        except OSError as exc:
+            raise ClusterStartError(
+                f"cannot reach the Spark master at {master} (from Airflow connection {SUBMIT_CONN_ID!r}): {exc}"
+            ) from None
+        dashboard = conn.extra_dejson.get("dashboard_url")
+        return ClusterHandle("spark", master, owned=False, dashboard_url=dashboard, conn_id=SUBMIT_CONN_ID,
+                             extra={"mode": "submit"})
+
+    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
+        if handle.extra.get("mode") != "submit":
+            return super().run_job(handle, job, job_kwargs, ds)
+        return self._submit(handle, job, job_kwargs, ds)
+
+    def _submit(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
+        """Run the job as a Spark application through the provider's SparkSubmitHook (client mode)."""
+        import json
+        import sys
+        import tempfile
+
+        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+        from include.etl.jobs.olympics import RejectThresholdExceeded
+        from include.etl.parse import InputFileError
+        from include.etl.settings import PROJECT_ROOT
+
+        s = self.settings
+        with tempfile.TemporaryDirectory(prefix="etl-submit-") as tmp:
+            summary_file = Path(tmp) / "summary.json"
+            self._submit_hook = SparkSubmitHook(
+                conn_id=handle.conn_id or SUBMIT_CONN_ID,
+                name=f"{job} {ds}",
+                conf={
+                    "spark.pyspark.python": sys.executable,
+                    "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT),
+                    "spark.sql.shuffle.partitions": "4",
+                    "spark.driver.host": s.bind_host,
+                    "spark.driver.bindAddress": s.bind_host,
+                    "spark.ui.enabled": "false",
+                },
+                env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
+                application_args=[
+                    "--job", job, "--ds", ds, "--lake", str(s.lake_root),
+                    "--max-reject-ratio", str(s.max_reject_ratio),
+                    "--kwargs", json.dumps(job_kwargs), "--summary", str(summary_file),
+                ],
+            )
+            try:
+                self._submit_hook.submit(application=str(PROJECT_ROOT / "include" / "etl" / "spark_submit_app.py"))
+            finally:
+                result = json.loads(summary_file.read_text()) if summary_file.exists() else None
+            if result is None:
+                raise RuntimeError(f"spark-submit of {job} on {handle.address} wrote no summary; see the log above")
+        if "error" in result:
+            errors = {"InputFileError": InputFileError, "RejectThresholdExceeded": RejectThresholdExceeded}
+            raise errors.get(result["error"], RuntimeError)(result["message"])
+        return result["summary"]
+
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.spark_local import release_session, stop_local_spark_connect
 
+        if handle.extra.get("mode") == "submit":
+            log.info("Spark master %s was attached (connection %r): leaving it running", handle.address, handle.conn_id)
+            return []
         if not handle.owned:
             log.info("Spark Connect server at %s was attached (connection %r), not started here: leaving it running",
                      handle.address, handle.conn_id)
@@ -177,6 +260,8 @@ class SparkClusterHook(ClusterHook):
 
     def cancel(self) -> None:
         """Interrupt the operations this hook started (not those of other tasks sharing the session), then close."""
+        if self._submit_hook is not None:
+            self._submit_hook.on_kill()  # kills the spark-submit driver (and the app on the cluster)
         session = self._session
         if session is not None:
             try:

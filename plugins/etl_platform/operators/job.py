@@ -42,25 +42,17 @@ class SparkJobOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from include.etl.jobs import JobContext, resolve_job
+        from include.etl.jobs import resolve_job
         from include.etl.jobs.olympics import RejectThresholdExceeded
-        from include.etl.lake import Lake
         from include.etl.parse import InputFileError
 
-        func = resolve_job(self.job)
+        resolve_job(self.job)  # an unknown job fails before touching the cluster
         handle = ClusterHandle.from_dict(self.cluster)
         self._hook = get_cluster_hook(handle.backend, handle.conn_id)
-        settings = self._hook.settings
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         try:
-            ctx = JobContext(
-                engine=self._hook.engine(handle),
-                lake=Lake(settings.lake_root),
-                ds=context["ds"],
-                max_reject_ratio=settings.max_reject_ratio,
-            )
             self.log.info("Running job %s on %s cluster %s with %s", self.job, handle.backend, handle.address, self.job_kwargs)
-            summary = func(ctx, **self.job_kwargs)
+            summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"])
         except (InputFileError, RejectThresholdExceeded) as exc:
             raise AirflowFailException(str(exc)) from exc
         finally:

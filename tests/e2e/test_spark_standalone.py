@@ -1,0 +1,99 @@
+"""olympics_etl on an existing Spark standalone cluster (master + worker started by the test,
+like compose services), jobs submitted through the provider's SparkSubmitHook."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import DATA, ROOT
+from tests.e2e.airflow_env import bin_airflow
+from tests.e2e.expected import assert_marts_match
+from tests.procs import processes_with_env
+
+pytestmark = pytest.mark.slow
+DS = "2024-07-07"
+SPARK_CLASS = str(ROOT / ".venv" / "bin" / "spark-class")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def standalone(tmp_path):
+    """A Spark standalone master and one worker on loopback; killed at the end by process group."""
+    import pyspark
+
+    marker = str(tmp_path / "standalone")
+    env = dict(os.environ, SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=marker,
+               SPARK_LOG_DIR=marker, SPARK_WORKER_DIR=marker + "/work")
+    port, ui = _free_port(), _free_port()
+    procs = []
+    log = open(tmp_path / "standalone.log", "wb")
+    try:
+        procs.append(subprocess.Popen(
+            [SPARK_CLASS, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+             "--webui-port", str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(subprocess.Popen(
+            [SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
+             "--memory", "2g", "--webui-port", str(_free_port()), f"spark://127.0.0.1:{port}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as resp:
+                    if json.load(resp).get("aliveworkers", 0) >= 1:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "standalone.log").read_text()[-3000:]
+            time.sleep(1)
+        yield {"master": f"spark://127.0.0.1:{port}", "ui": ui, "marker": marker}
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(30)
+        log.close()
+
+
+def test_olympics_on_attached_standalone_cluster(standalone, airflow_home):
+    out = bin_airflow(
+        airflow_home, "dags", "test", "olympics_etl", DS, "-c", json.dumps({"backend": "spark"}),
+        AIRFLOW_CONN_SPARK_DEFAULT=standalone["master"],
+    )
+    logs = out.stdout + out.stderr
+    assert out.returncode == 0 and "state=success" in logs, logs[-5000:]
+    assert "Attaching to the Spark standalone master" in logs
+    assert_marts_match(airflow_home / "lake", DS, DATA)
+    # attached, not owned: the master and worker are still up after the teardown
+    assert len(processes_with_env(standalone["marker"])) >= 2
+    with urllib.request.urlopen(f"http://127.0.0.1:{standalone['ui']}/json/", timeout=5) as resp:
+        info = json.load(resp)
+    assert info["aliveworkers"] == 1 and len(info["completedapps"]) >= 5  # one application per job
+
+
+def test_unreachable_master_fails_the_start_with_its_address(tmp_path, monkeypatch):
+    from etl_platform.hooks.spark import SparkClusterHook
+    from include.etl.clusters import ClusterStartError
+    from include.etl.settings import Settings
+
+    port = _free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", f"spark://127.0.0.1:{port}")
+    hook = SparkClusterHook(settings=Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path)}))
+    with pytest.raises(ClusterStartError) as err:
+        hook.start_or_attach(tmp_path / "w")
+    assert f"cannot reach the Spark master at spark://127.0.0.1:{port} (from Airflow connection 'spark_default')" in str(err.value)
+    assert not (tmp_path / "w").exists()  # nothing was started
