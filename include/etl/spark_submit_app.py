@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = {"summary": resolve_job(args.job)(ctx, **json.loads(args.kwargs))}
             code = 0
-        except Exception as exc:  # reported to the submitting task, which re-raises it
+        except Exception as exc:  # noqa: BLE001 - reported to the submitting task, which re-raises it
             result = {"error": type(exc).__name__, "message": str(exc)}
             code = 1
         Path(args.summary).write_text(json.dumps(result))
