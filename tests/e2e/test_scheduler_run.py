@@ -8,12 +8,15 @@ running afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import time
+import urllib.request
+from urllib.parse import quote
 
 import pytest
 
@@ -34,6 +37,20 @@ def _free_port() -> int:
 def _query(home, sql, *args):
     with sqlite3.connect(home / "airflow.db", timeout=30) as db:
         return db.execute(sql, args).fetchall()
+
+
+def _api(home, port, path):
+    """GET /api/v2/<path> with a JWT from /auth/token, as the UI and any client do."""
+    password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/auth/token", data=json.dumps({"username": "admin", "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        token = json.load(resp)["access_token"]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.load(resp)
 
 
 def _wait(what, predicate, timeout, proc, log):
@@ -79,6 +96,10 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
         scheduled_ds = [r[2][:10] for r in runs if r[0] == "scheduled"][0]
         assert_marts_match(home / "lake", scheduled_ds, DATA)
         assert processes_with_env(str(home)) == [], "cluster processes left running after the runs"
+        # The UI's extra link of a cluster task, through the REST API the UI uses.
+        manual = _query(home, "select run_id from dag_run where dag_id='olympics_etl' and run_type='manual'")[0][0]
+        links = _api(home, port, f"dags/olympics_etl/dagRuns/{quote(manual, safe='')}/taskInstances/ingest_athletes/links")
+        assert links["extra_links"]["Cluster dashboard"].startswith("http://127.0.0.1:")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
