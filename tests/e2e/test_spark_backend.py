@@ -569,3 +569,27 @@ def test_unusable_files_fail_with_one_message_naming_the_file(engine_name, conte
     ctx = JobContext(engine=engine, lake=Lake(base / "unusable"), ds=DS)
     with pytest.raises(InputFileError, match=rf"^athletes input {src}: .*{re.escape(message)}"):
         resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ["spark", "dask"])
+def test_failed_quality_check_keeps_the_published_marts(engine_name, spark_engine, dask_engine, base):
+    from include.etl.quality import QualityCheckFailed
+
+    engine = {"spark": spark_engine, "dask": dask_engine}[engine_name]
+    lake_root = base / f"quality-{engine_name}"
+    run_jobs(engine, lake_root, SHIPPED)
+    lake = Lake(lake_root)
+    before = {m: read_table(lake.partition(m, DS))[1] for m in ("avg_age_by_year", "medals_by_region")}
+    # A bad source: every age 119 (valid per row, implausible as a Games' mean).
+    src = base / f"old_{engine_name}.csv"
+    rows = Path(SHIPPED["athletes"]).read_text().splitlines()
+    src.write_text("\n".join([rows[0]] + [re.sub(r'^("[^"]*","(?:[^"]|"")*","[MF]"),\d+,', r"\1,119,", r) for r in rows[1:]]) + "\n")
+    ctx = JobContext(engine=engine, lake=lake, ds=DS)
+    resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
+    resolve_job("olympics.enrich")(ctx)
+    with pytest.raises(QualityCheckFailed, match=r"nothing published .*averages outside the plausible \[10, 70\], e.g. .*: 119.00"):
+        resolve_job("olympics.aggregate")(ctx)
+    for mart, frame in before.items():
+        assert read_table(lake.partition(mart, DS))[1].equals(frame), f"{mart} changed although the checks failed"
+    assert not list((lake_root / "olympics").rglob(".staging-*"))

@@ -97,15 +97,41 @@ def enrich(ctx: JobContext) -> dict[str, Any]:
 
 
 def aggregate(ctx: JobContext) -> dict[str, Any]:
-    """Compute the marts ``avg_age_by_year`` and ``medals_by_region`` from ``enriched``."""
+    """Compute the marts ``avg_age_by_year`` and ``medals_by_region`` from ``enriched``.
+
+    Both marts are written to staging, checked (:mod:`include.etl.quality`), and published
+    only if every check passes; otherwise the previous partitions stay as they were.
+    """
+    import pandas as pd
+
+    from include.etl.quality import QualityCheckFailed, check_marts
+
     source = ctx.lake.partition("enriched", ctx.ds)
     enriched = _narwhals(ctx.engine.read_parquet(str(source)))
     summary: dict[str, Any] = {"source": str(source)}
-    for name, transform in (("avg_age_by_year", avg_age_by_year), ("medals_by_region", medals_by_region)):
-        target = ctx.lake.partition(name, ctx.ds)
-        rows = _write(ctx, transform(enriched).to_native(), target)
-        log.info("aggregate: %s rows out to %s", rows, target)
-        summary[name] = {"path": str(target), "rows_out": rows}
+    staged: dict[str, tuple[Any, Any]] = {}
+    try:
+        for name, transform in (("avg_age_by_year", avg_age_by_year), ("medals_by_region", medals_by_region)):
+            target = ctx.lake.partition(name, ctx.ds)
+            staging = ctx.lake.staging(target)
+            staged[name] = (staging, target)
+            rows = ctx.engine.write_parquet(transform(enriched).to_native(), str(staging))
+            log.info("aggregate: %s rows of %s staged", rows, name)
+            summary[name] = {"path": str(target), "rows_out": rows}
+        enriched_rows = int(pd.read_parquet(source, columns=["ID"]).shape[0])
+        marts = {name: pd.read_parquet(staging) for name, (staging, _) in staged.items()}
+        problems = check_marts(marts["avg_age_by_year"], marts["medals_by_region"], enriched_rows)
+        if problems:
+            raise QualityCheckFailed(
+                f"quality checks failed for ds={ctx.ds}, nothing published (the previous marts stay): " + "; ".join(problems)
+            )
+        for staging, target in staged.values():
+            lakelib.publish(staging, target)
+    except BaseException:
+        for staging, _ in staged.values():
+            lakelib.discard(staging)
+        raise
+    log.info("aggregate: quality checks passed, published %s", ", ".join(staged))
     return summary
 
 

@@ -163,6 +163,7 @@ class SparkClusterHook(ClusterHook):
 
         from include.etl.jobs.olympics import RejectThresholdExceeded
         from include.etl.parse import InputFileError
+        from include.etl.quality import QualityCheckFailed
         from include.etl.settings import PROJECT_ROOT
 
         s = self.settings
@@ -193,7 +194,8 @@ class SparkClusterHook(ClusterHook):
             if result is None:
                 raise RuntimeError(f"spark-submit of {job} on {handle.address} wrote no summary; see the log above")
         if "error" in result:
-            errors = {"InputFileError": InputFileError, "RejectThresholdExceeded": RejectThresholdExceeded}
+            errors = {"InputFileError": InputFileError, "RejectThresholdExceeded": RejectThresholdExceeded,
+                      "QualityCheckFailed": QualityCheckFailed}
             raise errors.get(result["error"], RuntimeError)(result["message"])
         return result["summary"]
 

@@ -23,8 +23,9 @@ class SparkJobOperator(BaseOperator):
     :param job_kwargs: keyword arguments of the job (templated, e.g. from ``params``).
 
     The job reads and writes the lake partition of the run's logical date (``ds``); its small
-    summary (paths and row counts) is the task's XCom. Input errors (unusable file, too many
-    rejected rows) fail the task without retries: retrying cannot fix the data.
+    summary (paths and row counts) is the task's XCom. Data errors (unusable file, too many
+    rejected rows, failed quality checks) fail the task without retries: retrying cannot fix
+    the data.
     """
 
     template_fields: Sequence[str] = ("job_kwargs", "cluster")
@@ -45,6 +46,7 @@ class SparkJobOperator(BaseOperator):
         from include.etl.jobs import resolve_job
         from include.etl.jobs.olympics import RejectThresholdExceeded
         from include.etl.parse import InputFileError
+        from include.etl.quality import QualityCheckFailed
 
         resolve_job(self.job)  # an unknown job fails before touching the cluster
         handle = ClusterHandle.from_dict(self.cluster)
@@ -53,7 +55,7 @@ class SparkJobOperator(BaseOperator):
         try:
             self.log.info("Running job %s on %s cluster %s with %s", self.job, handle.backend, handle.address, self.job_kwargs)
             summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"])
-        except (InputFileError, RejectThresholdExceeded) as exc:
+        except (InputFileError, RejectThresholdExceeded, QualityCheckFailed) as exc:
             raise AirflowFailException(str(exc)) from exc
         finally:
             self._hook.close()

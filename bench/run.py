@@ -1,0 +1,565 @@
+"""Benchmark: the Olympics chain on the platform's Dask and Spark backends beside Polars and DuckDB.
+
+    .venv/bin/python bench/run.py --rows 1000000 5000000 [--configs dask,spark,polars,duckdb,dag]
+                                  [--out docs/benchmarks] [--data-dir /tmp/bench-data]
+
+For each row count the input set is generated once (cached in ``--data-dir`` by rows and seed).
+Each configuration then runs in its own child process (so memory figures do not mix), while
+this process samples the RSS of the child, all its descendants and every process that
+inherited ``ETL_CLUSTER_WORKDIR`` under the run's work directory, every 0.2 s. Results are
+checked equal across configurations before any time is written. See docs/benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+DS = "2024-07-07"
+ALL_CONFIGS = ("dask", "spark", "polars", "duckdb", "dag")
+MARTS = {"avg_age_by_year": ("year", "season", "region"), "medals_by_region": ("year", "season", "region")}
+MART_KEYS = {"avg_age_by_year": ["year", "season"], "medals_by_region": ["year", "season", "region"]}
+NOOP_RUNS = 5
+
+
+# ---------------------------------------------------------------- input data
+
+
+def input_set(data_dir: Path, rows: int, seed: int) -> dict:
+    """The generated inputs for (rows, seed), generated on first use and cached."""
+    folder = data_dir / f"rows{rows}-seed{seed}"
+    done = folder / "DONE.json"
+    if not done.exists():
+        sys.path.insert(0, str(ROOT))
+        from include.etl.generate import generate_athletes
+
+        print(f"generating {rows:,} rows (seed {seed}) into {folder} ...", flush=True)
+        summary = generate_athletes(str(folder), rows, seed=seed)
+        done.write_text(json.dumps(summary))
+    summary = json.loads(done.read_text())
+    sources = {
+        "athletes": str(folder / "athlete_events.csv"),
+        "regions": str(folder / "noc_regions.csv"),
+        "venues": str(folder / "host_city_locations.csv"),
+    }
+    nbytes = sum(os.path.getsize(p) for p in sources.values())
+    return {"sources": sources, "bytes": nbytes, "rows": rows, "seed": seed, "generate_s": summary.get("seconds")}
+
+
+# ---------------------------------------------------------------- memory sampling
+
+
+def _env_pids(prefix: str) -> set[int]:
+    needle = f"ETL_CLUSTER_WORKDIR={prefix}".encode()
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in env and any(item.startswith(needle) for item in env.split(b"\0")):
+            found.add(int(entry.name))
+    return found
+
+
+class RssMonitor(threading.Thread):
+    """Samples the RSS of ``root_pid`` + descendants + cluster processes under ``prefix``."""
+
+    def __init__(self, root_pid: int, prefix: str, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.root_pid, self.prefix, self.interval = root_pid, prefix, interval
+        self.stop_event = threading.Event()
+        self.peak_total = 0
+        self.peak_by_pid: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self.samples = 0
+
+    def run(self) -> None:
+        import psutil
+
+        env_pids: set[int] = set()
+        last_scan = 0.0
+        procs: dict[int, psutil.Process] = {}
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if now - last_scan > 1.0:
+                env_pids, last_scan = _env_pids(self.prefix), now
+            pids = set(env_pids)
+            try:
+                root = psutil.Process(self.root_pid)
+                pids.add(self.root_pid)
+                pids.update(c.pid for c in root.children(recursive=True))
+            except psutil.Error:
+                pass
+            total = 0
+            for pid in pids:
+                try:
+                    p = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    procs.pop(pid, None)
+                    continue
+                total += rss
+                if rss > self.peak_by_pid.get(pid, 0):
+                    self.peak_by_pid[pid] = rss
+                    if pid not in self.names:
+                        try:
+                            self.names[pid] = " ".join(p.cmdline())[:160] or p.name()
+                        except psutil.Error:
+                            self.names[pid] = "?"
+            self.peak_total = max(self.peak_total, total)
+            self.samples += 1
+            self.stop_event.wait(self.interval)
+
+    def finish(self) -> dict:
+        self.stop_event.set()
+        self.join()
+        workers = {p: r for p, r in self.peak_by_pid.items() if p != self.root_pid}
+        driver = self.peak_by_pid.get(self.root_pid, 0)
+        if workers:
+            wpid = max(workers, key=workers.get)
+            worker_peak, worker_name = workers[wpid], self.names.get(wpid, "?")
+        else:  # a single-process tool: the process itself is the worker
+            worker_peak, worker_name = driver, "(the process itself)"
+        return {
+            "peak_rss_total_mb": round(self.peak_total / 2**20, 1),
+            "peak_rss_driver_mb": round(driver / 2**20, 1),
+            "peak_rss_worker_mb": round(worker_peak / 2**20, 1),
+            "peak_worker_cmd": worker_name,
+            "processes_seen": len(self.peak_by_pid),
+            "rss_samples": self.samples,
+        }
+
+
+# ---------------------------------------------------------------- one configuration (child process)
+
+
+def child_platform(backend: str, sources: dict[str, str], work: Path) -> dict:
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    from etl_platform.hooks.cluster import DaskClusterHook
+    from include.etl.settings import Settings
+
+    if backend == "spark":
+        from etl_platform.hooks.spark import SparkClusterHook as Hook
+    else:
+        Hook = DaskClusterHook
+    settings = Settings.from_env({**os.environ, "ETL_LAKE_ROOT": str(work / "lake"), "ETL_CLUSTER_IDLE_TIMEOUT": "900"})
+    result: dict = {"dask_workers": settings.dask_workers, "dask_threads": settings.dask_threads}
+    hook = Hook(settings=settings)
+    t0 = time.perf_counter()
+    handle = hook.start_or_attach(work / "cluster")
+    result["cluster_start_s"] = time.perf_counter() - t0
+    try:
+        steps = [(f"ingest_{t}", "olympics.ingest", {"table": t, "source": s}) for t, s in sources.items()]
+        steps += [("enrich", "olympics.enrich", {}), ("aggregate", "olympics.aggregate", {})]
+        jobs, summaries = {}, {}
+        chain0 = time.perf_counter()
+        for name, job, kwargs in steps:
+            t = time.perf_counter()
+            summaries[name] = hook.run_job(handle, job, kwargs, DS)
+            hook.close()  # as SparkJobOperator does after each task
+            jobs[name] = time.perf_counter() - t
+        result["wall_s"] = time.perf_counter() - chain0
+        result["jobs_s"] = jobs
+        result["summaries"] = summaries
+        noops = []
+        for _ in range(NOOP_RUNS):
+            t = time.perf_counter()
+            hook.run_job(handle, "noop", {}, DS)
+            hook.close()
+            noops.append(time.perf_counter() - t)
+        result["noop_s"] = noops
+        result["overhead_s"] = statistics.median(noops)
+    finally:
+        t = time.perf_counter()
+        hook.stop(handle)
+        result["cluster_stop_s"] = time.perf_counter() - t
+    return result
+
+
+def child_single(tool: str, sources: dict[str, str], work: Path) -> dict:
+    sys.path.insert(0, str(BENCH))
+    import single
+
+    t0 = time.perf_counter()
+    jobs = (single.run_polars if tool == "polars" else single.run_duckdb)(sources, work / "lake", DS)
+    return {"wall_s": time.perf_counter() - t0, "jobs_s": jobs}
+
+
+def child_main(args: argparse.Namespace) -> int:
+    sources = json.loads(args.sources)
+    work = Path(args.work)
+    if args.child in ("dask", "spark"):
+        result = child_platform(args.child, sources, work)
+    else:
+        result = child_single(args.child, sources, work)
+    Path(args.result).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------- parent: run, verify, report
+
+
+def run_child(config: str, data: dict, work: Path, timeout: float) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    result_file = work / "result.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
+           "AIRFLOW_HOME": str(work.parent / "airflow_home")}
+    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_")}  # always local clusters
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config, "--sources", json.dumps(data["sources"]),
+           "--work", str(work), "--result", str(result_file)]
+    with open(work / "child.log", "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        mon = RssMonitor(proc.pid, str(work))
+        mon.start()
+        try:
+            rc = proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            mem = mon.finish()
+        total = time.perf_counter() - t0
+    if rc != 0 or not result_file.exists():
+        raise SystemExit(f"{config} at {data['rows']:,} rows failed (exit {rc}); see {work / 'child.log'}")
+    result = json.loads(result_file.read_text())
+    result.update(mem)
+    result["process_s"] = total
+    result["lake"] = str(work / "lake")
+    return result
+
+
+def run_dag(data: dict, work: Path, timeout: float) -> dict:
+    """A whole olympics_etl run with `airflow dags test` (all tasks in one process, no scheduler)."""
+    work.mkdir(parents=True, exist_ok=True)
+    home = work / "airflow_home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(work / "lake"), ETL_CLUSTER_IDLE_TIMEOUT="900")
+    airflow = str(ROOT / "bin" / "airflow")
+    with open(work / "init.log", "wb") as log:  # initialise AIRFLOW_HOME (secrets, DB): not timed
+        subprocess.run([airflow, "dags", "list"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), check=True)
+    conf = {"backend": "dask", "athletes_path": data["sources"]["athletes"], "regions_path": data["sources"]["regions"],
+            "venues_path": data["sources"]["venues"]}
+    cmd = [airflow, "dags", "test", "olympics_etl", DS, "-c", json.dumps(conf)]
+    with open(work / "child.log", "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        mon = RssMonitor(proc.pid, str(work))
+        mon.start()
+        try:
+            rc = proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            mem = mon.finish()
+        wall = time.perf_counter() - t0
+    text = (work / "child.log").read_text(errors="replace")
+    if rc != 0 or "state=success" not in text.replace("state: success", "state=success").replace("DagRunState.SUCCESS", "state=success"):
+        if rc != 0:
+            raise SystemExit(f"dag at {data['rows']:,} rows failed (exit {rc}); see {work / 'child.log'}")
+    return {"wall_s": wall, "process_s": wall, **mem, "lake": str(work / "lake"),
+            "note": "airflow dags test: all tasks in one process; wall includes Airflow start, DAG parse, cluster start/stop"}
+
+
+def read_table(lake: str, table: str):
+    import pyarrow.dataset as pads
+
+    path = Path(lake) / "olympics" / table / f"ds={DS}"
+    return pads.dataset(str(path), format="parquet", partitioning=None)
+
+
+def verify(results: dict[str, dict], rows: int) -> dict:
+    """Marts equal across configs (sorted; avg_age within 1e-9 relative; nulls equal); enriched counts equal."""
+    import math
+
+    import polars as pl
+
+    problems, facts = [], {}
+    ref_name = next(iter(results))
+    ref = {}
+    for config, res in results.items():
+        if "summaries" in res:
+            for name, s in res["summaries"].items():
+                if name.startswith("ingest_") and s.get("rows_rejected"):
+                    problems.append(f"{config}: {name} rejected {s['rows_rejected']} rows (the generated data has none)")
+        ds = read_table(res["lake"], "enriched")
+        n = ds.count_rows()
+        athletes_n = read_table(res["lake"], "athletes").count_rows()
+        schema_names = sorted(ds.schema.names)
+        tbl = ds.to_table()
+        nulls = {c: tbl.column(c).null_count for c in tbl.column_names}
+        del tbl
+        marts = {}
+        for mart, keys in MART_KEYS.items():
+            df = pl.from_arrow(read_table(res["lake"], mart).to_table())
+            cols = ["year", "season", "avg_age", "n"] if mart == "avg_age_by_year" else \
+                ["year", "season", "region", "gold", "silver", "bronze", "total"]
+            df = df.select(cols).with_columns(pl.col("year").cast(pl.Int64), pl.col("season").cast(pl.String))
+            marts[mart] = df.sort(keys, nulls_last=True)
+        facts[config] = {"enriched_rows": n, "athletes_rows": athletes_n,
+                         "mart_rows": {m: d.height for m, d in marts.items()}}
+        if config == ref_name:
+            ref = {"n": n, "athletes": athletes_n, "nulls": nulls, "cols": schema_names, "marts": marts}
+            if n != rows or athletes_n != rows:
+                problems.append(f"{config}: enriched has {n} rows, athletes {athletes_n}; expected {rows}")
+            continue
+        if n != ref["n"] or athletes_n != ref["athletes"]:
+            problems.append(f"{config}: enriched rows {n} / athletes {athletes_n} != {ref_name}: {ref['n']} / {ref['athletes']}")
+        if schema_names != ref["cols"]:
+            problems.append(f"{config}: enriched columns {schema_names} != {ref_name}: {ref['cols']}")
+        diff_nulls = {c: (nulls.get(c), ref["nulls"].get(c)) for c in ref["nulls"] if nulls.get(c) != ref["nulls"].get(c)}
+        if diff_nulls:
+            problems.append(f"{config}: enriched null counts differ from {ref_name} (config, ref): {diff_nulls}")
+        for mart, df in marts.items():
+            other = ref["marts"][mart]
+            if df.height != other.height:
+                problems.append(f"{config}: {mart} has {df.height} rows, {ref_name} {other.height}")
+                continue
+            for col in df.columns:
+                a, b = df[col].to_list(), other[col].to_list()
+                for i, (x, y) in enumerate(zip(a, b)):
+                    if (x is None) != (y is None):
+                        problems.append(f"{config}: {mart}.{col} row {i}: {x!r} vs {ref_name} {y!r} (null mismatch)")
+                        break
+                    if x is None:
+                        continue
+                    if col == "avg_age":
+                        if not math.isclose(x, y, rel_tol=1e-9, abs_tol=0.0):
+                            problems.append(f"{config}: {mart}.avg_age row {i}: {x!r} vs {ref_name} {y!r}")
+                            break
+                    elif x != y:
+                        problems.append(f"{config}: {mart}.{col} row {i}: {x!r} vs {ref_name} {y!r}")
+                        break
+    if problems:
+        msg = "\n  ".join(problems)
+        raise SystemExit(f"RESULTS DIFFER at {rows:,} rows; no times reported:\n  {msg}")
+    return facts
+
+
+def machine() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def cpu_model() -> str:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+        return platform.processor() or "?"
+
+    mem_kb = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+    versions = {}
+    for pkg in ("polars", "duckdb", "dask", "distributed", "pyspark", "pyarrow", "pandas", "narwhals", "apache-airflow",
+                "psutil", "matplotlib"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = "-"
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    except (OSError, IndexError):
+        java = "-"
+    return {"nproc": os.cpu_count(), "sched_cpus": len(os.sched_getaffinity(0)), "mem_gib": round(mem_kb / 2**20, 1),
+            "cpu": cpu_model(), "python": platform.python_version(), "kernel": platform.release(), "java": java,
+            "versions": versions}
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+FIELDS = ["config", "rows", "wall_s", "rows_per_s", "csv_mb_per_s", "peak_rss_total_mb", "peak_rss_worker_mb",
+          "peak_rss_driver_mb", "cluster_start_s", "overhead_s", "ingest_s", "enrich_s", "aggregate_s",
+          "process_s", "csv_mb", "load_before", "load_after"]
+
+
+def row_of(config: str, rows: int, data: dict, res: dict) -> dict:
+    jobs = res.get("jobs_s", {})
+    wall = res["wall_s"]
+    ingest = sum(v for k, v in jobs.items() if k.startswith("ingest_")) if jobs else None
+    r = {
+        "config": config, "rows": rows, "wall_s": round(wall, 3), "rows_per_s": round(rows / wall),
+        "csv_mb_per_s": round(data["bytes"] / 1e6 / wall, 1), "peak_rss_total_mb": res["peak_rss_total_mb"],
+        "peak_rss_worker_mb": res["peak_rss_worker_mb"], "peak_rss_driver_mb": res["peak_rss_driver_mb"],
+        "cluster_start_s": round(res["cluster_start_s"], 2) if "cluster_start_s" in res else "",
+        "overhead_s": round(res["overhead_s"], 3) if "overhead_s" in res else "",
+        "ingest_s": round(ingest, 2) if ingest is not None else "",
+        "enrich_s": round(jobs["enrich"], 2) if "enrich" in jobs else "",
+        "aggregate_s": round(jobs["aggregate"], 2) if "aggregate" in jobs else "",
+        "process_s": round(res["process_s"], 1), "csv_mb": round(data["bytes"] / 1e6, 1),
+        "load_before": res.get("load_before", ""), "load_after": res.get("load_after", ""),
+    }
+    return r
+
+
+def write_reports(out: Path, rows_out: list[dict], meta: dict, extra: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows_out)
+
+    def fmt(v, spec=""):
+        return "–" if v in ("", None) else format(v, spec)
+
+    lines = [
+        "# Benchmark results (generated by `bench/run.py`)", "",
+        f"Run started {meta['started']}, finished {meta['finished']}. Every figure below comes from that run.", "",
+        "| config | rows | wall s | rows/s | MB/s of CSV | peak RSS total MB | peak RSS per worker MB | cluster start s | per-task overhead s | ingest s | enrich s | aggregate s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows_out:
+        lines.append(
+            f"| {r['config']} | {r['rows']:,} | {r['wall_s']:.2f} | {r['rows_per_s']:,} | {r['csv_mb_per_s']} | "
+            f"{r['peak_rss_total_mb']:,.0f} | {r['peak_rss_worker_mb']:,.0f} | {fmt(r['cluster_start_s'])} | "
+            f"{fmt(r['overhead_s'])} | {fmt(r['ingest_s'])} | {fmt(r['enrich_s'])} | {fmt(r['aggregate_s'])} |"
+        )
+    m = meta["machine"]
+    lines += [
+        "", "* wall s: the chain ingest x3 -> enrich -> aggregate, excluding cluster start/stop (for `dag`: the whole "
+        "`airflow dags test` command, including Airflow start-up, DAG parsing and cluster start/stop).",
+        "* MB/s of CSV: size of the three input CSVs / wall s.",
+        "* peak RSS total: peak over 0.2 s samples of the summed RSS of the benchmark child, its descendants and every "
+        "cluster process (found by `ETL_CLUSTER_WORKDIR`). RSS double-counts shared pages (forked workers).",
+        "* peak RSS per worker: the largest single process other than the driver (Dask worker, Spark JVM or Python "
+        "worker); for Polars/DuckDB the process itself.",
+        "* per-task overhead: median of 5 `noop` jobs through `hook.run_job` (new client per job, as the operator does).",
+        "", "## Machine", "",
+        f"* nproc: {m['nproc']} (usable: {m['sched_cpus']}); memory: {m['mem_gib']} GiB; CPU: {m['cpu']}",
+        f"* kernel {m['kernel']}; Python {m['python']}; {m['java']}",
+        "* " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"* load at start: `{meta['load_start']}`",
+        f"* load at end: `{meta['load_end']}`",
+        "* The machine was shared: another engineer ran the test suite at the same time, so figures are noisy.",
+        "", "## Load and per-config detail", "",
+        "| config | rows | load avg before | load avg after | peak RSS driver MB | biggest worker process |",
+        "| --- | ---: | --- | --- | ---: | --- |",
+    ]
+    for r in rows_out:
+        d = extra[(r["config"], r["rows"])]
+        lines.append(f"| {r['config']} | {r['rows']:,} | {r['load_before']} | {r['load_after']} | "
+                     f"{r['peak_rss_driver_mb']:,.0f} | `{d.get('peak_worker_cmd', '')[:90]}` |")
+    lines += ["", "## Per-job times (s)", "", "| config | rows | jobs | noop runs |", "| --- | ---: | --- | --- |"]
+    for r in rows_out:
+        d = extra[(r["config"], r["rows"])]
+        jobs = ", ".join(f"{k} {v:.2f}" for k, v in d.get("jobs_s", {}).items()) or "–"
+        noops = ", ".join(f"{v:.3f}" for v in d.get("noop_s", [])) or "–"
+        lines.append(f"| {r['config']} | {r['rows']:,} | {jobs} | {noops} |")
+    lines += ["", "## Equality checks", ""]
+    for rows, facts in meta["checks"].items():
+        lines.append(f"* {int(rows):,} rows: all configurations agree ({json.dumps(facts)})")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for config in dict.fromkeys(r["config"] for r in rows_out):
+        pts = sorted((r["rows"], r["wall_s"]) for r in rows_out if r["config"] == config)
+        ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], marker="o", label=config)
+    ax.set_xlabel("rows (millions)")
+    ax.set_ylabel("wall time of the chain (s)")
+    ax.set_title("Olympics chain: time vs rows")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "time_vs_rows.png", dpi=110)
+
+
+def leftovers(prefix: str) -> list[int]:
+    return sorted(_env_pids(prefix))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    p.add_argument("--configs", default=",".join(ALL_CONFIGS))
+    p.add_argument("--data-dir", default="/tmp/bench-data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=None, help="work directory (default: a new temp dir, removed at the end)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (outputs, logs)")
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--sources", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child_main(args)
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = set(configs) - set(ALL_CONFIGS)
+    if unknown:
+        p.error(f"unknown configs {sorted(unknown)}; choose from {', '.join(ALL_CONFIGS)}")
+    work_root = Path(args.work or tempfile.mkdtemp(prefix="etl-bench-"))
+    work_root.mkdir(parents=True, exist_ok=True)
+    meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_start": uptime(), "machine": machine(), "checks": {}}
+    print(f"machine: {meta['machine']}\nload: {meta['load_start']}\nwork dir: {work_root}", flush=True)
+    rows_out, extra = [], {}
+    try:
+        for rows in args.rows:
+            data = input_set(Path(args.data_dir), rows, args.seed)
+            print(f"== {rows:,} rows: {data['bytes'] / 1e6:.1f} MB of CSV", flush=True)
+            results = {}
+            for config in configs:
+                work = work_root / f"r{rows}" / config
+                if work.exists():
+                    shutil.rmtree(work)
+                load_before = os.getloadavg()
+                if config == "dag":
+                    res = run_dag(data, work, args.timeout)
+                else:
+                    res = run_child(config, data, work, args.timeout)
+                res["load_before"] = " ".join(f"{x:.2f}" for x in load_before)
+                res["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                left = leftovers(str(work))
+                if left:
+                    raise SystemExit(f"{config}: cluster processes still running after the stop: {left}")
+                results[config] = res
+                print(f"   {config}: wall {res['wall_s']:.2f} s, start {res.get('cluster_start_s', '-')}, "
+                      f"overhead {res.get('overhead_s', '-')}, peak RSS {res['peak_rss_total_mb']} MB, "
+                      f"jobs {res.get('jobs_s', {})}", flush=True)
+            meta["checks"][str(rows)] = verify(results, rows)  # before any time is reported
+            print(f"   results equal across {', '.join(results)}", flush=True)
+            for config, res in results.items():
+                rows_out.append(row_of(config, rows, data, res))
+                extra[(config, rows)] = res
+            for config in results:  # free disk space: outputs were checked
+                if not args.keep:
+                    shutil.rmtree(work_root / f"r{rows}" / config / "lake", ignore_errors=True)
+        meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        meta["load_end"] = uptime()
+        write_reports(Path(args.out), rows_out, meta, extra)
+        (Path(args.out) / "raw.json").write_text(json.dumps(
+            {"meta": meta, "results": {f"{c}@{r}": v for (c, r), v in extra.items()}}, indent=1, default=str))
+        print(f"wrote {args.out}/results.csv, results.md, time_vs_rows.png, raw.json", flush=True)
+    finally:
+        left = leftovers(str(work_root))
+        if left:
+            print(f"WARNING: processes still running under {work_root}: {left}", file=sys.stderr)
+        if not args.keep and not args.work and not left:
+            shutil.rmtree(work_root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
