@@ -8,6 +8,7 @@ help:
 	@echo "make test    install and run the whole test suite"
 	@echo "make install create .venv from requirements.txt"
 	@echo "make data ROWS=1000000 OUT=/tmp/olympics [FILES=1 SEED=0]  generate an input set of any size"
+	@echo "make bench   benchmark both backends against Polars and DuckDB (docs/benchmarks/)"
 	@echo "make lint    ruff"
 	@echo "make lock    recompile requirements.txt from requirements.in"
 
@@ -29,10 +30,16 @@ FILES ?= 1
 data: install
 	.venv/bin/python -m include.etl.generate --rows $(ROWS) --out $(OUT) --seed $(SEED) --files $(FILES)
 
+bench: install
+	.venv/bin/uv pip install --quiet --python .venv/bin/python -r bench/requirements.txt
+	.venv/bin/python bench/run.py --rows $(BENCH_ROWS)
+
+BENCH_ROWS ?= 1000000 5000000
+
 lint: install
 	.venv/bin/ruff check .
 
 lock: install
 	.venv/bin/uv pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
 
-.PHONY: help install run test data lint lock
+.PHONY: help install run test data bench lint lock

@@ -117,8 +117,9 @@ class RssMonitor(threading.Thread):
                     continue
                 total += rss
                 if rss > self.peak_by_pid.get(pid, 0):
+                    grew = rss > 1.25 * self.peak_by_pid.get(pid, 0)
                     self.peak_by_pid[pid] = rss
-                    if pid not in self.names:
+                    if pid not in self.names or grew:  # a pid may exec (bash spark-class -> java)
                         try:
                             self.names[pid] = " ".join(p.cmdline())[:160] or p.name()
                         except psutil.Error:
@@ -200,6 +201,7 @@ def child_single(tool: str, sources: dict[str, str], work: Path) -> dict:
     sys.path.insert(0, str(BENCH))
     import single
 
+    __import__(tool)  # import the library before timing (the platform's clients are imported at cluster start)
     t0 = time.perf_counter()
     jobs = (single.run_polars if tool == "polars" else single.run_duckdb)(sources, work / "lake", DS)
     return {"wall_s": time.perf_counter() - t0, "jobs_s": jobs}
@@ -273,11 +275,29 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
             mem = mon.finish()
         wall = time.perf_counter() - t0
     text = (work / "child.log").read_text(errors="replace")
-    if rc != 0 or "state=success" not in text.replace("state: success", "state=success").replace("DagRunState.SUCCESS", "state=success"):
-        if rc != 0:
-            raise SystemExit(f"dag at {data['rows']:,} rows failed (exit {rc}); see {work / 'child.log'}")
-    return {"wall_s": wall, "process_s": wall, **mem, "lake": str(work / "lake"),
+    finished = [line for line in text.splitlines() if "DagRun Finished" in line]
+    if rc != 0 or not finished or "state=success" not in finished[-1]:
+        raise SystemExit(f"dag at {data['rows']:,} rows failed (exit {rc}); see {work / 'child.log'}")
+    return {"wall_s": wall, "process_s": wall, **mem, "lake": str(work / "lake"), "jobs_s": dag_task_times(text),
             "note": "airflow dags test: all tasks in one process; wall includes Airflow start, DAG parse, cluster start/stop"}
+
+
+def dag_task_times(text: str) -> dict[str, float]:
+    """Per-task wall time from the `[DAG TEST] starting task_id=X` / `end task task_id=X` log lines."""
+    import re
+    from datetime import datetime
+
+    starts, out = {}, {}
+    for line in text.splitlines():
+        m = re.match(r"(\S+Z) .*\[DAG TEST\] (starting|end task) task_id=(\S+)", line)
+        if not m:
+            continue
+        ts = datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+        if m.group(2) == "starting":
+            starts[m.group(3)] = ts
+        elif m.group(3) in starts:
+            out[m.group(3)] = (ts - starts[m.group(3)]).total_seconds()
+    return out
 
 
 def read_table(lake: str, table: str):
@@ -398,10 +418,11 @@ def row_of(config: str, rows: int, data: dict, res: dict) -> dict:
         "config": config, "rows": rows, "wall_s": round(wall, 3), "rows_per_s": round(rows / wall),
         "csv_mb_per_s": round(data["bytes"] / 1e6 / wall, 1), "peak_rss_total_mb": res["peak_rss_total_mb"],
         "peak_rss_worker_mb": res["peak_rss_worker_mb"], "peak_rss_driver_mb": res["peak_rss_driver_mb"],
-        "cluster_start_s": round(res["cluster_start_s"], 2) if "cluster_start_s" in res else "",
+        "cluster_start_s": round(res["cluster_start_s"], 2) if "cluster_start_s" in res else
+        (round(jobs["start_cluster"], 2) if "start_cluster" in jobs else ""),
         "overhead_s": round(res["overhead_s"], 3) if "overhead_s" in res else "",
         "ingest_s": round(ingest, 2) if ingest is not None else "",
-        "enrich_s": round(jobs["enrich"], 2) if "enrich" in jobs else "",
+        "enrich_s": round(jobs.get("enrich", jobs.get("enrich_athletes")), 2) if jobs else "",
         "aggregate_s": round(jobs["aggregate"], 2) if "aggregate" in jobs else "",
         "process_s": round(res["process_s"], 1), "csv_mb": round(data["bytes"] / 1e6, 1),
         "load_before": res.get("load_before", ""), "load_after": res.get("load_after", ""),
@@ -455,7 +476,7 @@ def write_reports(out: Path, rows_out: list[dict], meta: dict, extra: dict) -> N
     for r in rows_out:
         d = extra[(r["config"], r["rows"])]
         lines.append(f"| {r['config']} | {r['rows']:,} | {r['load_before']} | {r['load_after']} | "
-                     f"{r['peak_rss_driver_mb']:,.0f} | `{d.get('peak_worker_cmd', '')[:90]}` |")
+                     f"{r['peak_rss_driver_mb']:,.0f} | `{_label(d.get('peak_worker_cmd', ''))[:90]}` |")
     lines += ["", "## Per-job times (s)", "", "| config | rows | jobs | noop runs |", "| --- | ---: | --- | --- |"]
     for r in rows_out:
         d = extra[(r["config"], r["rows"])]
@@ -485,6 +506,30 @@ def write_reports(out: Path, rows_out: list[dict], meta: dict, extra: dict) -> N
     fig.savefig(out / "time_vs_rows.png", dpi=110)
 
 
+def _label(cmd: str) -> str:
+    cmd = " ".join(cmd.split())
+    if cmd.startswith("bash ") and "spark-class" in cmd:
+        return "java: the Spark Connect server JVM (started as bash spark-class, same pid)"
+    if "multiprocessing.spawn" in cmd:
+        return "dask worker (spawned by its nanny)"
+    return cmd
+
+
+def report_from(raw_file: Path, out: Path, data_dir: Path) -> int:
+    raw = json.loads(raw_file.read_text())
+    meta, rows_out, extra = raw["meta"], [], {}
+    for key, res in raw["results"].items():
+        config, rows = key.rsplit("@", 1)
+        rows = int(rows)
+        data = input_set(data_dir, rows, int(res.get("seed", 0)))
+        res["peak_worker_cmd"] = _label(res.get("peak_worker_cmd", ""))
+        rows_out.append(row_of(config, rows, data, res))
+        extra[(config, rows)] = res
+    write_reports(out, rows_out, meta, extra)
+    print(f"rebuilt {out}/results.csv, results.md, time_vs_rows.png from {raw_file}")
+    return 0
+
+
 def leftovers(prefix: str) -> list[int]:
     return sorted(_env_pids(prefix))
 
@@ -499,12 +544,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="work directory (default: a new temp dir, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (outputs, logs)")
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--report-from", metavar="RAW_JSON",
+                   help="only rebuild results.csv/.md/.png in --out from a raw.json of an earlier run")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--sources", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child_main(args)
+
+    if args.report_from:
+        return report_from(Path(args.report_from), Path(args.out), Path(args.data_dir))
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(configs) - set(ALL_CONFIGS)
@@ -546,12 +596,13 @@ def main(argv: list[str] | None = None) -> int:
             for config in results:  # free disk space: outputs were checked
                 if not args.keep:
                     shutil.rmtree(work_root / f"r{rows}" / config / "lake", ignore_errors=True)
-        meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-        meta["load_end"] = uptime()
-        write_reports(Path(args.out), rows_out, meta, extra)
-        (Path(args.out) / "raw.json").write_text(json.dumps(
-            {"meta": meta, "results": {f"{c}@{r}": v for (c, r), v in extra.items()}}, indent=1, default=str))
-        print(f"wrote {args.out}/results.csv, results.md, time_vs_rows.png, raw.json", flush=True)
+            # Reports after every row count: a later, bigger run that fails keeps the figures so far.
+            meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+            meta["load_end"] = uptime()
+            write_reports(Path(args.out), rows_out, meta, extra)
+            (Path(args.out) / "raw.json").write_text(json.dumps(
+                {"meta": meta, "results": {f"{c}@{r}": v for (c, r), v in extra.items()}}, indent=1, default=str))
+            print(f"wrote {args.out}/results.csv, results.md, time_vs_rows.png, raw.json", flush=True)
     finally:
         left = leftovers(str(work_root))
         if left:

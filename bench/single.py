@@ -57,7 +57,7 @@ def run_polars(sources: dict[str, str], root: Path, ds: str) -> dict:
     ingest("venues", sources["venues"], VENUE_TYPES)
 
     t0 = time.perf_counter()
-    read = lambda t: pl.scan_parquet(_part(root, t, ds) / "*.parquet")  # noqa: E731
+    read = lambda t: pl.scan_parquet(_part(root, t, ds) / "*.parquet", hive_partitioning=False)  # noqa: E731
     enriched = (
         read("athletes")
         .join(read("regions").select("NOC", "region"), on="NOC", how="left", maintain_order="left")
@@ -128,16 +128,16 @@ def run_duckdb(sources: dict[str, str], root: Path, ds: str, threads: int | None
     con.execute(
         f"""COPY (
         SELECT a.*, r.region, v.lon, v.lat
-        FROM read_parquet('{out('athletes')}') a
-        LEFT JOIN (SELECT NOC, region FROM read_parquet('{out('regions')}')) r ON a.NOC = r.NOC
-        LEFT JOIN (SELECT Year, Season, City, lon, lat FROM read_parquet('{out('venues')}')) v
+        FROM read_parquet('{out('athletes')}', hive_partitioning=false) a
+        LEFT JOIN (SELECT NOC, region FROM read_parquet('{out('regions')}', hive_partitioning=false)) r ON a.NOC = r.NOC
+        LEFT JOIN (SELECT Year, Season, City, lon, lat FROM read_parquet('{out('venues')}', hive_partitioning=false)) v
           ON a.Year = v.Year AND a.Season = v.Season AND a.City = v.City
         ) TO '{out('enriched')}' (FORMAT parquet)"""
     )
     times["enrich"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    e = f"read_parquet('{out('enriched')}')"
+    e = f"read_parquet('{out('enriched')}', hive_partitioning=false)"
     con.execute(
         f"""COPY (
         SELECT CAST(Year AS BIGINT) AS year, Season AS season,
