@@ -17,7 +17,9 @@ from include.etl.schemas import NA_TOKENS, REJECT_COLUMNS, Column, TableSchema
 if TYPE_CHECKING:
     import pandas as pd
 
-PANDAS_DTYPES = {"int": "Int64", "float": "Float64", "str": "string"}
+# Strings are Arrow-backed: stripping and comparing them runs in Arrow's compute kernels, not
+# once per value in Python (that was most of the ingest time, see docs/benchmarks/).
+PANDAS_DTYPES = {"int": "Int64", "float": "Float64", "str": "string[pyarrow]"}
 
 
 def _raw_lines(raw: pd.DataFrame, names: tuple[str, ...]) -> list[str]:
@@ -39,7 +41,7 @@ def _typed(col: Column, values: pd.Series) -> tuple[pd.Series, pd.Series]:
     if col.required:
         reason = reason.mask(missing, f"missing required {col.name}")
     if col.type == "str":
-        typed = values.mask(missing).astype("string")
+        typed = values.mask(missing)
         if col.domain is not None:
             bad = ~missing & ~typed.isin(col.domain)
             reason = reason.mask(bad & reason.isna(), f"{col.name} not in {'/'.join(col.domain)}")
@@ -78,7 +80,7 @@ def parse_frame(raw: pd.DataFrame, schema: TableSchema, source: str) -> pd.DataF
     if "_error" in raw.columns:  # the line could not be split into fields (see tokenize)
         reason = raw["_error"].astype("object").where(raw["_error"].notna(), None)
     for col in schema.columns:
-        values = raw[col.name].astype("object").where(raw[col.name].notna(), None).astype("string")
+        values = raw[col.name].astype("string[pyarrow]")
         out[col.name], col_reason = _typed(col, values)
         reason = reason.where(reason.notna(), col_reason)
     if schema.key and len(out):
