@@ -145,6 +145,7 @@ class DaskClusterHook(ClusterHook):
 
         from include.etl.engines.dask import DaskEngine
 
+        self.close()  # one client per hook: a second engine() must not leak the first
         log.info("Connecting to the Dask scheduler at %s", handle.address)
         try:
             self._client = Client(handle.address, timeout=30)

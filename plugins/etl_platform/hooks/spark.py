@@ -223,6 +223,7 @@ class SparkClusterHook(ClusterHook):
         from include.etl.clusters.spark_local import port_open, split_address
         from include.etl.engines.spark import SparkEngine
 
+        self.close()  # one session per hook: a second engine() must not leak the first
         host, port = split_address(handle.address)
         if not port_open(host, port, HEALTH_TIMEOUT):
             raise ClusterStartError(f"cannot reach the Spark Connect server at {handle.address}: nothing answers on {host}:{port}")
