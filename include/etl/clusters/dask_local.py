@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups
+from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups, log_tail
 from include.etl.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,6 @@ log = logging.getLogger(__name__)
 # Dask renames its processes ("dask scheduler [tcp://...]"), so match loosely; the process
 # group id check in ``kill_groups`` guards against pid reuse as well.
 MARKER = "dask"
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _spawn(args: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -80,7 +73,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = 60.0) -
             if sched.poll() is not None:
                 raise ClusterStartError(
                     f"Dask scheduler exited with code {sched.returncode} while starting; "
-                    f"its log {workdir / 'scheduler.log'} ends with:\n{_tail(workdir / 'scheduler.log')}"
+                    f"its log {workdir / 'scheduler.log'} ends with:\n{log_tail(workdir / 'scheduler.log')}"
                 )
             if scheduler_file.exists():
                 try:
@@ -119,7 +112,7 @@ def wait_for_workers(address: str, n: int, timeout: float, workdir: Path | None 
         try:
             client.wait_for_workers(n, timeout=timeout)
         except TimeoutError:
-            where = f"; see {workdir / 'workers.log'}:\n{_tail(workdir / 'workers.log')}" if workdir else ""
+            where = f"; see {workdir / 'workers.log'}:\n{log_tail(workdir / 'workers.log')}" if workdir else ""
             raise ClusterStartError(
                 f"Dask scheduler {address} has {len(client.scheduler_info()['workers'])} of {n} workers "
                 f"after {timeout:.0f} s{where}"

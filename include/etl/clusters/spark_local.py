@@ -30,7 +30,7 @@ import weakref
 from pathlib import Path
 from urllib.parse import urlparse
 
-from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups
+from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups, log_tail
 from include.etl.clusters.dask_local import worker_env
 from include.etl.settings import Settings
 
@@ -43,13 +43,6 @@ TASK_ATTEMPTS = 3
 SHUFFLE_PARTITIONS = 4
 MIN_JAVA = 17
 LOG_NAME = "spark-connect.log"
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def spark_home() -> Path:
@@ -366,12 +359,12 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
             if proc.poll() is not None:
                 raise ClusterStartError(
                     f"the Spark Connect server exited with code {proc.returncode} while starting; "
-                    f"its log {logfile} ends with:\n{_tail(logfile)}"
+                    f"its log {logfile} ends with:\n{log_tail(logfile)}"
                 )
             if time.monotonic() > deadline:
                 raise ClusterStartError(
                     f"the Spark Connect server did not listen on {host}:{port} within {timeout:.0f} s; "
-                    f"its log {logfile} ends with:\n{_tail(logfile)}"
+                    f"its log {logfile} ends with:\n{log_tail(logfile)}"
                 )
             time.sleep(0.2)
         address = f"sc://{host}:{port}"
@@ -379,7 +372,7 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
         try:
             info = check_spark_connect(address, timeout=max(1.0, deadline - time.monotonic()), keep_session=True)
         except ClusterStartError as exc:
-            raise ClusterStartError(f"{exc}\nits log {logfile} ends with:\n{_tail(logfile)}") from None
+            raise ClusterStartError(f"{exc}\nits log {logfile} ends with:\n{log_tail(logfile)}") from None
         ready = time.monotonic()
         handle = ClusterHandle(
             backend="spark", address=address, owned=True, pids=started, workdir=str(workdir),
