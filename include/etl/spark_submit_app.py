@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kwargs", default="{}")
     parser.add_argument("--summary", required=True)
     args = parser.parse_args(argv)
+
+    # A process that once opened a Spark Connect session leaves these set for its children
+    # (pyspark's builder.remote() exports them); this application is a classic Spark driver.
+    for var in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
+        os.environ.pop(var, None)
 
     from pyspark.sql import SparkSession
 

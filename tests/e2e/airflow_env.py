@@ -10,7 +10,10 @@ from tests.conftest import ROOT
 
 
 def project_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ETL_"))}
+    # Nothing of this test process's own state: no Airflow/ETL settings, and no Spark Connect
+    # mode that pyspark exports once a session was opened in-process.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "ETL_")) and k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
     env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"))
     env.update(extra)
     return env

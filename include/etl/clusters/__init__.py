@@ -96,24 +96,53 @@ def _is_group_leader(pid: int) -> bool:
         return False
 
 
+def _group_members(pgids: set[int]) -> list[int]:
+    """Live processes (not zombies) whose process group is one of ``pgids``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if fields[0] != "Z" and int(fields[2]) in pgids:
+            members.append(int(entry.name))
+    return members
+
+
 def kill_groups(pids: list[int], marker: str, grace: float = 10.0) -> list[int]:
     """SIGTERM each process group led by ``pids`` (if still ours), then SIGKILL after ``grace`` s.
 
+    Waits until no process of those groups is left (a leader can exit before its children).
     Returns the pids that were still alive and got signalled.
     """
     alive = [p for p in pids if is_alive(p, marker) and _is_group_leader(p)]
+    groups = set(alive)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in alive:
+        for pid in groups:
             try:
                 os.killpg(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(is_alive(p) for p in alive):
+        while time.monotonic() < deadline and (any(is_alive(p) for p in alive) or _group_members(groups)):
             time.sleep(0.1)
-        if not any(is_alive(p) for p in alive):
+        if not any(is_alive(p) for p in alive) and not _group_members(groups):
             break
-        log.warning("processes %s did not stop on SIGTERM within %.0f s; sending SIGKILL", alive, grace)
+        log.warning("processes of groups %s did not stop on SIGTERM within %.0f s; sending SIGKILL", sorted(groups), grace)
+    # Leaders that already exited (a polite shutdown) can leave children of their group
+    # behind for a moment: wait for those that are ours, then kill what remains.
+    leftovers = set(pids) - groups
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and [m for m in _group_members(leftovers) if is_alive(m, marker)]:
+        time.sleep(0.1)
+    for member in [m for m in _group_members(leftovers) if is_alive(m, marker)]:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for pid in alive:
         _reap(pid)
     return alive
