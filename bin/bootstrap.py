@@ -4,6 +4,10 @@ Writes, readable by the owner only:
 - ``$AIRFLOW_HOME/secrets.env``: the Fernet key, the JWT secret and the API secret key;
 - ``$AIRFLOW_HOME/simple_auth_manager_passwords.json``: the generated ``admin`` password.
 Nothing here is ever committed or logged; ``make run`` prints where the password is.
+
+It also writes a minimal ``airflow.cfg`` into a new home, naming this project's ``dags/`` and
+``plugins/`` folders, so that plain ``airflow`` commands (and Airflow's own sys.path set-up)
+find the project even without ``bin/airflow``'s environment.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ def main() -> int:
             f"AIRFLOW__API__SECRET_KEY={secrets.token_urlsafe(32)}",
         ]
         _write_private(env_file, "\n".join(lines) + "\n")
+    cfg = home / "airflow.cfg"
+    if not cfg.exists():
+        root = Path(__file__).resolve().parents[1]
+        cfg.write_text(
+            "# Written by bin/bootstrap.py; Airflow fills in every other option with its default.\n"
+            f"[core]\ndags_folder = {root / 'dags'}\nplugins_folder = {root / 'plugins'}\nload_examples = False\n"
+        )
     pw_file = home / "simple_auth_manager_passwords.json"
     if not pw_file.exists():
         _write_private(pw_file, json.dumps({"admin": secrets.token_urlsafe(12)}))
