@@ -146,3 +146,51 @@ def kill_groups(pids: list[int], marker: str, grace: float = 10.0) -> list[int]:
     for pid in alive:
         _reap(pid)
     return alive
+
+
+WORKDIR_VAR = "ETL_CLUSTER_WORKDIR"
+
+
+def processes_of_workdir(workdir: str | Path) -> list[int]:
+    """Live processes of this user that inherited ``ETL_CLUSTER_WORKDIR=workdir`` (every cluster process does)."""
+    needle = f"{WORKDIR_VAR}={workdir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()  # readable for our own processes only
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and is_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def sweep_workdir(workdir: str | Path, grace: float = 5.0) -> list[int]:
+    """Kill every process left over from a cluster started in ``workdir``; return their pids.
+
+    The safety net behind :func:`kill_groups`: it also finds processes that left their process
+    group (Python workers re-parented after a crash) or belong to an earlier try of the start
+    task whose handle was lost.
+    """
+    leftovers = processes_of_workdir(workdir)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in leftovers:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(is_alive(p) for p in leftovers):
+            time.sleep(0.1)
+        if not any(is_alive(p) for p in leftovers):
+            break
+    if leftovers:
+        log.warning("killed %d leftover process(es) of the cluster in %s: %s", len(leftovers), workdir, leftovers)
+    return leftovers
+
+
+def cluster_processes_alive(handle: ClusterHandle, marker: str) -> bool:
+    """For a cluster the platform started: are all of its process-group leaders still running?"""
+    return bool(handle.pids) and all(is_alive(p, marker) for p in handle.pids)

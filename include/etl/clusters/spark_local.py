@@ -11,8 +11,10 @@ Master ``local[N,F]``: ``N`` task threads (``ETL_DASK_WORKERS`` x ``ETL_DASK_THR
 parallelism a local Dask cluster gets; 2 by default) and ``F`` = :data:`TASK_ATTEMPTS` attempts
 per task (a plain ``local[N]`` never retries a failed task).
 
-Unlike the local Dask scheduler, the server has no idle timeout: a run whose teardown never ran
-leaves it running until it is killed (its pid and log are in the handle and ``workdir``).
+Spark Connect has no server idle timeout (its session timeout closes sessions, not the server),
+so a watcher process (:mod:`include.etl.clusters.idle_watch`) runs beside the server and stops
+it after ``ETL_CLUSTER_IDLE_TIMEOUT`` seconds without Spark jobs: the safety net for a run whose
+teardown never ran. The watcher is one of the handle's process groups and stops with the server.
 """
 
 from __future__ import annotations
@@ -374,9 +376,11 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
         except ClusterStartError as exc:
             raise ClusterStartError(f"{exc}\nits log {logfile} ends with:\n{log_tail(logfile)}") from None
         ready = time.monotonic()
+        ui = _ui_url(logfile, log_offset) or f"http://{host}:{ui_port}"
+        if settings.cluster_idle_timeout > 0:
+            started.append(_start_idle_watch(proc.pid, ui, settings.cluster_idle_timeout, workdir, env))
         handle = ClusterHandle(
-            backend="spark", address=address, owned=True, pids=started, workdir=str(workdir),
-            dashboard_url=_ui_url(logfile, log_offset) or f"http://{host}:{ui_port}",
+            backend="spark", address=address, owned=True, pids=started, workdir=str(workdir), dashboard_url=ui,
             extra={**info, "log": str(logfile), "listening_s": round(listening - t0, 2), "ready_s": round(ready - t0, 2)},
         )
         log.info("Spark Connect server %s up in %.1f s (listening after %.1f s), UI %s, pid %s",
@@ -385,6 +389,21 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
     except BaseException:
         kill_groups(started, MARKER, grace=5)
         raise
+
+
+IDLE_WATCH_LOG = "idle-watch.log"
+
+
+def _start_idle_watch(pid: int, ui: str, idle_timeout: float, workdir: Path, env: dict[str, str]) -> int:
+    """Start the watcher that stops server ``pid`` after ``idle_timeout`` s without jobs; return its pid."""
+    args = [sys.executable, "-m", "include.etl.clusters.idle_watch", "--pid", str(pid), "--ui", ui,
+            "--idle-timeout", str(idle_timeout), "--marker", MARKER]
+    with open(workdir / IDLE_WATCH_LOG, "ab") as out:
+        watcher = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, cwd=workdir, start_new_session=True)
+    log.info("The server stops itself after %.0f s without Spark jobs (ETL_CLUSTER_IDLE_TIMEOUT); watcher pid %s, "
+             "log %s", idle_timeout, watcher.pid, workdir / IDLE_WATCH_LOG)
+    return watcher.pid
 
 
 def stop_local_spark_connect(handle: ClusterHandle, timeout: float = 10.0) -> list[int]:

@@ -36,10 +36,19 @@ def safe_path_part(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "run"
 
 
+def _sweep(handle: ClusterHandle) -> list[int]:
+    """After a stop: kill whatever of the cluster's workdir survived its process groups (orphaned workers)."""
+    from include.etl.clusters import sweep_workdir
+
+    return sweep_workdir(handle.workdir) if handle.owned and handle.workdir else []
+
+
 class ClusterHook(BaseHook):
     """Common interface of the cluster hooks."""
 
     backend = ""
+    marker = ""  # text of the command line of every process-group leader of a started cluster
+    core_processes = 0  # how many of a started cluster's pids it cannot work without (0: all)
 
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__()
@@ -69,6 +78,28 @@ class ClusterHook(BaseHook):
         )
         return func(ctx, **job_kwargs)
 
+    def lost(self, handle: ClusterHandle) -> str | None:
+        """Why a cluster the platform started can no longer serve jobs (its processes are gone), or None.
+
+        Attached clusters are never "lost" here: an external cluster may come back, so jobs
+        on it fail (and retry) on their own connection errors.
+        """
+        from include.etl.clusters import is_alive, log_tail
+
+        if not handle.owned:
+            return None
+        core = handle.pids[: self.core_processes] if self.core_processes else handle.pids
+        gone = [p for p in core if not is_alive(p, self.marker)]
+        if not gone:
+            return None
+        message = (f"the {handle.backend} cluster started by this run at {handle.address} is gone: its processes "
+                   f"{gone} no longer run")
+        if handle.workdir:
+            logs = sorted(Path(handle.workdir).glob("*.log"), key=lambda f: f.stat().st_mtime)
+            if logs:
+                message += f" (logs in {handle.workdir}; {logs[-1].name} ends with:\n{log_tail(logs[-1], 5)}\n)"
+        return message
+
     def close(self) -> None:
         """Release client resources (not the cluster)."""
 
@@ -90,6 +121,7 @@ class DaskClusterHook(ClusterHook):
     conn_type = "dask"
     hook_name = "Dask cluster"
     backend = "dask"
+    marker = "dask"  # include.etl.clusters.dask_local.MARKER (not imported: parse-time code stays light)
 
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
@@ -138,7 +170,7 @@ class DaskClusterHook(ClusterHook):
         killed = stop_local_dask(handle)
         log.info("Stopped the local Dask cluster at %s (processes %s; still running before the kill: %s)",
                  handle.address, handle.pids, killed or "none")
-        return killed
+        return killed + _sweep(handle)
 
     def engine(self, handle: ClusterHandle) -> Any:
         from distributed import Client

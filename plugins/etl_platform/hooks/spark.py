@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from etl_platform.hooks.cluster import ClusterHook, _connection_or_none
+from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, _sweep
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 
@@ -25,9 +25,10 @@ class SparkClusterHook(ClusterHook):
     Connection ``spark_connect_default`` (type ``spark_connect``, or a URI such as
     ``AIRFLOW_CONN_SPARK_CONNECT_DEFAULT=sc://spark-connect:15002``; port defaults to 15002;
     login = user id, password = token, extra ``use_ssl`` and ``dashboard_url`` optional): attach
-    to that server and never stop it. No such connection: start a local Spark Connect server
-    from the installed pyspark package (needs Java 17+). Spark standalone masters
-    (``spark://``) are not supported yet.
+    to that server and never stop it. Else the provider's ``spark_default`` connection, when it
+    names a ``spark://`` standalone master: each job is a ``spark-submit`` application through
+    the provider's ``SparkSubmitHook``. Neither: start a local Spark Connect server from the
+    installed pyspark package (needs Java 17+).
 
     The start opens one server-side session for the run (its id is in the handle's ``extra``)
     and every job task joins it: Spark keeps one Python worker pool per session, so a task
@@ -42,6 +43,8 @@ class SparkClusterHook(ClusterHook):
     conn_type = "spark_connect"
     hook_name = "Spark Connect cluster"
     backend = "spark"
+    marker = "SparkConnectServer"  # include.etl.clusters.spark_local.MARKER
+    core_processes = 1  # the server; the second pid is its idle watcher
 
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
@@ -214,9 +217,9 @@ class SparkClusterHook(ClusterHook):
                 release_session(self._url(handle), session_id)
             return []
         killed = stop_local_spark_connect(handle)
-        log.info("Stopped the local Spark Connect server at %s (process %s; still running before the kill: %s)",
+        log.info("Stopped the local Spark Connect server at %s (processes %s; still running before the kill: %s)",
                  handle.address, handle.pids, killed or "none")
-        return killed
+        return killed + _sweep(handle)
 
     def engine(self, handle: ClusterHandle) -> Any:
         """A :class:`SparkEngine` on a client session; it joins the run's session when the handle has one."""

@@ -15,10 +15,17 @@ from include.etl.clusters import ClusterHandle
 
 
 def cluster_workdir(context: Any, backend: str) -> Path:
-    """Where a locally started cluster keeps its logs and scratch files: under Airflow's logs."""
+    """Where a locally started cluster keeps its logs and scratch files: under Airflow's logs.
+
+    One directory per run and start task; every process of the cluster inherits it as
+    ``ETL_CLUSTER_WORKDIR``, which is how leftovers of an earlier try are found.
+    """
     home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
     ti = context["ti"]
-    return home / "logs" / "clusters" / safe_path_part(ti.dag_id) / safe_path_part(ti.run_id) / backend
+    task = safe_path_part(ti.task_id)
+    if getattr(ti, "map_index", -1) not in (None, -1):
+        task += f"-{ti.map_index}"
+    return home / "logs" / "clusters" / safe_path_part(ti.dag_id) / safe_path_part(ti.run_id) / task / backend
 
 
 class StartClusterOperator(BaseOperator):
@@ -44,8 +51,14 @@ class StartClusterOperator(BaseOperator):
         self._hook: ClusterHook | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from include.etl.clusters import sweep_workdir
+
         self._hook = get_cluster_hook(self.backend, self.conn_id or None)
-        handle = self._hook.start_or_attach(cluster_workdir(context, self._hook.backend))
+        workdir = cluster_workdir(context, self._hook.backend)
+        # A rerun of this task (retry, clear) must not leave the cluster of an earlier try running.
+        if sweep_workdir(workdir):
+            self.log.warning("Stopped the processes of an earlier try's cluster in %s before starting anew", workdir)
+        handle = self._hook.start_or_attach(workdir)
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         return handle.to_dict()
 

@@ -51,6 +51,13 @@ class SparkJobOperator(BaseOperator):
         resolve_job(self.job)  # an unknown job fails before touching the cluster
         handle = ClusterHandle.from_dict(self.cluster)
         self._hook = get_cluster_hook(handle.backend, handle.conn_id)
+        lost = self._hook.lost(handle)
+        if lost:
+            # Retrying this task cannot bring a started cluster back; clearing it re-runs its setup.
+            raise AirflowFailException(
+                f"{lost}. Retries cannot help: clear this task (its setup start_cluster is cleared with it and "
+                "starts a new cluster), or clear the whole run."
+            )
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         try:
             self.log.info("Running job %s on %s cluster %s with %s", self.job, handle.backend, handle.address, self.job_kwargs)
