@@ -28,6 +28,8 @@ def ingest_block(block: bytes, schema: TableSchema, source: str, header: list[st
 
 
 class DaskEngine:
+    """Every computation runs on this engine's client's cluster (never on dask's global default scheduler)."""
+
     name = "dask"
 
     def __init__(self, client: Any) -> None:
@@ -46,7 +48,7 @@ class DaskEngine:
         if len(blocks) == 1:
             first_lines = [1]
         else:  # exact line numbers: count the newlines before each block (a fast pass over the bytes)
-            counts = dask.compute(*[dask.delayed(_count_newlines)(b) for b in blocks])
+            counts = dask.compute(*[dask.delayed(_count_newlines)(b) for b in blocks], scheduler=self.client)
             first_lines = [1 + sum(counts[:i]) for i in range(len(blocks))]
         parts = [
             dask.delayed(ingest_block)(b, schema, path, header, first)
@@ -66,6 +68,7 @@ class DaskEngine:
             rejects.to_parquet(rejects_dir, write_index=False, compute=False),
             ok.sum(),
             (~ok).sum(),
+            scheduler=self.client,
         )
         return int(n_ok), int(n_bad)
 
@@ -78,7 +81,7 @@ class DaskEngine:
     def write_parquet(self, frame: Any, path: str) -> int:
         import dask
 
-        _, n = dask.compute(frame.to_parquet(path, write_index=False, compute=False), frame.shape[0])
+        _, n = dask.compute(frame.to_parquet(path, write_index=False, compute=False), frame.shape[0], scheduler=self.client)
         return int(n)
 
     def run_noop(self) -> None:
