@@ -1,0 +1,224 @@
+"""Faults inside the engines while a real job runs: the job completes and the tables are right.
+
+* Dask: a worker process is SIGKILLed while it computes a task of the athletes ingest; the
+  scheduler reschedules the task (on the other worker, or on the one its nanny restarts).
+* Spark (local mode): the Python workers are SIGKILLed while they parse the athletes file;
+  the failed task attempts are retried (the server runs ``local[N,3]``: 3 attempts per task).
+  Local mode has no separate executor JVM to kill: killing the driver JVM is losing the cluster,
+  which ``tests/plugins/test_cluster_recovery.py`` covers.
+* Spark's idle watcher: it does not stop a server during a job longer than the idle timeout,
+  and stops the server (and itself) once nothing ran for that long.
+
+The input is generated (300,000 rows, ~45 MB) so the ingest runs long enough to be hit; the
+marts are checked against the independent SQLite computation of ``tests/e2e/expected.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from include.etl.clusters import ClusterHandle
+from include.etl.jobs import JobContext, resolve_job
+from include.etl.lake import Lake
+from include.etl.settings import Settings
+from tests.e2e.expected import assert_marts_match
+from tests.procs import processes_with_env
+
+pytestmark = pytest.mark.slow
+DS = "2024-07-07"
+ROWS = 300_000
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("engine-faults")
+    yield path
+    left = processes_with_env(str(path))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "a test left cluster processes running"
+
+
+@pytest.fixture(scope="module")
+def inputs(base) -> dict:
+    from include.etl.generate import generate_athletes
+
+    summary = generate_athletes(base / "input", ROWS, seed=7)
+    return {"athletes": summary["athletes_path"], "regions": summary["regions_path"], "venues": summary["venues_path"]}
+
+
+def _chain(engine, lake_root: Path, sources: dict, during_athletes=None) -> dict:
+    """The olympics_etl jobs in order; ``during_athletes(done)`` runs beside the athletes ingest."""
+    ctx = JobContext(engine=engine, lake=Lake(lake_root), ds=DS, max_reject_ratio=0.01)
+    out = {}
+    for table in ("regions", "venues", "athletes"):
+        if table == "athletes" and during_athletes is not None:
+            done = threading.Event()
+            injector = threading.Thread(target=during_athletes, args=(done,), daemon=True)
+            injector.start()
+            try:
+                out[table] = resolve_job("olympics.ingest")(ctx, table=table, source=sources[table])
+            finally:
+                done.set()
+                injector.join(60)
+        else:
+            out[table] = resolve_job("olympics.ingest")(ctx, table=table, source=sources[table])
+    out["enrich"] = resolve_job("olympics.enrich")(ctx)
+    out["aggregate"] = resolve_job("olympics.aggregate")(ctx)
+    return out
+
+
+def _assert_complete(summaries: dict, lake_root: Path, sources: dict) -> None:
+    athletes = summaries["athletes"]
+    assert athletes["rows_in"] == ROWS and athletes["rows_accepted"] == ROWS and athletes["rows_rejected"] == 0, athletes
+    folder = Path(sources["athletes"]).parent
+    assert_marts_match(lake_root, DS, folder, athletes=Path(sources["athletes"]).name)
+
+
+def test_dask_worker_killed_during_ingest_job_still_completes(base, inputs):
+    from distributed import Client
+
+    from include.etl.clusters.dask_local import start_local_dask, stop_local_dask
+    from include.etl.engines.dask import DaskEngine
+
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "dask-lake"), "ETL_DASK_WORKERS": "2"})
+    handle = start_local_dask(settings, base / "dask")
+    killed: dict = {}
+    try:
+        with Client(handle.address, timeout=30, set_as_default=False) as client:
+            worker_pids = client.run(os.getpid)  # worker address -> pid
+
+            def kill_a_busy_worker(done: threading.Event) -> None:
+                while not done.is_set():
+                    busy = {addr: keys for addr, keys in client.processing().items() if keys}
+                    if busy:
+                        addr, keys = next(iter(busy.items()))
+                        os.kill(worker_pids[addr], signal.SIGKILL)
+                        killed.update(pid=worker_pids[addr], keys=[str(k) for k in keys])
+                        return
+                    time.sleep(0.02)
+
+            summaries = _chain(DaskEngine(client), base / "dask-lake", inputs, kill_a_busy_worker)
+            assert killed, "no worker was busy during the athletes ingest: the fault was never injected"
+            assert not processes_with_env(str(base / "dask")) or killed["pid"] not in processes_with_env(str(base / "dask"))
+            # the nanny replaced the killed worker: the cluster is whole again
+            client.wait_for_workers(2, timeout=60)
+            assert killed["pid"] not in client.run(os.getpid).values()
+    finally:
+        stop_local_dask(handle)
+    _assert_complete(summaries, base / "dask-lake", inputs)
+    log = (base / "dask" / "workers.log").read_text(errors="replace") + (base / "dask" / "scheduler.log").read_text(errors="replace")
+    assert "SIGKILL" in log or "restart" in log.lower() or "closing" in log.lower(), log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def spark(base):
+    """A local Spark Connect server with a short idle timeout (the watcher's test needs it)."""
+    from etl_platform.hooks.spark import SparkClusterHook
+
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "spark-lake"), "ETL_DASK_WORKERS": "2",
+                                  "ETL_CLUSTER_IDLE_TIMEOUT": "15"})
+    hook = SparkClusterHook(settings=settings)
+    handle = hook.start_or_attach(base / "spark")
+    try:
+        yield settings, handle
+    finally:
+        hook.stop(handle)
+
+
+def _spark_app(handle: ClusterHandle) -> str:
+    with urllib.request.urlopen(f"{handle.dashboard_url}/api/v1/applications", timeout=10) as resp:
+        return json.load(resp)[0]["id"]
+
+
+def _stages(handle: ClusterHandle, app: str) -> list[dict]:
+    with urllib.request.urlopen(f"{handle.dashboard_url}/api/v1/applications/{app}/stages", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _python_workers(workdir: Path) -> list[int]:
+    """Forked Python workers of the server: ``pyspark.daemon`` processes whose parent is the daemon."""
+    found = []
+    for pid in processes_with_env(str(workdir)):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"pyspark.daemon" in cmd and b"pyspark.daemon" in parent:
+            found.append(pid)
+    return found
+
+
+def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inputs, spark):
+    from etl_platform.hooks.spark import SparkClusterHook
+
+    settings, handle = spark
+    app = _spark_app(handle)
+    failed_before = sum(s.get("numFailedTasks", 0) for s in _stages(handle, app))
+    killed: list[int] = []
+
+    def kill_busy_python_workers(done: threading.Event) -> None:
+        while not done.is_set():
+            busy = [s for s in _stages(handle, app) if s.get("status") == "ACTIVE" and s.get("numActiveTasks", 0)]
+            workers = _python_workers(base / "spark") if busy else []
+            if workers:
+                time.sleep(0.5)  # let them get into the parsing
+                for pid in workers:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    except ProcessLookupError:
+                        pass
+                if killed:
+                    return
+            time.sleep(0.05)
+
+    hook = SparkClusterHook(settings=settings)
+    try:
+        summaries = _chain(hook.engine(handle), base / "spark-lake", inputs, kill_busy_python_workers)
+    finally:
+        hook.close()
+    assert killed, "no Python worker was busy during the athletes ingest: the fault was never injected"
+    failed = sum(s.get("numFailedTasks", 0) for s in _stages(handle, app)) - failed_before
+    assert failed >= 1, "Spark saw no failed task: the kill did not hit a running task"
+    _assert_complete(summaries, base / "spark-lake", inputs)
+
+
+def _sleepy(batches):
+    import time as _time
+
+    for batch in batches:
+        _time.sleep(25)
+        yield batch
+
+
+def test_spark_idle_watcher_spares_a_long_job_then_stops_the_idle_server(base, spark):
+    from etl_platform.hooks.spark import SparkClusterHook
+
+    settings, handle = spark  # idle timeout: 15 s
+    assert len(handle.pids) == 2, handle.pids  # the server and its watcher
+    hook = SparkClusterHook(settings=settings)
+    try:
+        rows = hook.engine(handle).session.range(2).mapInPandas(_sleepy, "id bigint").collect()  # 25 s > 15 s
+    finally:
+        hook.close()
+    assert len(rows) == 2
+    assert processes_with_env(str(base / "spark")), "the watcher stopped a server that was running a job"
+    t0 = time.monotonic()
+    while processes_with_env(str(base / "spark")) and time.monotonic() - t0 < 90:
+        time.sleep(1)
+    left = processes_with_env(str(base / "spark"))
+    assert left == [], f"the idle server (or its watcher) still runs after {time.monotonic() - t0:.0f} s: {left}"
+    watch_log = (base / "spark" / "idle-watch.log").read_text()
+    assert "idle for" in watch_log and "stopping it now" in watch_log, watch_log
