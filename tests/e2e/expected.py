@@ -56,10 +56,12 @@ def read_mart(path: Path) -> list[tuple]:
     return sorted(rows, key=lambda r: tuple((x is None, x) for x in r[:3]))
 
 
-def assert_marts_match(lake_root: Path, ds: str, data_dir: Path, athletes: str = "athlete_events_head.csv") -> None:
+def assert_marts_match(lake_root: Path, ds: str, data_dir: Path, athletes: str = "athlete_events_head.csv",
+                       expected: dict | None = None) -> None:
+    """The published marts of ``ds`` equal :func:`expected_marts` (pass ``expected`` to reuse a computed one)."""
     import math
 
-    expected = expected_marts(data_dir, athletes)
+    expected = expected or expected_marts(data_dir, athletes)
     base = lake_root / "olympics"
     avg = read_mart(base / "avg_age_by_year" / f"ds={ds}")
     assert [(y, s, n) for y, s, _, n in avg] == [(y, s, n) for y, s, _, n in expected["avg_age_by_year"]]

@@ -8,14 +8,9 @@ Configured with the same variables as docker-compose.yaml, driven only through t
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -25,64 +20,11 @@ import pytest
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
+from tests.e2e.stack import Api, Stack, free_port, wait
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stack:
-    """Processes started by this test, recorded by pid and stopped by process group."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.base / f"{name}.log").read_text(errors="replace")[-3000:]
-
-    def alive(self, name: str) -> bool:
-        return self.procs[name].poll() is None
-
-    def stop_all(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for proc in self.procs.values():
-                if proc.poll() is None:
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except ProcessLookupError:
-                        pass
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
-                time.sleep(0.5)
-
-
-def _wait(what, predicate, timeout, stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (OSError, urllib.error.URLError, ValueError):
-            value = None
-        if value:
-            return value
-        dead = [n for n in stack.procs if not stack.alive(n)]
-        if dead:
-            pytest.fail(f"{dead} exited while waiting for {what}:\n" + "\n".join(stack.log(n) for n in dead))
-        time.sleep(2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}:\n" + "\n---\n".join(f"{n}: {stack.log(n)}" for n in stack.procs))
 
 
 @pytest.fixture
@@ -107,8 +49,8 @@ def test_compose_topology_natively(tmp_path, postgres_db):
     home = tmp_path / "airflow"
     ext = str(tmp_path / "external")  # marker inherited by every external cluster process
     py = str(ROOT / ".venv" / "bin" / "python")
-    api_port, redis_db = _free_port(), 5 + (os.getpid() % 10)
-    dask_port, master_port, master_ui, connect_port = _free_port(), _free_port(), _free_port(), _free_port()
+    api_port, redis_db = free_port(), 5 + (os.getpid() % 10)
+    dask_port, master_port, master_ui, connect_port = free_port(), free_port(), free_port(), free_port()
     cluster_env = dict(os.environ, PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=ext, SPT_NOENV="1",
                        SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1",
                        SPARK_LOG_DIR=ext, SPARK_WORKER_DIR=ext + "/work", PYSPARK_PYTHON=py)
@@ -140,7 +82,7 @@ def test_compose_topology_natively(tmp_path, postgres_db):
         stack.start("spark-master", [str(spark_bin / "spark-class"), "org.apache.spark.deploy.master.Master",
                                      "--host", "127.0.0.1", "--port", str(master_port), "--webui-port", str(master_ui)], cluster_env)
         stack.start("spark-worker", [str(spark_bin / "spark-class"), "org.apache.spark.deploy.worker.Worker",
-                                     "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()),
+                                     "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(free_port()),
                                      f"spark://127.0.0.1:{master_port}"], cluster_env)
         stack.start("spark-connect", [str(spark_bin / "spark-submit"), "--class",
                                       "org.apache.spark.sql.connect.service.SparkConnectServer",
@@ -158,22 +100,9 @@ def test_compose_topology_natively(tmp_path, postgres_db):
         for component in (["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"], ["celery", "worker"]):
             stack.start("-".join(component), [bin_airflow, *component], env)
 
-        base = f"http://127.0.0.1:{api_port}"
-        password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
+        api = Api(api_port, home)
 
-        def api(method, path, body=None):
-            req = urllib.request.Request(f"{base}/auth/token", method="POST",
-                                         data=json.dumps({"username": "admin", "password": password}).encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                token = json.load(resp)["access_token"]
-            req = urllib.request.Request(f"{base}/api/v2/{path}", method=method,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.load(resp)
-
-        _wait("the DAG to be parsed", lambda: api("GET", "dags/olympics_etl")["dag_id"], 300, stack)
+        wait("the DAG to be parsed", lambda: api("GET", "dags/olympics_etl")["dag_id"], 300, stack)
         assert api("PATCH", "dags/olympics_etl", {"is_paused": False})["is_paused"] is False
         runs = {}
         for backend, day in (("dask", "2024-07-10"), ("spark", "2024-07-11")):
@@ -188,7 +117,7 @@ def test_compose_topology_natively(tmp_path, postgres_db):
                 pytest.fail(f"runs failed: {tis}\n" + stack.log("celery-worker"))
             return all(s == "success" for s in states.values())
 
-        _wait("both runs to succeed", done, 900, stack)
+        wait("both runs to succeed", done, 900, stack)
         for _, day in runs.values():
             assert_marts_match(home / "lake", day, DATA)
         # The clusters were attached, not owned: still up, and nothing was started locally.
@@ -198,8 +127,10 @@ def test_compose_topology_natively(tmp_path, postgres_db):
         print(f"production stack: both runs succeeded after {time.monotonic() - t0:.0f} s")
 
         # Scheduled runs: a backfill over three days, each its own ds partition.
+        # Up to three runs at once: runs of different ds in parallel must not interfere.
         out = subprocess.run([bin_airflow, "backfill", "create", "--dag-id", "olympics_etl", "--from-date", "2024-07-01",
-                              "--to-date", "2024-07-03"], env=env, capture_output=True, text=True, timeout=300)
+                              "--to-date", "2024-07-03", "--max-active-runs", "3"],
+                             env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
         def backfilled():
@@ -207,11 +138,15 @@ def test_compose_topology_natively(tmp_path, postgres_db):
             assert not [r for r in got if r["state"] == "failed"], got
             return len(got) == 3 and all(r["state"] == "success" for r in got) and got
 
-        got = _wait("three backfill runs to succeed", backfilled, 900, stack)
+        got = wait("three backfill runs to succeed", backfilled, 900, stack)
         days = sorted(r["logical_date"][:10] for r in got)
         assert days == ["2024-07-01", "2024-07-02", "2024-07-03"]
         for day in days:
             assert_marts_match(home / "lake", day, DATA)
+        # They really ran side by side (each its own ingest, enrich and aggregate on the shared cluster).
+        spans = sorted((r["start_date"], r["end_date"]) for r in got)
+        assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), f"no two runs overlapped: {spans}"
+        assert not list((home / "lake").rglob(".staging-*")), "a run left a staging directory behind"
         print(f"production stack: backfill done after {time.monotonic() - t0:.0f} s")
     finally:
         stack.stop_all()
