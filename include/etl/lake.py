@@ -77,17 +77,30 @@ def publish(staging: Path, target: Path) -> Path:
     if not target.exists():
         try:
             staging.rename(target)
-            return target
+            return _clean_stale(target)
         except OSError:
             if not target.exists():
                 raise
     if _exchange(staging, target):
         shutil.rmtree(staging, ignore_errors=True)  # now holds the previous partition
-        return target
+        return _clean_stale(target)
     aside = target.parent / f"{STAGING_PREFIX}old-{target.name}-{uuid.uuid4().hex[:12]}"
     target.rename(aside)
     staging.rename(target)
     shutil.rmtree(aside, ignore_errors=True)
+    return _clean_stale(target)
+
+
+def _clean_stale(target: Path) -> Path:
+    """Remove staging directories of ``target`` left by earlier tries that were killed mid-write.
+
+    Only one task writes a given partition at a time (tasks are keyed by table and ``ds``), so
+    once a try has published, every other staging directory of that partition is garbage.
+    """
+    for pattern in (f"{STAGING_PREFIX}{target.name}-*", f"{STAGING_PREFIX}old-{target.name}-*"):
+        for stale in target.parent.glob(pattern):
+            log.info("removing %s, left by an earlier try of %s that did not finish", stale, target)
+            shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
