@@ -3,11 +3,11 @@
 A deployment like `make run` (SQLite, LocalExecutor) started as separate components:
 api-server, scheduler, dag-processor. Then:
 
-* five runs of the `long_job` fixture DAG (a job that keeps its cluster busy for 10 minutes)
-  on Dask and Spark, whose job task is killed while it runs: "mark failed" through the REST
-  API (what the UI's button does), SIGTERM and SIGKILL of the task process. Each time the
-  teardown must stop the cluster and no scheduler, worker, JVM or Python worker of it may
-  survive; processes are counted before and after.
+* six runs of the fixture DAGs `long_job` / `timeout_job` (a job that keeps its cluster busy
+  for 10 minutes) on Dask and Spark, whose job task is killed while it runs: "mark failed"
+  through the REST API (what the UI's button does), SIGTERM and SIGKILL of the task process,
+  and its execution timeout. Each time the teardown must stop the cluster and no scheduler,
+  worker, JVM or Python worker of it may survive; processes are counted before and after.
 * the scheduler SIGKILLed (a crash) during an `olympics_etl` run and started again: the run
   still completes and its marts are right.
 """
@@ -33,7 +33,8 @@ from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 
-FAULTS = [("dask", "mark_failed"), ("spark", "mark_failed"), ("dask", "sigterm"), ("dask", "sigkill"), ("spark", "sigkill")]
+FAULTS = [("dask", "mark_failed"), ("spark", "timeout"), ("dask", "timeout"), ("dask", "sigterm"), ("dask", "sigkill"),
+          ("spark", "sigkill")]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def deployment(migrated_home_template, tmp_path_factory):
         stack.start(component, [bin_airflow, component], env)
     api = Api(port, home)
     try:
-        wait("both DAGs to be parsed", lambda: all(api("GET", f"dags/{d}")["dag_id"] for d in ("long_job", "olympics_etl")),
+        wait("the DAGs to be parsed",
+             lambda: all(api("GET", f"dags/{d}")["dag_id"] for d in ("long_job", "timeout_job", "olympics_etl")),
              300, stack, interval=2)
         yield {"home": home, "api": api, "stack": stack, "env": env, "bin": bin_airflow}
     finally:
@@ -84,17 +86,20 @@ def _alive(pid: int) -> bool:
 
 def test_killed_job_tasks_leave_no_cluster_process(deployment):
     home, api, stack = deployment["home"], deployment["api"], deployment["stack"]
-    assert api("PATCH", "dags/long_job", {"is_paused": False})["is_paused"] is False
+    for dag_id in ("long_job", "timeout_job"):
+        assert api("PATCH", f"dags/{dag_id}", {"is_paused": False})["is_paused"] is False
     runs = []
     for i, (backend, fault) in enumerate(FAULTS):
-        run = api("POST", "dags/long_job/dagRuns",
-                  {"logical_date": f"2024-07-0{i + 1}T00:00:00Z", "conf": {"backend": backend}})
-        workdir = home / "logs" / "clusters" / "long_job" / safe_path_part(run["dag_run_id"]) / "start_cluster" / backend
-        runs.append({"id": run["dag_run_id"], "backend": backend, "fault": fault, "workdir": workdir})
+        dag_id = "timeout_job" if fault == "timeout" else "long_job"
+        run = api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": f"2024-07-0{i + 1}T00:00:00Z", "conf": {"backend": backend}})
+        workdir = home / "logs" / "clusters" / dag_id / safe_path_part(run["dag_run_id"]) / "start_cluster" / backend
+        runs.append({"dag": dag_id, "id": run["dag_run_id"], "backend": backend, "fault": fault, "workdir": workdir})
 
     for run in runs:
         def job_running(run=run):
-            ti = _ti(home, "long_job", run["id"], "long_job")
+            ti = _ti(home, run["dag"], run["id"], "long_job")
+            if run["fault"] == "timeout" and ti and ti[0] == "failed":
+                return ti[1], []  # its 45 s ran out while the other runs were being started
             assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (run, ti, stack.log("scheduler"))
             procs = processes_with_env(str(run["workdir"]))
             return ti and ti[0] == "running" and ti[1] and _alive(ti[1]) and procs and (ti[1], procs)
@@ -105,6 +110,8 @@ def test_killed_job_tasks_leave_no_cluster_process(deployment):
 
     time.sleep(5)  # the jobs are now busy on their clusters
     for run in runs:
+        if run["fault"] == "timeout":
+            continue  # killed by its execution timeout
         assert len(processes_with_env(str(run["workdir"]))) >= 2, run  # scheduler+workers, or JVM+watcher+workers
         if run["fault"] == "mark_failed":  # the UI's "Mark as failed" on the running task
             patched = api("PATCH", f"dags/long_job/dagRuns/{quote(run['id'], safe='')}/taskInstances/long_job",
@@ -115,20 +122,24 @@ def test_killed_job_tasks_leave_no_cluster_process(deployment):
     t0 = time.monotonic()
 
     def all_ended():
-        states = {r["id"]: api("GET", f"dags/long_job/dagRuns/{quote(r['id'], safe='')}")["state"] for r in runs}
+        states = {r["id"]: api("GET", f"dags/{r['dag']}/dagRuns/{quote(r['id'], safe='')}")["state"] for r in runs}
         return all(s in ("failed", "success") for s in states.values()) and states
 
     states = wait("the killed runs to end", all_ended, 300, stack, interval=2)
     elapsed = time.monotonic() - t0
     report = []
     for run in runs:
-        job, stop = _ti(home, "long_job", run["id"], "long_job"), _ti(home, "long_job", run["id"], "stop_cluster")
+        job, stop = _ti(home, run["dag"], run["id"], "long_job"), _ti(home, run["dag"], run["id"], "stop_cluster")
         left = processes_with_env(str(run["workdir"]))
         report.append((run["backend"], run["fault"], states[run["id"]], job[0], stop[0], run["cluster_procs"], left))
         assert states[run["id"]] == "failed" and job[0] == "failed", report
         assert stop[0] == "success", f"the teardown did not run or failed: {report}\n{stack.log('scheduler')}"
         assert left == [], f"cluster processes survived the {run['fault']} of a {run['backend']} job: {report}"
         assert not _alive(run["pid"]), f"the killed task process {run['pid']} still runs"
+        if run["fault"] == "timeout":
+            logs = "".join(f.read_text(errors="replace") for f in (home / "logs" / f"dag_id={run['dag']}").rglob("*")
+                           if f.is_file() and f"run_id={run['id']}" in str(f) and "task_id=long_job" in str(f))
+            assert "timeout" in logs.lower() or "timed out" in logs.lower(), logs[-3000:]
     assert elapsed < 240, f"the 600 s jobs were waited for, not cancelled: {elapsed:.0f} s"
     print("killed runs:", report, f"ended {elapsed:.0f} s after the kills")
 
