@@ -110,15 +110,13 @@ def test_dask_worker_killed_during_ingest_job_still_completes(base, inputs):
 
             summaries = _chain(DaskEngine(client), base / "dask-lake", inputs, kill_a_busy_worker)
             assert killed, "no worker was busy during the athletes ingest: the fault was never injected"
-            assert not processes_with_env(str(base / "dask")) or killed["pid"] not in processes_with_env(str(base / "dask"))
+            assert killed["pid"] not in processes_with_env(str(base / "dask")), "the SIGKILLed worker still runs"
             # the nanny replaced the killed worker: the cluster is whole again
             client.wait_for_workers(2, timeout=60)
             assert killed["pid"] not in client.run(os.getpid).values()
     finally:
         stop_local_dask(handle)
     _assert_complete(summaries, base / "dask-lake", inputs)
-    log = (base / "dask" / "workers.log").read_text(errors="replace") + (base / "dask" / "scheduler.log").read_text(errors="replace")
-    assert "SIGKILL" in log or "restart" in log.lower() or "closing" in log.lower(), log[-3000:]
 
 
 @pytest.fixture(scope="module")
