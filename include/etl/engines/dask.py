@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from include.etl.parse import empty_parsed, parse_frame, skip_first_line, tokenize
+from include.etl.parse import empty_parsed, parse_block
 from include.etl.schemas import REJECT_COLUMNS, TableSchema
 
 log = logging.getLogger(__name__)
@@ -20,11 +20,12 @@ def _count_newlines(block: bytes) -> int:
 
 
 def ingest_block(block: bytes, schema: TableSchema, source: str, header: list[str], first_line: int) -> Any:
-    """One block of the file (whole lines) -> :func:`parse_frame` output. Block 0 holds the header."""
-    text = block.decode("utf-8", errors="replace")
-    if first_line == 1:
-        text, first_line = skip_first_line(text), 2
-    return parse_frame(tokenize(text, header, first_line), schema, source)
+    """One block of the file (whole lines) -> :func:`include.etl.parse.parse_frame` output.
+
+    Block 0 holds the header. :func:`include.etl.parse.parse_block` reads well-formed blocks
+    with pyarrow and any other through the careful per-line path, with the same result.
+    """
+    return parse_block(block, schema, source, header, first_line, skip_header=first_line == 1)
 
 
 class DaskEngine:

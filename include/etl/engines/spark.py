@@ -2,8 +2,8 @@
 
 Paths are paths on the server's filesystem (the lake must be shared between the Airflow
 workers and the Spark server, as it is between Airflow and Dask workers). Row parsing is
-:func:`include.etl.parse.parse_frame`, applied per partition with ``mapInPandas`` in the
-server's Python workers, which therefore need this project importable (the local server is
+:func:`include.etl.parse.parse_block` (as on Dask), applied per partition with ``mapInPandas``
+in the server's Python workers, which therefore need this project importable (the local server is
 started with it on ``PYTHONPATH``).
 """
 
@@ -14,7 +14,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from include.etl.parse import parse_frame
 from include.etl.schemas import REJECT_COLUMNS, TableSchema
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ SPARK_TYPES = {"int": "bigint", "float": "double", "str": "string"}
 
 
 def parsed_ddl(schema: TableSchema) -> str:
-    """Spark DDL of what :func:`parse_frame` returns: typed schema columns + reject bookkeeping."""
+    """Spark DDL of what :func:`include.etl.parse.parse_frame` returns: typed schema columns + reject bookkeeping."""
     cols = [f"`{c.name}` {SPARK_TYPES[c.type]}" for c in schema.columns]
     cols += ["`_source` string", "`_line` bigint", "`_raw` string", "`_reason` string"]
     return ", ".join(cols)
@@ -38,23 +37,34 @@ def _decode(value: bytes) -> str:
 
 
 def parse_partition(batches: Iterator, schema: TableSchema, source: str, header: list[str], whole_file: bool) -> Iterator:
-    """``mapInPandas`` function: text lines of one partition -> :func:`parse_frame` output.
+    """``mapInPandas`` function: text lines of one partition -> ``parse_frame`` output.
 
-    Lines are tokenized by :func:`include.etl.parse.tokenize`, exactly as on Dask. With
-    ``whole_file`` the partition is the whole file in order: its first line is the header and
-    rows get line numbers; a table with a key is parsed in one piece so duplicates are found.
+    The lines (as bytes) are joined into one block and parsed by
+    :func:`include.etl.parse.parse_block`, exactly as a Dask block is. With ``whole_file`` the
+    partition is the whole file in order: its first line is the header and rows get line
+    numbers; a table with a key is parsed in one piece so duplicates are found. Otherwise each
+    Arrow batch of lines is a block, without line numbers, and lines equal to the header
+    (quotes removed) are dropped.
     """
-    from include.etl.parse import skip_first_line, tokenize
+    from include.etl.parse import parse_block
 
-    header_line = ",".join(header)
     if whole_file:
-        values = [_decode(v) for frame in batches for v in frame["value"].tolist()]
-        text = skip_first_line("\n".join(values) + "\n") if values else ""
-        yield parse_frame(tokenize(text, header, 2), schema, source)
+        values = [v for frame in batches for v in frame["value"].tolist()]
+        data = b"\n".join(map(bytes, values)) + b"\n" if values else b""
+        yield parse_block(data, schema, source, header, 1, skip_header=True)
         return
+    header_line = ",".join(header)
+    if "\ufffd" in header_line:  # compare as the decoded text, like every other line
+        def is_header(v: bytes) -> bool:
+            return _decode(v).replace('"', "") == header_line
+    else:  # for valid UTF-8 the same as comparing the decoded text; invalid UTF-8 never equals the header
+        header_bytes = header_line.encode()
+
+        def is_header(v: bytes) -> bool:
+            return v.replace(b'"', b"") == header_bytes
     for frame in batches:
-        lines = [line for line in map(_decode, frame["value"].tolist()) if line.replace('"', "") != header_line]
-        yield parse_frame(tokenize("\n".join(lines), header, None), schema, source)
+        lines = [v for v in map(bytes, frame["value"].tolist()) if not is_header(v)]
+        yield parse_block(b"\n".join(lines), schema, source, header, None)
 
 
 def _probe(batches: Iterator) -> Iterator:
