@@ -555,6 +555,9 @@ def _parse_arrow(columns: dict, n: int, schema: TableSchema, source: str, errors
         reason[new] = text
         has[new] = True
 
+    # One chunk per column: Spark's mapInPandas converts each column with pa.Array.from_pandas,
+    # which refuses string columns backed by several chunks (pyarrow reads in 1 MB chunks).
+    columns = {name: arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr for name, arr in columns.items()}
     out = {}
     for col in schema.columns:
         result = _typed_arrow(col, columns[col.name])

@@ -244,3 +244,17 @@ def test_spark_partition_parse_equals_the_careful_path_of_the_same_lines():
         expected = _careful_block(b"\n".join(batch), ATHLETES, SOURCE, list(ATHLETES.names), None, False)
         pd.testing.assert_frame_equal(part.reset_index(drop=True), expected, check_exact=True)
         assert part["_line"].isna().all()
+
+
+def test_a_large_block_gives_single_chunk_columns_that_arrow_converts_as_spark_does():
+    # pyarrow reads in 1 MB chunks; Spark's mapInPandas converts every column with
+    # pa.Array.from_pandas, which fails on a string column backed by several chunks.
+    import pyarrow as pa
+
+    good = [GOOD.format(id=i) for i in range(1, 12001)]  # ~2 MB
+    bad = [*good[:5000], '"101","Too Few","M",24,170', *good[5000:]]
+    for lines in (good, bad):
+        out = both(lines_to_bytes([HEADER, *lines]))
+        for name in out.columns:
+            assert isinstance(pa.Array.from_pandas(out[name]), pa.Array), name
+    assert out["_reason"].notna().sum() == 1 and out.loc[5000, "_line"] == 5002
