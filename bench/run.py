@@ -594,7 +594,8 @@ def write_reports(out: Path, rows_out: list[dict], meta: dict, extra: dict) -> N
         "* " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"* load at start: `{meta['load_start']}`",
         f"* load at end: `{meta['load_end']}`",
-        "* The machine was shared: another engineer ran the test suite at the same time, so figures are noisy.",
+        "* One run per figure (no repetitions); the load averages per configuration are below. A load near or above "
+        "the core count means something else competed for the CPUs.",
         "", "## Load and per-config detail", "",
         "| config | rows | load avg before | load avg after | peak RSS driver MB | biggest worker process |",
         "| --- | ---: | --- | --- | ---: | --- |",
