@@ -47,18 +47,7 @@ class Stack:
         return self.procs[name].poll() is None
 
     def stop(self, name: str, timeout: float = 30) -> None:
-        """SIGTERM the component's process group, SIGKILL it after ``timeout`` s."""
-        proc = self.procs[name]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(self.procs[name], timeout)
 
     def stop_all(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -70,6 +59,35 @@ class Stack:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
                 time.sleep(0.5)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the process group led by ``proc``; SIGKILL whatever of it is left after ``grace`` s.
+
+    The leader exiting is not enough: `airflow standalone` exits on SIGTERM at once while its
+    scheduler can stay in its shutdown with LocalExecutor workers for minutes.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        proc.poll()
+        time.sleep(0.5)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def wait(what: str, predicate, timeout: float, stack: Stack, interval: float = 1.0):

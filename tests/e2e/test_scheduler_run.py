@@ -9,8 +9,6 @@ running afterwards.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -23,6 +21,7 @@ import pytest
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import bin_airflow, project_env
 from tests.e2e.expected import assert_marts_match
+from tests.e2e.stack import stop_group
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -101,9 +100,4 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
         links = _api(home, port, f"dags/olympics_etl/dagRuns/{quote(manual, safe='')}/taskInstances/ingest_athletes/links")
         assert links["extra_links"]["Cluster dashboard"].startswith("http://127.0.0.1:")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 60)  # the whole group: the scheduler can outlive standalone's own exit
