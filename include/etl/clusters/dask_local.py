@@ -43,21 +43,20 @@ WARM_MODULES = ("numpy", "pandas", "pyarrow", "pyarrow.csv", "pyarrow.compute", 
 def dask_setup(worker) -> None:
     """Worker preload hook (``dask worker --preload include.etl.clusters.dask_local``).
 
-    Starts importing :data:`WARM_MODULES` in a daemon thread and returns at once, so the worker
-    joins the scheduler without waiting; a task that needs a module meanwhile waits for it
-    under Python's import lock, as it would have imported it anyway.
+    Imports :data:`WARM_MODULES` before the worker joins the scheduler, so the first job's
+    tasks find them loaded. Synchronously on purpose: importing them in a background thread
+    while a task unpickles ``dask.dataframe`` objects raced on the half-initialised module
+    (``ImportError: cannot import name 'dataframe' from 'dask'``), which broke every worker a
+    nanny restarted under load (found by ``tests/e2e/test_engine_faults.py``). The imports
+    overlap the scheduler's own start, since the workers start at the same time.
     """
     import importlib
-    import threading
 
-    def warm() -> None:
-        for name in WARM_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # noqa: BLE001 - a warm-up only; the job reports real import errors
-                log.debug("warm-up import of %s failed: %s", name, exc)
-
-    threading.Thread(target=warm, name="etl-warm-imports", daemon=True).start()
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a warm-up only; the job reports real import errors
+            log.warning("warm-up import of %s failed: %s", name, exc)
 
 
 def worker_env(workdir: Path | None = None) -> dict[str, str]:
