@@ -77,6 +77,8 @@ def test_clusters_are_services_and_airflow_attaches_to_them():
     assert "ETL_DEFAULT_BACKEND" in env and env["ETL_LAKE_ROOT"] == "/lake"
     assert command("dask-scheduler").startswith("dask scheduler") and "--port 8786" in command("dask-scheduler")
     assert command("dask-worker").startswith("dask worker tcp://dask-scheduler:8786")
+    for dask_service in ("dask-scheduler", "dask-worker"):  # warm imports: the first job pays none (docs/benchmarks)
+        assert "--preload include.etl.clusters.dask_local" in command(dask_service)
     assert "org.apache.spark.deploy.master.Master" in command("spark-master")
     assert "org.apache.spark.deploy.worker.Worker" in command("spark-worker") and "spark://spark-master:7077" in command("spark-worker")
     connect = command("spark-connect")

@@ -106,3 +106,10 @@ def _clean_stale(target: Path) -> Path:
 
 def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def row_count(path: Path) -> int:
+    """Rows of a published Parquet partition, from the files' footers (no data is read)."""
+    import pyarrow.dataset as pads
+
+    return int(pads.dataset(str(path), format="parquet", partitioning=None).count_rows())

@@ -144,20 +144,45 @@ def _stages(handle: ClusterHandle, app: str) -> list[dict]:
         return json.load(resp)
 
 
-def _python_workers(workdir: Path) -> list[int]:
-    """Forked Python workers of the server: ``pyspark.daemon`` processes whose parent is the daemon."""
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _daemons(workdir: Path) -> list[int]:
+    """The server's ``pyspark.daemon`` processes (one per session), which fork the Python workers."""
     found = []
     for pid in processes_with_env(str(workdir)):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
+            if b"pyspark.daemon" in _cmdline(pid) and b"pyspark.daemon" not in _cmdline(_parent(pid)):
+                found.append(pid)
         except (OSError, ValueError):
             continue
-        if b"pyspark.daemon" in cmd and b"pyspark.daemon" in parent:
-            found.append(pid)
     return found
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """utime + stime of ``pid`` in clock ticks, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inputs, spark):
@@ -172,15 +197,29 @@ def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inp
         return sum(s.get("numFailedTasks", 0) for s in _stages(handle, app))
 
     def kill_busy_python_workers(done: threading.Event) -> None:
-        rounds = 0
+        """SIGKILL a Python worker while it computes: one whose CPU time grows by >= 60 % of a core.
+
+        Watching the workers' CPU time (cheap: /proc of the daemons' children, every 50 ms)
+        catches the parse however fast it is; Spark's stage API lags its tasks by up to a
+        second, and with the fast parser the Python part of the athletes stage can be shorter
+        than that (an earlier version of this test, which waited for an ACTIVE stage, then
+        never saw a busy worker).
+        """
+        rounds, seen = 0, {}
+        daemons: list[int] = []
         while not done.is_set() and rounds < 2:  # at most 2 failures per task: 3 attempts are allowed
-            busy = [s for s in _stages(handle, app) if s.get("status") == "ACTIVE" and s.get("numActiveTasks", 0)]
-            workers = _python_workers(base / "spark") if busy else []
-            if not workers:
-                time.sleep(0.02)
+            daemons = daemons or _daemons(base / "spark")
+            busy = []
+            for pid in (c for d in daemons for c in _children(d)):
+                ticks = _cpu_ticks(pid)
+                if ticks is not None and pid in seen and ticks - seen[pid] >= 3:  # 3 ticks in 50 ms
+                    busy.append(pid)
+                seen[pid] = ticks
+            if not busy:
+                time.sleep(0.05)
                 continue
             rounds += 1
-            for pid in workers:
+            for pid in busy:
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

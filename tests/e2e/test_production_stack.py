@@ -73,11 +73,13 @@ def test_compose_topology_natively(tmp_path, postgres_db):
     try:
         # External clusters, as the compose services run them.
         stack.start("dask-scheduler", [py, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                       "--port", str(dask_port), "--dashboard-address", "127.0.0.1:0"], cluster_env)
+                                       "--port", str(dask_port), "--dashboard-address", "127.0.0.1:0",
+                                       "--preload", "include.etl.clusters.dask_local"], cluster_env)
         for i in range(2):
             stack.start(f"dask-worker-{i}", [py, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{dask_port}",
                                              "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1",
-                                             "--dashboard-address", "127.0.0.1:0"], cluster_env)
+                                             "--dashboard-address", "127.0.0.1:0",
+                                             "--preload", "include.etl.clusters.dask_local"], cluster_env)
         spark_bin = Path(cluster_env["SPARK_HOME"]) / "bin"
         stack.start("spark-master", [str(spark_bin / "spark-class"), "org.apache.spark.deploy.master.Master",
                                      "--host", "127.0.0.1", "--port", str(master_port), "--webui-port", str(master_ui)], cluster_env)

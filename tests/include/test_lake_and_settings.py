@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.etl.lake import STAGING_PREFIX, Lake, check_ds, publish
+from include.etl.lake import STAGING_PREFIX, Lake, check_ds, publish, row_count
 from include.etl.settings import ConfigError, Settings
 
 
@@ -46,3 +46,16 @@ def test_settings_defaults_and_errors(tmp_path):
         Settings.from_env({"ETL_DASK_WORKERS": "two"})
     with pytest.raises(ConfigError, match="ETL_MAX_REJECT_RATIO"):
         Settings.from_env({"ETL_MAX_REJECT_RATIO": "5"})
+
+
+def test_row_count_reads_footers_of_every_part_and_skips_spark_markers(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = tmp_path / "ds=2024-07-07"  # a ds=... name must not turn into a column or a filter
+    part.mkdir()
+    pq.write_table(pa.table({"ID": [1, 2, 3]}), part / "part.0.parquet")
+    pq.write_table(pa.table({"ID": [4, 5]}), part / "part.1.parquet")
+    (part / "_SUCCESS").write_text("")
+    (part / ".part.0.parquet.crc").write_text("crc")
+    assert row_count(part) == 5

@@ -34,17 +34,20 @@ def _spawn(args: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Po
         )
 
 
-# Imported by each worker in the background as soon as it starts (see ``dask_setup``): the first
-# job's tasks then find them loaded instead of paying ~2 s of imports per worker.
+# Imported by the scheduler and each worker as they start (see ``dask_setup``): the first job's
+# graph and tasks then find them loaded instead of paying ~2 s of imports per process.
 WARM_MODULES = ("numpy", "pandas", "pyarrow", "pyarrow.csv", "pyarrow.compute", "pyarrow.parquet", "dask.dataframe",
                 "include.etl.engines.dask")
 
 
-def dask_setup(worker) -> None:
-    """Worker preload hook (``dask worker --preload include.etl.clusters.dask_local``).
+def dask_setup(server) -> None:
+    """Preload hook of the scheduler and the workers (``--preload include.etl.clusters.dask_local``).
 
-    Imports :data:`WARM_MODULES` before the worker joins the scheduler, so the first job's
-    tasks find them loaded. Synchronously on purpose: importing them in a background thread
+    Imports :data:`WARM_MODULES` before a worker joins the scheduler, so the first job's tasks
+    find them loaded. The scheduler needs them too: a client sends its graph pickled, and the
+    scheduler unpickles it, importing whatever the tasks reference (pandas, dask.dataframe,
+    the job code); without the preload the first job of a new cluster waited ~2 s for those
+    imports before any task started (measured at 5 M rows, docs/benchmarks/). Synchronously on purpose: importing them in a background thread
     while a task unpickles ``dask.dataframe`` objects raced on the half-initialised module
     (``ImportError: cannot import name 'dataframe' from 'dask'``), which broke every worker a
     nanny restarted under load (found by ``tests/e2e/test_engine_faults.py``). The imports
@@ -92,7 +95,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = 60.0) -
         sched = _spawn(
             [py, "-m", "distributed.cli.dask_scheduler", "--host", host, "--port", "0",
              "--dashboard-address", f"{host}:0", "--scheduler-file", str(scheduler_file),
-             "--idle-timeout", f"{int(settings.cluster_idle_timeout)}s"],
+             "--idle-timeout", f"{int(settings.cluster_idle_timeout)}s", "--preload", "include.etl.clusters.dask_local"],
             workdir / "scheduler.log", env,
         )
         started.append(sched.pid)

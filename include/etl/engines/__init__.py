@@ -27,5 +27,8 @@ class Engine(Protocol):
     def write_parquet(self, frame: Any, path: str) -> int:
         """Write a native frame as Parquet into ``path`` (a new directory); return the row count."""
 
+    def write_parquets(self, frames: dict[str, Any]) -> dict[str, int]:
+        """Write several frames (path -> frame), sharing their common inputs where the engine can; row counts per path."""
+
     def run_noop(self) -> None:
         """Run the smallest possible unit of work on the cluster (for overhead measurements)."""

@@ -85,5 +85,14 @@ class DaskEngine:
         _, n = dask.compute(frame.to_parquet(path, write_index=False, compute=False), frame.shape[0], scheduler=self.client)
         return int(n)
 
+    def write_parquets(self, frames: dict[str, Any]) -> dict[str, int]:
+        """One ``compute`` for all frames: graphs built from the same input read it once."""
+        import dask
+
+        paths = list(frames)
+        writes = [frames[p].to_parquet(p, write_index=False, compute=False) for p in paths]
+        counts = dask.compute(*writes, *[frames[p].shape[0] for p in paths], scheduler=self.client)[len(paths):]
+        return {p: int(n) for p, n in zip(paths, counts, strict=True)}
+
     def run_noop(self) -> None:
         self.client.submit(int, 0, pure=False).result()

@@ -132,5 +132,9 @@ class SparkEngine:
         frame.write.mode("overwrite").parquet(path)
         return int(self.session.read.parquet(path).count())  # from the Parquet footers
 
+    def write_parquets(self, frames: dict[str, Any]) -> dict[str, int]:
+        """One Spark job per output (a DataFrame write has one sink); Parquet inputs are cheap to re-read."""
+        return {path: self.write_parquet(frame, path) for path, frame in frames.items()}
+
     def run_noop(self) -> None:
         self.session.range(1).count()
