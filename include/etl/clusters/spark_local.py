@@ -187,9 +187,9 @@ def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True
     """Health of the Spark Connect server at ``address``: raises :class:`ClusterStartError` if unusable.
 
     A plain TCP connect first (with ``timeout``), so that an unreachable address fails fast
-    instead of going through the client's minutes of gRPC retries; then one tiny query; then
-    (``python``) one tiny ``mapInPandas`` per task thread, which checks that the server's Python
-    workers can import pandas and the job code.
+    instead of going through the client's minutes of gRPC retries; then one tiny query: with
+    ``python`` a ``mapInPandas`` per task thread, which also checks that the server's Python
+    workers can import pandas and the job code (a separate plain query first cost ~1 s more).
 
     With ``keep_session`` the checked session stays open on the server and its id is returned
     as ``session_id``: the run's tasks join it, so they share its (then warm) Python workers.
@@ -207,25 +207,25 @@ def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True
     _few_retries(spark, timeout)
     try:
         t0 = time.monotonic()
-        try:
-            with warnings.catch_warnings():  # the client warns before raising; the error says it all
-                warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
-                spark.range(1).count()
-        except Exception as exc:  # noqa: BLE001
-            raise ClusterStartError(f"the Spark Connect server at {where} does not answer queries: {_error_line(exc)}") from None
-        info = {"spark_version": spark.version, "query_s": round(time.monotonic() - t0, 2)}
-        if python:
-            from include.etl.engines.spark import probe_python_workers
-
-            t0 = time.monotonic()
+        with warnings.catch_warnings():  # the client warns before raising; the error says it all
+            warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
             try:
-                probe_python_workers(spark)
+                if python:  # the probe is itself the first query: one round of server warm-up instead of two
+                    from include.etl.engines.spark import probe_python_workers
+
+                    probe_python_workers(spark)
+                else:
+                    spark.range(1).count()
             except Exception as exc:  # noqa: BLE001
-                raise ClusterStartError(
-                    f"the Spark Connect server at {where} cannot run the job code in its Python workers (they need "
-                    f"pandas, pyarrow and this project on PYTHONPATH): {_error_line(exc)}"
-                ) from None
-            info["python_workers_s"] = round(time.monotonic() - t0, 2)
+                from pyspark.errors import PythonException
+
+                if isinstance(exc, PythonException):  # the query ran; its Python worker failed
+                    raise ClusterStartError(
+                        f"the Spark Connect server at {where} cannot run the job code in its Python workers (they "
+                        f"need pandas, pyarrow and this project on PYTHONPATH): {_error_line(exc)}"
+                    ) from None
+                raise ClusterStartError(f"the Spark Connect server at {where} does not answer queries: {_error_line(exc)}") from None
+        info = {"spark_version": spark.version, ("python_workers_s" if python else "query_s"): round(time.monotonic() - t0, 2)}
         if keep_session:
             info["session_id"] = spark.session_id
             spark.release_session_on_close = False
