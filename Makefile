@@ -20,8 +20,11 @@ install: $(STAMP)
 run: install
 	@bin/run
 
+# Test files run in PYTEST_WORKERS processes (pytest-xdist, one file per process at a time, so a
+# module's shared cluster stays in one process); PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 test: install
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ROWS ?= 1000000
 OUT ?= data/generated

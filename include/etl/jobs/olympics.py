@@ -10,7 +10,7 @@ from include.etl import lake as lakelib
 from include.etl.jobs import JobContext
 from include.etl.parse import check_header
 from include.etl.schemas import SCHEMAS
-from include.etl.transforms import avg_age_by_year, enrich_athletes, medals_by_region
+from include.etl.transforms import MART_INPUTS, avg_age_by_year, enrich_athletes, medals_by_region
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def aggregate(ctx: JobContext) -> dict[str, Any]:
     from include.etl.quality import QualityCheckFailed, check_marts
 
     source = ctx.lake.partition("enriched", ctx.ds)
-    enriched = _narwhals(ctx.engine.read_parquet(str(source)))
+    enriched = _narwhals(ctx.engine.read_parquet(str(source))).select(*MART_INPUTS)
     summary: dict[str, Any] = {"source": str(source)}
     staged: dict[str, tuple[Any, Any]] = {}
     try:
