@@ -1,22 +1,24 @@
 """Engine adapters: the only code that knows how a backend reads and writes data.
 
 An engine turns files into native lazy frames and back. Job logic stays engine-agnostic:
-row-level parsing is a pandas function applied per partition (:mod:`include.etl.parse`),
-joins and aggregations are narwhals expressions (:mod:`include.etl.transforms`).
+a CSV input is split into blocks of whole records and each block parsed by the same function
+on every engine (:mod:`include.etl.reader`); joins and aggregations are narwhals expressions
+written by the pipelines.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from include.etl.schemas import TableSchema
+if TYPE_CHECKING:
+    from include.etl.contract import Dataset
 
 
 class Engine(Protocol):
     name: str
 
-    def read_csv(self, path: str, schema: TableSchema) -> Any:
-        """Read a CSV file as raw strings and parse it with :func:`include.etl.parse.parse_frame`."""
+    def read_csv(self, path: str, dataset: Dataset, *, ds: str | None = None, block_bytes: int = ...) -> Any:
+        """Read a CSV input as its contract declares: typed columns plus the reject bookkeeping columns."""
 
     def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
         """Write accepted rows and rejects as Parquet in one pass; return their counts."""

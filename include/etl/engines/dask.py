@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from include.etl.parse import empty_parsed, parse_block
-from include.etl.schemas import REJECT_COLUMNS, TableSchema
+from include.etl.reader import REJECT_COLUMNS
+
+if TYPE_CHECKING:
+    from include.etl.contract import Dataset
+    from include.etl.csvfile import Block, Header
 
 log = logging.getLogger(__name__)
 
-# Files up to this size are read as one partition; larger ones in blocks of this size.
+# Files up to this size are read as one partition; larger ones in blocks of about this size.
 BLOCK_BYTES = 64 * 2**20
 
 
-def _count_newlines(block: bytes) -> int:
-    return block.count(b"\n")
+def parse_block_frame(path: str, block: Block, header: Header, dataset: Dataset, ds: str | None) -> Any:
+    """One block of records -> a pandas frame of :func:`include.etl.reader.parse_block`'s table (on a worker)."""
+    from include.etl.reader import parse_block, to_pandas
 
-
-def ingest_block(block: bytes, schema: TableSchema, source: str, header: list[str], first_line: int) -> Any:
-    """One block of the file (whole lines) -> :func:`include.etl.parse.parse_frame` output.
-
-    Block 0 holds the header. :func:`include.etl.parse.parse_block` reads well-formed blocks
-    with pyarrow and any other through the careful per-line path, with the same result.
-    """
-    return parse_block(block, schema, source, header, first_line, skip_header=first_line == 1)
+    return to_pandas(parse_block(path, block, header, dataset, ds))
 
 
 class DaskEngine:
@@ -36,26 +32,24 @@ class DaskEngine:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def read_csv(self, path: str, schema: TableSchema) -> Any:
+    def read_csv(self, path: str, dataset: Dataset, *, ds: str | None = None, block_bytes: int = BLOCK_BYTES) -> Any:
+        """The file as one partition per block of whole records (see :mod:`include.etl.reader`)."""
         import dask
         import dask.dataframe as dd
-        from dask.bytes import read_bytes
 
-        from include.etl.parse import check_header
+        from include.etl.csvfile import plan_blocks, read_header, survey_block
+        from include.etl.reader import empty_table, to_pandas
 
-        header = check_header(path, schema)
-        whole = schema.reference or os.path.getsize(path) <= BLOCK_BYTES
-        _, (blocks,) = read_bytes(path, delimiter=b"\n", blocksize=None if whole else BLOCK_BYTES, sample=False)
-        if len(blocks) == 1:
-            first_lines = [1]
-        else:  # exact line numbers: count the newlines before each block (a fast pass over the bytes)
-            counts = dask.compute(*[dask.delayed(_count_newlines)(b) for b in blocks], scheduler=self.client)
-            first_lines = [1 + sum(counts[:i]) for i in range(len(blocks))]
-        parts = [
-            dask.delayed(ingest_block)(b, schema, path, header, first)
-            for b, first in zip(blocks, first_lines, strict=True)
-        ]
-        return dd.from_delayed(parts, meta=empty_parsed(schema), verify_meta=False)
+        header = read_header(path, dataset)
+
+        def survey(blocks: list[Block]) -> list[Any]:
+            tasks = [dask.delayed(survey_block)(path, b, dataset.format) for b in blocks]
+            return list(dask.compute(*tasks, scheduler=self.client))
+
+        blocks = plan_blocks(path, header, dataset, block_bytes, survey)
+        log.info("reading %s in %s block(s) of whole records", path, len(blocks))
+        parts = [dask.delayed(parse_block_frame)(path, b, header, dataset, ds) for b in blocks]
+        return dd.from_delayed(parts, meta=to_pandas(empty_table(dataset)), verify_meta=False)
 
     def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
         import dask

@@ -1,78 +1,60 @@
 """Spark engine: reads and writes through a Spark Connect session (the server does the work).
 
 Paths are paths on the server's filesystem (the lake must be shared between the Airflow
-workers and the Spark server, as it is between Airflow and Dask workers). Row parsing is
-:func:`include.etl.parse.parse_block` (as on Dask), applied per partition with ``mapInPandas``
-in the server's Python workers, which therefore need this project importable (the local server is
-started with it on ``PYTHONPATH``).
+workers and the Spark server, as it is between Airflow and Dask workers). A CSV input is read
+as on Dask (:mod:`include.etl.reader`): the planner splits the file into blocks of whole
+records, and each block is parsed by :func:`include.etl.reader.parse_block` in one Spark task
+(``mapInArrow`` over one row per block), in the server's Python workers, which therefore need
+this project importable (the local server is started with it on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from include.etl.schemas import REJECT_COLUMNS, TableSchema
+from include.etl.reader import REJECT_COLUMNS
+
+if TYPE_CHECKING:
+    from include.etl.contract import Dataset, FileFormat
+    from include.etl.csvfile import Block, Header
 
 log = logging.getLogger(__name__)
 
-# Files up to this size are read as one partition (like the Dask engine), which lets rejects
-# carry line numbers and lets reference tables be de-duplicated on their key as a whole.
-SINGLE_PARTITION_BYTES = 64 * 2**20
-SPARK_TYPES = {"int": "bigint", "float": "double", "str": "string"}
-# Lines per Arrow batch handed to ``mapInPandas``, i.e. per parsed block of a large file. Spark's
-# default of 10,000 made the athletes ingest call the parser ~100 times per million rows, and
-# each call has a fixed cost (pyarrow reader, checks, pandas frame).
-ARROW_BATCH_LINES = 200_000
+# Files up to this size are read as one partition (like the Dask engine).
+BLOCK_BYTES = 64 * 2**20
+SURVEY_DDL = "block bigint, lines bigint, line_index array<bigint>, line_offset array<bigint>"
 
 
-def parsed_ddl(schema: TableSchema) -> str:
-    """Spark DDL of what :func:`include.etl.parse.parse_frame` returns: typed schema columns + reject bookkeeping."""
-    cols = [f"`{c.name}` {SPARK_TYPES[c.type]}" for c in schema.columns]
-    cols += ["`_source` string", "`_line` bigint", "`_raw` string", "`_reason` string"]
-    return ", ".join(cols)
+def survey_batches(batches: Iterator, path: str, blocks: list[Block], fmt: FileFormat) -> Iterator:
+    """``mapInArrow`` function: block numbers -> :func:`include.etl.csvfile.survey_block` of each."""
+    import pyarrow as pa
+
+    from include.etl.csvfile import survey_block
+
+    for batch in batches:
+        for k in batch.column(0).to_pylist():
+            s = survey_block(path, blocks[k], fmt)
+            yield pa.RecordBatch.from_pydict({
+                "block": pa.array([k], pa.int64()), "lines": pa.array([s.lines], pa.int64()),
+                "line_index": pa.array([[i for i, _ in s.nonsimple]], pa.list_(pa.int64())),
+                "line_offset": pa.array([[o for _, o in s.nonsimple]], pa.list_(pa.int64())),
+            })
 
 
-def _decode(value: bytes) -> str:
-    """A line's bytes as text; invalid UTF-8 becomes U+FFFD (then rejected), exactly as on Dask."""
-    return bytes(value).decode("utf-8", errors="replace")
+def parse_batches(batches: Iterator, path: str, blocks: list[Block], header: Header, dataset: Dataset,
+                  ds: str | None) -> Iterator:
+    """``mapInArrow`` function: block numbers -> the parsed records of each block."""
+    from include.etl.reader import parse_block
 
-
-def parse_partition(batches: Iterator, schema: TableSchema, source: str, header: list[str], whole_file: bool) -> Iterator:
-    """``mapInPandas`` function: text lines of one partition -> ``parse_frame`` output.
-
-    The lines (as bytes) are joined into one block and parsed by
-    :func:`include.etl.parse.parse_block`, exactly as a Dask block is. With ``whole_file`` the
-    partition is the whole file in order: its first line is the header and rows get line
-    numbers; a table with a key is parsed in one piece so duplicates are found. Otherwise each
-    Arrow batch of lines is a block, without line numbers, and lines equal to the header
-    (quotes removed) are dropped.
-    """
-    from include.etl.parse import parse_block
-
-    if whole_file:
-        values = [v for frame in batches for v in frame["value"].tolist()]
-        data = b"\n".join(map(bytes, values)) + b"\n" if values else b""
-        yield parse_block(data, schema, source, header, 1, skip_header=True)
-        return
-    header_line = ",".join(header)
-    if "\ufffd" in header_line:  # compare as the decoded text, like every other line
-        def is_header(v: bytes) -> bool:
-            return _decode(v).replace('"', "") == header_line
-    else:  # for valid UTF-8 the same as comparing the decoded text; invalid UTF-8 never equals the header
-        header_bytes = header_line.encode()
-
-        def is_header(v: bytes) -> bool:
-            return v.replace(b'"', b"") == header_bytes
-    for frame in batches:
-        lines = [v for v in map(bytes, frame["value"].tolist()) if not is_header(v)]
-        yield parse_block(b"\n".join(lines), schema, source, header, None)
+    for batch in batches:
+        for k in batch.column(0).to_pylist():
+            yield from parse_block(path, blocks[k], header, dataset, ds).to_batches()
 
 
 def _probe(batches: Iterator) -> Iterator:
-    import include.etl.parse  # noqa: F401 - the job code and pandas import in the worker
+    import include.etl.reader  # noqa: F401 - the job code, pyarrow and pandas import in the worker
 
     yield from batches
 
@@ -92,26 +74,30 @@ class SparkEngine:
     def __init__(self, session: Any) -> None:
         self.session = session
 
-    def read_csv(self, path: str, schema: TableSchema) -> Any:
-        from include.etl.parse import check_header
+    def _per_block(self, n: int) -> Any:
+        """A frame of the numbers 0..n-1, one per partition: one Spark task per block."""
+        return self.session.range(0, n, 1, numPartitions=max(n, 1))
 
-        header = check_header(path, schema)  # names the file when it is unusable
-        whole = schema.reference or os.path.getsize(path) <= SINGLE_PARTITION_BYTES
-        # The file as text lines (LF, CRLF and the bare CR of noc_regions.csv are all line
-        # ends; invalid UTF-8 becomes U+FFFD), tokenized in Python like on Dask, so both
-        # engines accept and reject the same rows. Small files stay one partition, in order.
-        from pyspark.sql import functions as F
+    def read_csv(self, path: str, dataset: Dataset, *, ds: str | None = None, block_bytes: int = BLOCK_BYTES) -> Any:
+        """The file as one partition per block of whole records (see :mod:`include.etl.reader`)."""
+        import functools
 
-        # As bytes: Spark keeps invalid UTF-8 in its strings, which Arrow then refuses to convert.
-        self.session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_LINES))
-        lines = self.session.read.text(path).select(F.col("value").cast("binary").alias("value"))
-        if whole:
-            lines = lines.coalesce(1)
+        from include.etl.csvfile import BlockLines, plan_blocks, read_header
+        from include.etl.reader import spark_ddl
 
-        def parse(batches):
-            return parse_partition(batches, schema, path, header, whole)
+        header = read_header(path, dataset)  # names the file when it is unusable
 
-        return lines.mapInPandas(parse, parsed_ddl(schema))
+        def survey(blocks: list[Block]) -> list[BlockLines]:
+            func = functools.partial(survey_batches, path=path, blocks=blocks, fmt=dataset.format)
+            rows = self._per_block(len(blocks)).mapInArrow(func, SURVEY_DDL).collect()
+            by_block = {r["block"]: BlockLines(r["lines"], list(zip(r["line_index"], r["line_offset"], strict=True)))
+                        for r in rows}
+            return [by_block[k] for k in range(len(blocks))]
+
+        blocks = plan_blocks(path, header, dataset, block_bytes, survey)
+        log.info("reading %s in %s block(s) of whole records", path, len(blocks))
+        func = functools.partial(parse_batches, path=path, blocks=blocks, header=header, dataset=dataset, ds=ds)
+        return self._per_block(len(blocks)).mapInArrow(func, spark_ddl(dataset))
 
     def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
         from pyspark.sql import functions as F

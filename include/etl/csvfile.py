@@ -1,0 +1,379 @@
+"""A CSV file as bytes: its header, its physical lines, and where each record starts and ends.
+
+RFC 4180 as Python's ``csv`` module reads it (strict mode): a quoted field may hold delimiters,
+doubled quotes and line breaks (LF, CRLF or a bare CR), so a record may span several physical
+lines; a quote inside an unquoted field is part of the value. Finding record boundaries is
+cheap for the lines that cannot open a multi-line record (see :func:`nonsimple_lines`), so
+only the rare other lines are scanned one record at a time with the ``csv`` module
+(:func:`scan_record`). The same functions run in the planner (block boundaries) and in every
+block's parse, so every engine reads the same records.
+
+Delimiter, quote and line-end bytes are ASCII, so all this works on the raw bytes of any
+ASCII-compatible encoding (UTF-8, Latin-1, cp1252) before decoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import itertools
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from include.etl.errors import InputFileError
+
+if TYPE_CHECKING:
+    from include.etl.contract import Dataset, FileFormat
+
+LF, CR = 10, 13
+BOM = b"\xef\xbb\xbf"
+# The bytes a record scan may look at past its first line. A record longer than this is
+# rejected as malformed (an unterminated quote); blocks are read with this much lookahead so
+# that the planner and a block's parse see the same bytes.
+RECORD_WINDOW = 1 << 20
+_HEADER_WINDOW = 1 << 20
+
+
+@functools.cache
+def _lut(values: tuple[int, ...]) -> Any:
+    import numpy as np
+
+    lut = np.zeros(256, dtype=bool)
+    lut[list(values)] = True
+    return lut
+
+
+def line_spans(buf) -> tuple[Any, Any, Any]:
+    """``(starts, ends, nexts)`` of the physical lines of ``buf`` (a uint8 array).
+
+    A line ends at LF, CR or CRLF; ``ends`` excludes the terminator, ``nexts`` is where the
+    next line starts. A final line without a terminator counts; nothing after the last
+    terminator is no line.
+    """
+    import numpy as np
+
+    n = len(buf)
+    pos = np.flatnonzero(buf <= CR)
+    kind = buf[pos]
+    sel = (kind == LF) | (kind == CR)
+    pos, kind = pos[sel], kind[sel]
+    if len(pos) and (kind == CR).any():
+        pair = np.zeros(len(pos), dtype=bool)  # CR immediately followed by LF
+        pair[:-1] = (kind[:-1] == CR) & (kind[1:] == LF) & (pos[1:] == pos[:-1] + 1)
+        second = np.zeros(len(pos), dtype=bool)
+        second[1:] = pair[:-1]
+        ends = pos[~second]
+        nexts = ends + 1 + pair[~second]
+    else:
+        ends, nexts = pos, pos + 1
+    starts = np.concatenate([np.zeros(1, dtype=np.int64), nexts])
+    ends = np.concatenate([ends, np.array([n], dtype=np.int64)])
+    if starts[-1] == n:  # nothing after the last terminator
+        starts, ends = starts[:-1], ends[:-1]
+    return starts.astype(np.int64), ends.astype(np.int64), np.concatenate([starts[1:], [n]]).astype(np.int64)
+
+
+def nonsimple_lines(buf, starts, fmt: FileFormat):
+    """Indices of the lines that need the ``csv`` module: every other line is one whole record.
+
+    A line is simple when it holds no NUL and its quotes pair up on the line, each opening
+    quote starting a field (or doubling the previous quote) and each closing one ending a field
+    (or being doubled): then pyarrow and the ``csv`` module split it into the same fields, and
+    it cannot open a quoted field that runs on to the next line.
+    """
+    import numpy as np
+
+    quote, delim = ord(fmt.quote), ord(fmt.delimiter)
+    n_lines = len(starts)
+    bad = np.zeros(n_lines, dtype=bool)
+    quotes = np.flatnonzero(buf == quote)
+    if len(quotes):
+        first = np.searchsorted(quotes, starts)  # index of each line's first quote
+        counts = np.diff(np.append(first, len(quotes)))
+        bad |= (counts & 1).astype(bool)
+        # Quote k of the file is the (k - first[line])-th of its line: even ones open a quoted run.
+        parity = np.zeros(len(quotes), dtype=np.uint8)
+        parity[1::2] = 1
+        opens = parity == np.repeat((first & 1).astype(np.uint8), counts)
+        opening, closing = quotes[opens], quotes[~opens]
+        boundary = _lut((delim, LF, CR, quote))
+        wrong_open = opening[(opening > 0)]
+        wrong_open = wrong_open[~boundary[buf[wrong_open - 1]]]
+        wrong_close = closing[closing < len(buf) - 1]
+        wrong_close = wrong_close[~boundary[buf[wrong_close + 1]]]
+        for wrong in (wrong_open, wrong_close):
+            if len(wrong):
+                bad[np.searchsorted(starts, wrong, side="right") - 1] = True
+    nul = np.flatnonzero(buf == 0)
+    if len(nul):
+        bad[np.searchsorted(starts, nul, side="right") - 1] = True
+    return np.flatnonzero(bad)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record found by :func:`scan_record`: its physical lines and bytes, its fields or why it has none."""
+
+    lines: int
+    length: int  # bytes, with the terminator of its last line
+    fields: list[str] | None
+    error: str | None
+
+
+def _csv_dialect(fmt: FileFormat) -> dict[str, Any]:
+    return {"delimiter": fmt.delimiter, "quotechar": fmt.quote, "doublequote": True, "strict": True}
+
+
+def scan_record(window: bytes, fmt: FileFormat) -> Record:
+    """The record starting at ``window[0]``, read by the ``csv`` module (strict), at most
+    ``fmt.max_record_lines`` physical lines. A record that cannot be read is its first line
+    alone, with the reason; reading goes on after that line.
+
+    Text is decoded with ``surrogateescape`` so that a line that is not valid in the declared
+    encoding still splits; such a record is rejected for its encoding by the caller.
+    """
+    lines = window.splitlines(keepends=True)[: fmt.max_record_lines]
+    if not lines:
+        return Record(0, 0, None, "empty record")
+    codec = fmt.python_encoding
+    consumed = 0
+    text_lines = (ln.decode(codec, errors="surrogateescape") for ln in lines)
+
+    def counted():
+        nonlocal consumed
+        for text in text_lines:
+            consumed += 1
+            yield text
+
+    reader = csv.reader(counted(), **_csv_dialect(fmt))
+    try:
+        fields = next(reader)
+    except csv.Error as exc:
+        message = str(exc)
+        if message == "unexpected end of data" and consumed >= fmt.max_record_lines:
+            message = f"a quoted field is not closed within {fmt.max_record_lines} lines"
+        elif message == "unexpected end of data":
+            message = "a quoted field is not closed"
+        return Record(1, len(lines[0]), None, f"malformed CSV record ({message})")
+    except StopIteration:
+        return Record(1, len(lines[0]), None, "empty record")
+    consumed = reader.line_num
+    return Record(consumed, sum(len(ln) for ln in lines[:consumed]), fields, None)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The file's header: column names as written (trimmed of spaces and a BOM), and where data starts."""
+
+    path: str
+    names: list[str]
+    data_offset: int  # byte offset of the first data record
+    first_line: int  # physical line number (1-based) of the first data record
+    size: int  # file size in bytes
+    extra: list[str]  # header columns the contract does not declare
+    positions: dict[str, int]  # declared column -> its position in the header
+
+
+def read_header(path: str, dataset: Dataset) -> Header:
+    """Read and check the header of ``path`` against ``dataset``.
+
+    Raises :class:`InputFileError` naming the file: missing, a directory, empty, a header
+    lacking declared columns (listing those found, with a hint when the delimiter looks
+    different), or a declared column present twice.
+    """
+    fmt = dataset.format
+    where = f"{dataset.name} input {path}"
+    if not os.path.exists(path):
+        raise InputFileError(f"{where}: file does not exist")
+    if os.path.isdir(path):
+        raise InputFileError(f"{where}: is a directory, expected a CSV file")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_WINDOW)
+    offset = len(BOM) if head.startswith(BOM) and fmt.encoding in ("utf-8", "utf-8-sig") else 0
+    # Blank lines before the header are skipped (they are no record).
+    while offset < len(head) and head[offset] in (LF, CR):
+        offset += 1
+    if offset >= len(head) or not head[offset:].strip():
+        raise InputFileError(f"{where}: file is empty (no header line)")
+    record = scan_record(head[offset:], fmt)
+    if record.fields is None:
+        raise InputFileError(f"{where}: the header line cannot be read: {record.error}")
+    try:
+        raw_names = [name.encode(fmt.python_encoding, errors="surrogateescape").decode(fmt.python_encoding)
+                     for name in record.fields]
+    except UnicodeDecodeError:
+        raise InputFileError(f"{where}: the header line is not valid {fmt.encoding}") from None
+    found = [name.strip().lstrip("\ufeff").strip() for name in raw_names]
+    if all(not name for name in found):
+        raise InputFileError(f"{where}: file is empty (no header line)")
+    missing = [n for n in dataset.names if n not in found]
+    if missing:
+        hint = ""
+        if len(found) == 1:
+            for sep in (";", "\t", "|", ","):
+                if sep != fmt.delimiter and sep in found[0]:
+                    hint = f"; the header looks {sep!r}-delimited, expected {fmt.delimiter!r}"
+                    break
+        raise InputFileError(f"{where}: header is missing required columns {missing}; found columns {found}{hint}")
+    twice = sorted({n for n in dataset.names if found.count(n) > 1})
+    if twice:
+        raise InputFileError(f"{where}: header names declared columns more than once: {twice}; found columns {found}")
+    lines_before = head[:offset].count(b"\n") + head[:offset].count(b"\r") - head[:offset].count(b"\r\n")
+    return Header(
+        path=path,
+        names=found,
+        data_offset=offset + record.length,
+        first_line=1 + lines_before + record.lines,
+        size=size,
+        extra=[n for n in found if n not in dataset.names and n],
+        positions={n: found.index(n) for n in dataset.names},
+    )
+
+
+@dataclass(frozen=True)
+class Block:
+    """A piece of the file holding whole records: bytes ``[offset, offset + length)``, its first physical line.
+
+    ``nonsimple``: file offsets of the block's lines that :func:`nonsimple_lines` finds, when the
+    planner already knows them (None: the parse finds them).
+    """
+
+    offset: int
+    length: int
+    first_line: int
+    nonsimple: tuple[int, ...] | None = None
+
+
+def _next_line_start(f, pos: int, size: int) -> int:
+    """The first line start at or after ``pos`` (``pos`` itself when it follows a line end)."""
+    if pos <= 0:
+        return 0
+    f.seek(pos - 1)
+    chunk_size = 1 << 16
+    base = pos - 1
+    prev = f.read(1)
+    if prev == b"\n":
+        return pos
+    while base + 1 < size:
+        chunk = f.read(chunk_size)
+        if not chunk:
+            break
+        data = prev + chunk
+        for i in range(1, len(data)):
+            c = data[i]
+            if c == LF:
+                return base + i + 1
+            if c == CR:
+                if i + 1 < len(data):
+                    return base + i + 1 + (data[i + 1] == LF)
+                nxt = f.read(1)
+                return base + i + 1 + (nxt == b"\n")
+            if data[i - 1] == CR:  # a bare CR before this byte ended a line
+                return base + i
+        base += len(chunk)
+        prev = chunk[-1:]
+    return size
+
+
+def naive_blocks(path: str, header: Header, block_bytes: int) -> list[Block]:
+    """Blocks of about ``block_bytes`` split at line starts (not yet at record boundaries); ``first_line`` unknown (0)."""
+    start, size = header.data_offset, header.size
+    if size - start <= block_bytes:
+        return [Block(start, size - start, header.first_line)]
+    cuts = [start]
+    with open(path, "rb") as f:
+        pos = start + block_bytes
+        while pos < size:
+            cut = _next_line_start(f, pos, size)
+            if cut >= size:
+                break
+            if cut > cuts[-1]:
+                cuts.append(cut)
+            pos = cut + block_bytes
+    cuts.append(size)
+    return [Block(a, b - a, 0) for a, b in itertools.pairwise(cuts)]
+
+
+@dataclass(frozen=True)
+class BlockLines:
+    """What the planner needs of a naive block: its line count and its non-simple lines (index, file offset)."""
+
+    lines: int
+    nonsimple: list[tuple[int, int]]
+
+
+def survey_block(path: str, block: Block, fmt: FileFormat) -> BlockLines:
+    """Count a block's physical lines and find the lines that may open a multi-line record (runs on the cluster)."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        f.seek(block.offset)
+        data = f.read(block.length)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts, _, _ = line_spans(buf)
+    odd = nonsimple_lines(buf, starts, fmt)
+    return BlockLines(len(starts), [(int(i), block.offset + int(starts[i])) for i in odd])
+
+
+def plan_blocks(path: str, header: Header, dataset: Dataset, block_bytes: int, survey) -> list[Block]:
+    """Split the file's data into blocks of whole records, each knowing its first physical line.
+
+    ``survey(blocks) -> [BlockLines]`` runs :func:`survey_block` over the naive blocks (in
+    parallel on the engine's cluster). Then only the non-simple lines are read here: a record
+    spanning a naive boundary moves that boundary to the record's end.
+    """
+    if dataset.whole_file or header.size - header.data_offset <= block_bytes:
+        return [Block(header.data_offset, header.size - header.data_offset, header.first_line)]
+    naive = naive_blocks(path, header, block_bytes)
+    if len(naive) == 1:
+        return [Block(naive[0].offset, naive[0].length, header.first_line)]
+    surveys = survey(naive)
+    firsts, line = [], header.first_line
+    for s in surveys:
+        firsts.append(line)
+        line += s.lines
+    bounds = [(b.offset, first) for b, first in zip(naive, firsts, strict=True)]
+    moved: dict[int, tuple[int, int]] = {}  # naive boundary index -> (new offset, first line)
+    resume = header.data_offset
+    with open(path, "rb") as f:
+        for s, first in zip(surveys, firsts, strict=True):
+            for index, offset in s.nonsimple:
+                if offset < resume:
+                    continue  # inside a record that started earlier
+                f.seek(offset)
+                record = scan_record(f.read(RECORD_WINDOW), dataset.format)
+                end = offset + record.length
+                resume = end
+                if record.lines <= 1:
+                    continue
+                for k, (boundary, _) in enumerate(bounds):
+                    if offset < boundary < end:
+                        moved[k] = (end, first + index + record.lines)
+    for k, value in moved.items():
+        bounds[k] = value
+    blocks = []
+    ends = [b for b, _ in bounds[1:]] + [header.size]
+    for (start, first), end in zip(bounds, ends, strict=True):
+        if blocks and start <= blocks[-1].offset:
+            continue
+        blocks.append(Block(start, end - start, first))
+    # A boundary moved past the next one: recompute lengths from the kept starts.
+    import bisect
+
+    offsets = [offset for s in surveys for _, offset in s.nonsimple]
+    out = []
+    for i, b in enumerate(blocks):
+        end = blocks[i + 1].offset if i + 1 < len(blocks) else header.size
+        if end > b.offset:
+            mine = tuple(offsets[bisect.bisect_left(offsets, b.offset):bisect.bisect_left(offsets, end)])
+            out.append(Block(b.offset, end - b.offset, b.first_line, mine))
+    return out
+
+
+def read_block_bytes(path: str, block: Block) -> tuple[bytes, int]:
+    """The block's bytes followed by up to :data:`RECORD_WINDOW` bytes of lookahead; and the block's length."""
+    with open(path, "rb") as f:
+        f.seek(block.offset)
+        return f.read(block.length + RECORD_WINDOW), block.length
