@@ -1,0 +1,141 @@
+"""The lake browser's HTML: small server-rendered pages, every value escaped, no script, no CDN."""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from urllib.parse import quote
+
+STYLE = """
+:root { color-scheme: light dark; --fg: #1f2933; --muted: #616e7c; --line: #d9e2ec; --bg: #fff;
+        --head: #f5f7fa; --link: #0b69a3; --bad: #b42318; }
+@media (prefers-color-scheme: dark) {
+  :root { --fg: #e4e7eb; --muted: #9aa5b1; --line: #3e4c59; --bg: #1a202c; --head: #243040; --link: #63b3ed; }
+}
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+       background: var(--bg); margin: 0; padding: 16px 24px; }
+h1 { font-size: 20px; margin: 4px 0 12px; } h2 { font-size: 16px; margin: 20px 0 8px; }
+a { color: var(--link); text-decoration: none; } a:hover { text-decoration: underline; }
+nav.crumbs { color: var(--muted); margin-bottom: 4px; } nav.crumbs a { margin: 0 2px; }
+table { border-collapse: collapse; min-width: 480px; }
+th, td { border-bottom: 1px solid var(--line); padding: 6px 12px; text-align: left; vertical-align: top; }
+th { background: var(--head); font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.muted { color: var(--muted); } .bad { color: var(--bad); }
+.report-frame { width: 100%; height: calc(100vh - 110px); border: 1px solid var(--line); border-radius: 4px; }
+"""
+
+
+def page(title: str, crumbs: list[tuple[str, str | None]], body: str) -> str:
+    trail = " / ".join(f'<a href="{escape(href)}">{escape(label)}</a>' if href else escape(label)
+                       for label, href in crumbs)
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
+        f'<nav class="crumbs">{trail}</nav><h1>{escape(title)}</h1>{body}</body></html>'
+    )
+
+
+def url(base: str, *parts: str) -> str:
+    return base + "/" + "/".join(quote(p, safe="") for p in parts)
+
+
+def file_url(base: str, relative: str) -> str:
+    return f"{base}/files/{quote(relative, safe='/=')}"
+
+
+def report_url(base: str, relative: str) -> str:
+    return f"{base}/reports/{quote(relative, safe='/=')}"
+
+
+def num(value: int | None) -> str:
+    return '<span class="muted">–</span>' if value is None else f"{value:,}"
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table(headers: list[str], rows: list[list[str]], numeric: set[int], empty: str, cls: str) -> str:
+    if not rows:
+        return f'<p class="muted">{escape(empty)}</p>'
+    head = "".join(f'<th class="{"num" if i in numeric else ""}">{escape(h)}</th>' for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"num" if i in numeric else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def report_links(base: str, reports: list[str]) -> str:
+    return " ".join(
+        f'<a class="report-link" href="{escape(report_url(base, r))}">{escape(r.rsplit("/", 1)[-1])}</a>'
+        for r in reports
+    ) or '<span class="muted">–</span>'
+
+
+def index(base: str, root: str, pipelines: list[dict], reports: list) -> str:
+    rows = [[f'<a class="pipeline-link" href="{escape(url(base, "pipelines", p["name"]))}">{escape(p["name"])}</a>',
+             num(p["tables"]), escape(p["latest"] or "–")] for p in pipelines]
+    rep = [[f'<a class="report-link" href="{escape(report_url(base, r.path))}">{escape(r.name)}</a>',
+            escape(r.pipeline), escape(r.table), escape(r.ds),
+            escape(dt.datetime.fromtimestamp(r.modified).strftime("%Y-%m-%d %H:%M"))] for r in reports]
+    body = (
+        f'<p class="muted">Read-only view of the lake at <code>{escape(root)}</code>.</p>'
+        "<h2>Pipelines</h2>"
+        + table(["pipeline", "tables", "latest ds"], rows, {1}, "The lake has no pipelines yet.", "pipelines")
+        + "<h2>Latest reports</h2>"
+        + table(["report", "pipeline", "table", "ds", "written"], rep, set(), "No reports in the lake yet.", "reports")
+    )
+    return page("Lake", [("Lake", None)], body)
+
+
+def pipeline(base: str, name: str, summaries: list) -> str:
+    rows = [[
+        f'<a class="table-link" href="{escape(url(base, "pipelines", name, "tables", t.name))}">{escape(t.name)}</a>',
+        num(t.partitions), escape(t.latest or "–"), num(t.latest_rows), num(t.latest_rejects),
+        num(t.reports) if t.reports else '<span class="muted">–</span>',
+    ] for t in summaries]
+    body = table(["table", "partitions", "latest ds", "rows (latest)", "rejects (latest)", "reports"], rows,
+                 {1, 3, 4, 5}, "No tables.", "tables")
+    return page(name, [("Lake", base + "/"), (name, None)], body)
+
+
+def partitions(base: str, pipeline_name: str, table_name: str, parts: list) -> str:
+    rows = []
+    for p in parts:
+        rows_cell = num(p.rows) if not p.error else f'<span class="bad" title="{escape(p.error)}">unreadable</span>'
+        rej_cell = num(p.rejects) if not p.rejects_error else \
+            f'<span class="bad" title="{escape(p.rejects_error)}">unreadable</span>'
+        rows.append([f'<span class="ds">{escape(p.ds)}</span>', rows_cell, rej_cell, num(p.files),
+                     size(p.bytes) if p.files else '<span class="muted">–</span>', report_links(base, p.reports)])
+    body = table(["ds", "rows", "rejects", "files", "size", "reports"], rows, {1, 2, 3, 4},
+                 "No partitions.", "partitions")
+    return page(f"{pipeline_name} / {table_name}",
+                [("Lake", base + "/"), (pipeline_name, url(base, "pipelines", pipeline_name)), (table_name, None)], body)
+
+
+def report(base: str, pipeline_name: str | None, table_name: str | None, ds: str | None, relative: str) -> str:
+    src = file_url(base, relative)
+    crumbs: list[tuple[str, str | None]] = [("Lake", base + "/")]
+    if pipeline_name:
+        crumbs.append((pipeline_name, url(base, "pipelines", pipeline_name)))
+    if pipeline_name and table_name:
+        crumbs.append((table_name, url(base, "pipelines", pipeline_name, "tables", table_name)))
+    if ds:
+        crumbs.append((f"ds={ds}", None))
+    body = (
+        f'<p><a href="{escape(src)}" target="_blank" rel="noopener">open in a new tab</a></p>'
+        # sandbox: the report's own scripts run (charts), but in an opaque origin: no access to
+        # the Airflow session, the UI or the API. The file response carries the same CSP sandbox.
+        f'<iframe id="report" class="report-frame" sandbox="allow-scripts allow-popups allow-downloads" '
+        f'src="{escape(src)}" title="{escape(relative)}"></iframe>'
+    )
+    return page(relative.rsplit("/", 1)[-1], crumbs, body)
+
+
+def error(base: str, status: int, message: str) -> str:
+    return page(f"{status}", [("Lake", base + "/")], f"<p>{escape(message)}</p>")
