@@ -127,20 +127,16 @@ def parse_bytes(data: bytes, length: int, first_line: int, source: str, header: 
             body = body.decode(codec).encode("utf-8")
     table, invalid = _read_fields(body, header, dataset)
     # pyarrow's rows: the simple non-empty lines in order, less the invalid ones (numbered among the non-empty).
-    bad_simple: dict[int, str | None] = {}
-    for number, count, text in invalid:
-        i = int(simple_idx[number - 1])
-        if count == 1 and not text.strip():
-            bad_simple[i] = None  # a blank line: no record
-        else:
-            bad_simple[i] = f"expected {len(header.names)} fields, found {count}"
+    bad_simple: dict[int, str] = {}
+    for number, count, _text in invalid:
+        bad_simple[int(simple_idx[number - 1])] = f"expected {len(header.names)} fields, found {count}"
     # Records in file order: (start line, source kind, index into that source).
     good_simple = simple_idx if not bad_simple else np.array([i for i in simple_idx if int(i) not in bad_simple],
                                                               dtype=np.int64)
     if len(good_simple) != table.num_rows:
         raise RuntimeError(f"{source}: pyarrow read {table.num_rows} rows from {len(good_simple)} lines; "
                            "please report this file")
-    extra_starts = [i for i, reason in bad_simple.items() if reason is not None]
+    extra_starts = list(bad_simple)
     extra_starts += [c[0] for c in complex_records]
     n_fast = table.num_rows
     record_lines = np.concatenate([good_simple, np.array(extra_starts, dtype=np.int64)])
@@ -152,10 +148,9 @@ def parse_bytes(data: bytes, length: int, first_line: int, source: str, header: 
     slow_errors: list[str | None] = []
     last_lines: list[int] = []
     for i, reason in bad_simple.items():
-        if reason is not None:
-            slow_fields.append(None)
-            slow_errors.append(reason)
-            last_lines.append(i)
+        slow_fields.append(None)
+        slow_errors.append(reason)
+        last_lines.append(i)
     for i, last, fields, error in complex_records:
         if fields is not None and len(fields) != len(header.names):
             error, fields = f"expected {len(header.names)} fields, found {len(fields)}", None

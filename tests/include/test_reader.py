@@ -1,0 +1,277 @@
+"""The reader on small files it makes itself: every type, format option and encoding, quoted line
+breaks within and across blocks, exact line numbers and raw text of rejects, and a fuzz
+comparison with Python's csv module at many block sizes. The engines run these same functions
+(see tests/e2e/test_reader_engines.py for the real clusters)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from include.etl.contract import Column, Dataset, FileFormat, on_partition_day, weekday_of, year_of
+from include.etl.csvfile import plan_blocks, read_header, survey_block
+from include.etl.errors import InputFileError
+from include.etl.reader import parse_block
+
+BLOCK_SIZES = (1, 7, 64, 1000, 1 << 26)
+
+
+def read(path, dataset: Dataset, block_bytes: int = 1 << 26, ds: str | None = None) -> pa.Table:
+    """What an engine does, in this process: plan the blocks, parse each, concatenate."""
+    header = read_header(str(path), dataset)
+    blocks = plan_blocks(str(path), header, dataset, block_bytes,
+                         lambda naive: [survey_block(str(path), b, dataset.format) for b in naive])
+    tables = [parse_block(str(path), b, header, dataset, ds) for b in blocks]
+    return pa.concat_tables(tables)
+
+
+def rows(table: pa.Table) -> list[dict]:
+    return table.to_pylist()
+
+
+def rejects(table: pa.Table) -> list[tuple[int, str, str]]:
+    bad = table.filter(pc.is_valid(table["_reason"]))
+    return [(r["_line"], r["_reason"], r["_raw"]) for r in bad.to_pylist()]
+
+
+def write(tmp_path, text: str | bytes, name: str = "in.csv"):
+    path = tmp_path / name
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    path.write_bytes(text)
+    return path
+
+
+def one_column(col: Column, **fmt) -> Dataset:
+    return Dataset("things", (Column("id", "integer", required=True), col), format=FileFormat(**fmt))
+
+
+TYPE_CASES = [
+    (Column("v", "integer"), ["7", " -3 ", "+5", "", "NA"], [7, -3, 5, None, None],
+     {"1.5": "v is not a whole number", "abc": "v is not a number", "17850.0": "v is not a whole number",
+      "99999999999999999999": "v is too large for an integer"}),
+    (Column("v", "integer", whole_float=True), ["17850.0", "3", "4.00"], [17850, 3, 4],
+     {"17850.5": "v is not a whole number"}),
+    (Column("v", "integer", thousands=","), ['"2,156,624,900"', "12", '"1,000"'], [2156624900, 12, 1000],
+     {'"1,23"': "v is not a number (thousands separator ',' misplaced)"}),
+    (Column("v", "float", range=(0, 10)), ["1.5", "1e1", ".5", "3"], [1.5, 10.0, 0.5, 3.0],
+     {"x1": "v is not a number", "10.5": "v outside [0, 10]", "-1": "v outside [0, 10]", "inf": "v is not a number"}),
+    (Column("v", "decimal", precision=6, scale=2, range=(0, None)), ["1.5", "1234.56", "0.10", "7."],
+     [pa.scalar(x, pa.decimal128(6, 2)).as_py() for x in (__import__("decimal").Decimal(s) for s in
+                                                          ("1.50", "1234.56", "0.10", "7.00"))],
+     {"1.234": "v has more than 2 decimal places", "12345.6": "v does not fit decimal(6,2)",
+      "-1": "v outside [0, inf]", "1e3": "v is not a decimal number"}),
+    (Column("v", "boolean", true_values=("yes", "Y"), false_values=("no",)), ["yes", "Y", "NO", "y"],
+     [True, True, False, True], {"maybe": "v is not a boolean (yes/Y/no)"}),
+    (Column("v", "string", allowed=("M", "F")), ["M", "F", "NA"], ["M", "F", None], {"X": "v not in M/F", "m": "v not in M/F"}),
+    (Column("v", "string", required=True), ["a b ", '"x,""y"""'], ["a b ", 'x,"y"'],
+     {"NA": "missing required v", '""': "missing required v", "  ": "missing required v"}),
+    (Column("v", "date", format="%d/%m/%Y"), ["1/2/2020", "01/02/2020", "29/02/2020"],
+     [__import__("datetime").date(2020, 2, 1)] * 2 + [__import__("datetime").date(2020, 2, 29)],
+     {"29/02/2021": "v is not a date of the form %d/%m/%Y", "2020-02-01": "v is not a date of the form %d/%m/%Y",
+      "32/1/2020": "v is not a date of the form %d/%m/%Y"}),
+    (Column("v", "timestamp", format="%Y-%m-%d %H:%M:%S"), ["2010-12-01 08:26:00", "2010-12-1 8:26:00"],
+     [__import__("datetime").datetime(2010, 12, 1, 8, 26)] * 2,
+     {"2010-12-01 25:00:00": "v is not a timestamp of the form %Y-%m-%d %H:%M:%S", "2010-12-01": (
+         "v is not a timestamp of the form %Y-%m-%d %H:%M:%S")}),
+]
+
+
+@pytest.mark.parametrize(("col", "good", "expected", "bad"), TYPE_CASES, ids=lambda v: getattr(v, "type", None))
+def test_each_type_accepts_and_rejects_with_reasons(tmp_path, col, good, expected, bad):
+    lines = [f"{i},{v}" for i, v in enumerate(good, 1)] + [f"{100 + i},{v}" for i, v in enumerate(bad)]
+    path = write(tmp_path, "id,v\n" + "\n".join(lines) + "\n")
+    table = read(path, one_column(col))
+    ok = table.filter(pc.is_null(table["_reason"]))
+    assert ok["v"].to_pylist() == expected
+    assert rejects(table) == [(2 + len(good) + i, reason, f"{100 + i},{v}") for i, (v, reason) in enumerate(bad.items())]
+    assert table.num_rows == len(good) + len(bad)
+
+
+def test_null_tokens_are_declared(tmp_path):
+    path = write(tmp_path, "id,v\n1,NA\n2,\n3,-\n")
+    table = read(path, one_column(Column("v", "integer"), null_values=("-", "")))
+    assert rejects(table) == [(2, "v is not a number", "1,NA")]
+    assert table["v"].to_pylist() == [None, None, None]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1", "cp1252"])
+def test_encodings(tmp_path, encoding):
+    names = {"utf-8": "Zoë £5 ✓", "utf-8-sig": "Zoë £5 ✓", "latin-1": "Zoë £5", "cp1252": "Zoë €5 “q”"}[encoding]
+    path = write(tmp_path, f"id,v\n1,{names}\n2,plain\n".encode(encoding))
+    table = read(path, one_column(Column("v"), encoding=encoding))
+    assert rejects(table) == []
+    assert table["v"].to_pylist() == [names, "plain"]
+
+
+def test_invalid_bytes_reject_only_their_record_and_a_valid_replacement_character_is_kept(tmp_path):
+    data = "id,v\n1,ok\n2,bad \xff\xfe here\n3,\ufffd is a real character\n4,\"multi\nline \xff\"\n5,end\n"
+    path = write(tmp_path, data.encode("utf-8").replace(b"\xc3\xbf\xc3\xbe", b"\xff\xfe").replace(b"\xc3\xbf", b"\xff"))
+    table = read(path, one_column(Column("v")))
+    assert [(line, reason) for line, reason, _ in rejects(table)] == [(3, "not valid UTF-8"), (5, "not valid UTF-8")]
+    assert rejects(table)[0][2] == "2,bad \ufffd\ufffd here"  # the raw text, invalid bytes marked
+    assert table.filter(pc.is_null(table["_reason"]))["v"].to_pylist() == ["ok", "\ufffd is a real character", "end"]
+    cp = write(tmp_path, b"id,v\n1,\x81\n2,\x80\n", "cp.csv")  # 0x81 is undefined in cp1252
+    table = read(cp, one_column(Column("v"), encoding="cp1252"))
+    assert [(line, reason) for line, reason, _ in rejects(table)] == [(2, "not valid cp1252")]
+
+
+def test_header_names_are_trimmed_extra_columns_named_and_bad_headers_fail(tmp_path):
+    ds = Dataset("suicides", (Column("country"), Column("gdp_for_year ($)", "integer", thousands=",")))
+    path = write(tmp_path, '\ufeffcountry, gdp_for_year ($) ,year\nAlbania,"2,156,624,900",1987\n')
+    header = read_header(str(path), ds)
+    assert header.names == ["country", "gdp_for_year ($)", "year"]
+    assert header.extra == ["year"]
+    assert rows(read(path, ds))[0]["gdp_for_year ($)"] == 2156624900
+    cases = {
+        "missing.csv": (None, "file does not exist"),
+        "empty.csv": (b"", "file is empty (no header line)"),
+        "blank.csv": (b"\n\n", "file is empty (no header line)"),
+        "cols.csv": (b"country\nAlbania\n", "header is missing required columns ['gdp_for_year ($)']; found columns ['country']"),
+        "semi.csv": (b"country;gdp_for_year ($)\n", "the header looks ';'-delimited, expected ','"),
+        "twice.csv": (b"country,gdp_for_year ($),country\n", "header names declared columns more than once: ['country']"),
+    }
+    for name, (content, message) in cases.items():
+        target = tmp_path / name
+        if content is not None:
+            target.write_bytes(content)
+        with pytest.raises(InputFileError) as err:
+            read_header(str(target), ds)
+        assert str(err.value).startswith(f"suicides input {target}: ")
+        assert message in str(err.value)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("block_bytes", BLOCK_SIZES)
+def test_quoted_line_breaks_are_one_record_with_exact_lines_after_them(tmp_path, newline, block_bytes):
+    nl = newline
+    text = nl.join([
+        "ID,Name,Age",
+        '1,"Christine' + nl + 'Jacoba Aaftink",21',
+        '2,"two' + nl + nl + 'blank lines inside",22',
+        '3,plain,abc',
+        '4,"a ""quoted"", name' + nl + 'with a break",-5',
+        "5,RECORD 7\" SINGLE SIZE ,30",
+        "6,too,many,fields",
+        "7,last,40",
+    ]) + nl
+    ds = Dataset("athletes", (Column("ID", "integer", required=True), Column("Name"), Column("Age", "integer", range=(0, 120))))
+    table = read(write(tmp_path, text), ds, block_bytes=block_bytes)
+    assert table.num_rows == 7  # records, not physical lines
+    assert table["_line"].to_pylist() == [2, 4, 7, 8, 10, 11, 12]
+    assert table["Name"].to_pylist()[:2] == [f"Christine{nl}Jacoba Aaftink", f"two{nl}{nl}blank lines inside"]
+    assert table["Name"].to_pylist()[4] == 'RECORD 7" SINGLE SIZE '
+    assert rejects(table) == [
+        (7, "Age is not a number", "3,plain,abc"),
+        (8, "Age outside [0, 120]", f'4,"a ""quoted"", name{nl}with a break",-5'),
+        (11, "expected 3 fields, found 4", "6,too,many,fields"),
+    ]
+
+
+def test_a_quote_never_closed_rejects_its_line_alone(tmp_path):
+    lines = ["id,v", '1,"never closed', "2,b", "3,c", '4,"x"y', "5,e"]
+    ds = one_column(Column("v"), max_record_lines=2)
+    for block_bytes in BLOCK_SIZES:
+        table = read(write(tmp_path, "\n".join(lines) + "\n"), ds, block_bytes=block_bytes)
+        assert rejects(table) == [
+            (2, "malformed CSV record (a quoted field is not closed within 2 lines)", '1,"never closed'),
+            (5, "malformed CSV record (',' expected after '\"')", '4,"x"y'),
+        ], block_bytes
+        assert table.num_rows == 5
+    table = read(write(tmp_path, 'id,v\n1,a\n2,"open at the end\n'), ds)
+    assert rejects(table) == [(3, "malformed CSV record (a quoted field is not closed)", '2,"open at the end')]
+
+
+def test_rules_and_keys(tmp_path):
+    ds = Dataset(
+        "trade",
+        (Column("Year", "integer"), Column("Date", "date", format="%d/%m/%Y"), Column("Weekday"),
+         Column("When", "timestamp", format="%Y-%m-%d %H:%M")),
+        rules=(year_of("Year", "Date"), weekday_of("Weekday", "Date"), on_partition_day("When")),
+        key=("Date",),
+    )
+    text = ("Year,Date,Weekday,When\n"
+            "2015,01/01/2015,Thursday,2024-07-07 10:00\n"
+            "2016,02/01/2015,Friday,2024-07-07 10:00\n"
+            "2015,03/01/2015,Monday,2024-07-07 10:00\n"
+            "2015,04/01/2015,Sunday,2024-07-08 00:00\n"
+            "2015,01/01/2015,Thursday,2024-07-07 11:00\n"
+            "2015,05/01/2015,Monday,\n")
+    table = read(write(tmp_path, text), ds, ds="2024-07-07")
+    assert [(line, reason) for line, reason, _ in rejects(table)] == [
+        (3, "breaks rule: Year is the year of Date"),
+        (4, "breaks rule: Weekday is the day name of Date"),
+        (5, "breaks rule: When falls on the partition's day"),
+        (6, "duplicate key (Date)"),
+    ]
+    assert table.num_rows == 6
+
+
+def _reference(text: str, n_fields: int) -> list[tuple[int, list[str] | None]]:
+    """(start line, fields or None for a wrong field count) of every record, by the csv module."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    out, line = [], 0
+    next(reader)
+    line = reader.line_num
+    for fields in reader:
+        start, line = line + 1, reader.line_num
+        if not fields:
+            continue
+        out.append((start, fields if len(fields) == n_fields else None))
+    return out
+
+
+def _random_field(rng: random.Random) -> str:
+    pieces = ["a", "b", " ", ",", '"', "\n", "\r\n", "\r", "é", "x" * rng.randint(1, 30)]
+    return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+
+
+def _random_file(rng: random.Random, rows: int, newline: str) -> str:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator=newline, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(["a", "b", "c"])
+    for _ in range(rows):
+        kind = rng.random()
+        if kind < 0.1:  # a bare quote inside an unquoted field, as in the retail data
+            out.write(f'x{rng.randint(0, 9)}" inch,plain,{rng.randint(0, 99)}{newline}')
+        elif kind < 0.15:
+            writer.writerow([_random_field(rng) for _ in range(rng.choice((2, 4)))])  # wrong field count
+        else:
+            writer.writerow([_random_field(rng) for _ in range(3)])
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fuzz_same_records_as_the_csv_module_at_every_block_size(tmp_path, seed):
+    rng = random.Random(seed)
+    text = _random_file(rng, 400, rng.choice(["\n", "\r\n", "\r"]))
+    path = write(tmp_path, text)
+    ds = Dataset("fuzz", (Column("a"), Column("b"), Column("c")), format=FileFormat(null_values=()))
+    expected = _reference(text, 3)
+    for block_bytes in (50, 333, 4096, 1 << 26):
+        table = read(path, ds, block_bytes=block_bytes)
+        got = [(r["_line"], None if r["_reason"] else [r["a"], r["b"], r["c"]]) for r in rows(table)]
+        assert got == expected, f"seed {seed}, block_bytes {block_bytes}"
+        for r in rows(table):
+            if r["_reason"]:
+                assert r["_reason"].startswith("expected 3 fields"), r
+                assert next(csv.reader(io.StringIO(r["_raw"], newline=""))) is not None
+
+
+def test_blocks_split_only_at_record_boundaries(tmp_path):
+    text = "a,b\n" + "".join(f'{i},"line one\nline two {i}"\n' for i in range(200))
+    path = write(tmp_path, text)
+    ds = Dataset("t", (Column("a", "integer"), Column("b")))
+    header = read_header(str(path), ds)
+    blocks = plan_blocks(str(path), header, ds, 100, lambda naive: [survey_block(str(path), b, ds.format) for b in naive])
+    assert len(blocks) > 10
+    data = path.read_bytes()
+    for b in blocks:
+        assert data[b.offset:].startswith(b"%d," % int(data[b.offset:].split(b",")[0]))
+        assert data.count(b"\n", 0, b.offset) + 1 == b.first_line
+    assert sum(b.length for b in blocks) == len(data) - header.data_offset
