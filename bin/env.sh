@@ -18,3 +18,23 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="${AIRFLOW__CORE__SIMPL
 export PATH="$ROOT/.venv/bin:$PATH"  # airflow standalone starts its components as `airflow ...`
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export ETL_LAKE_ROOT="${ETL_LAKE_ROOT:-$ROOT/lake}"
+
+# Defaults of the embedded runtime (`make run` / bin/run only, see docs/runtime.md): sized for a
+# small machine. Not applied to plain bin/airflow commands (tests start their own components
+# with Airflow's defaults). Each can be overridden from the environment or ./.env.
+embedded_runtime_defaults() {
+  local cores
+  cores="$(nproc 2>/dev/null || echo 2)"
+  # LocalExecutor forks `parallelism` workers at start (fork start method) and runs at most
+  # that many tasks at once; a task here mostly waits on its cluster, so 2 per core, at least 4.
+  export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-$(( cores * 2 > 4 ? cores * 2 : 4 ))}"
+  # The scheduler sleeps this long only when a loop found nothing to do (default 1 s).
+  export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.5}"
+  # New DAG files in dags/ are found within 30 s instead of 5 min (existing files are
+  # re-parsed every [dag_processor] min_file_process_interval = 30 s either way).
+  export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}"
+  # One api-server worker (Airflow's default, pinned): the UI of one user.
+  export AIRFLOW__API__WORKERS="${AIRFLOW__API__WORKERS:-1}"
+  # Should anyone enable the scheduler's health-check server, it binds to loopback, not 0.0.0.0.
+  export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST="${AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST:-127.0.0.1}"
+}

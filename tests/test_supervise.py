@@ -1,0 +1,174 @@
+"""bin/supervise.py (the embedded runtime's supervisor) with dummy components, in a few seconds.
+
+The real `bin/run` is covered by tests/e2e/test_run_entrypoint.py (SIGINT during a Spark run);
+here SIGTERM, a component that ignores SIGTERM, a task-like grandchild in its own session
+that ignores it too, a cluster-like process orphaned below the supervisor, one that is not
+its descendant at all (found by ETL_CLUSTER_WORKDIR), and a decoy of another AIRFLOW_HOME
+that must survive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT
+
+PY = sys.executable
+IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+
+DRIVER = textwrap.dedent("""
+    import importlib.util, sys
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("supervise", sys.argv[1])
+    mod = sys.modules["supervise"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    home, py = Path(sys.argv[2]), sys.executable
+    comps = [mod.Component(name, [py, str(home / f"{name}.py")]) for name in sys.argv[3:]]
+    sup = mod.Supervisor(home=home, components=comps, grace=2, cluster_grace=1, cluster_root=home / "logs" / "clusters")
+    sys.exit(sup.run())
+""")
+
+# "scheduler": starts a task process in its own session that ignores SIGTERM, and a "start
+# task" that launches a detached cluster process and exits (so the cluster is orphaned).
+SCHEDULER = textwrap.dedent(f"""
+    import os, subprocess, sys, time
+    from pathlib import Path
+    home = Path({{home!r}})
+    task = subprocess.Popen([sys.executable, "-c", {IGNORE_TERM!r}], start_new_session=True)
+    (home / "task.pid").write_text(str(task.pid))
+    starter = (
+        "import os, subprocess, sys; from pathlib import Path; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True, "
+        "env=dict(os.environ, ETL_CLUSTER_WORKDIR=sys.argv[1])); Path(sys.argv[2]).write_text(str(p.pid))"
+    )
+    subprocess.run([sys.executable, "-c", starter, str(home / "logs" / "clusters" / "run1" / "dask"), str(home / "orphan.pid")], check=True)
+    print("scheduler up", flush=True)
+    time.sleep(600)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _pid(path: Path) -> int:
+    assert _wait(lambda: path.exists() and path.read_text().strip(), 20), f"{path} was not written"
+    return int(path.read_text())
+
+
+@pytest.fixture
+def home(tmp_path):
+    (tmp_path / "scheduler.py").write_text(SCHEDULER.format(home=str(tmp_path)))
+    (tmp_path / "stubborn.py").write_text(IGNORE_TERM)
+    (tmp_path / "quick.py").write_text("import sys, time; time.sleep(1); sys.exit(3)")
+    (tmp_path / "driver.py").write_text(DRIVER)
+    return tmp_path
+
+
+def _start(home: Path, *components: str) -> subprocess.Popen:
+    return subprocess.Popen([PY, str(home / "driver.py"), str(ROOT / "bin" / "supervise.py"), str(home), *components],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _detached(env_workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen([PY, "-c", "import time; time.sleep(600)"], start_new_session=True,
+                            env=dict(os.environ, ETL_CLUSTER_WORKDIR=str(env_workdir)))
+
+
+def test_sigterm_stops_components_tasks_and_clusters(home, tmp_path_factory):
+    other_home = tmp_path_factory.mktemp("other-home")
+    stray = _detached(home / "logs" / "clusters" / "run2" / "spark")  # not below the supervisor
+    decoy = _detached(other_home / "logs" / "clusters" / "run1" / "spark")  # another platform's cluster
+    sup = _start(home, "scheduler", "stubborn")
+    try:
+        task, orphan = _pid(home / "task.pid"), _pid(home / "orphan.pid")
+        def stubborn_child():
+            return next((c.pid for c in psutil.Process(sup.pid).children() if "stubborn.py" in " ".join(_cmdline(c))), None)
+
+        assert _wait(stubborn_child, 20)
+        stubborn = stubborn_child()
+        procs = psutil.Process(sup.pid).children(recursive=True)
+        assert orphan in [p.pid for p in procs], "the orphaned cluster process is not re-parented to the supervisor"
+        everything = {p.pid for p in procs} | {task, orphan, stray.pid}
+        t0 = time.monotonic()
+        sup.send_signal(signal.SIGTERM)
+        out, _ = sup.communicate(timeout=30)
+        elapsed = time.monotonic() - t0
+        assert _wait(lambda: not [p for p in everything if _alive(p)], 5), [p for p in everything if _alive(p)]
+        assert sup.returncode == 0, out
+        assert elapsed < 10, f"{elapsed:.1f} s\n{out}"
+        assert "received SIGTERM" in out and "platform stopped" in out, out
+        assert "stopped the local cluster of logs/clusters/run1/dask: 1 process(es)" in out, out
+        assert "stopped the local cluster of logs/clusters/run2/spark: 1 process(es)" in out, out
+        # both ignored SIGTERM: the stubborn component and the task in its own session
+        assert "SIGKILLed 2 process(es)" in out and f"{stubborn} (" in out and f"{task} (" in out, out
+        assert "scheduler up" in out  # the components' output is passed through
+        assert _alive(decoy.pid), "a cluster of another AIRFLOW_HOME was killed"
+    finally:
+        for proc in (sup, stray, decoy):
+            proc.kill()
+            proc.wait()
+        for name in ("task.pid", "orphan.pid"):
+            if (home / name).exists():
+                try:
+                    os.kill(int((home / name).read_text()), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def test_a_component_that_exits_stops_the_platform(home):
+    sup = _start(home, "quick", "stubborn")
+    try:
+        out, _ = sup.communicate(timeout=30)
+        assert sup.returncode == 1, out
+        assert "quick exited with code 3; stopping the platform" in out, out
+        assert "platform stopped" in out, out
+    finally:
+        sup.kill()
+        sup.wait()
+
+
+def test_components_get_sigterm_when_the_supervisor_is_killed(home):
+    sup = _start(home, "scheduler")
+    try:
+        _pid(home / "task.pid")
+        component = psutil.Process(sup.pid).children()[0]
+        sup.kill()  # no shutdown at all: the kernel's parent-death signal still stops the component
+        sup.wait()
+        assert _wait(lambda: not _alive(component.pid), 10), "the component outlived a SIGKILLed supervisor"
+    finally:
+        sup.kill()
+        for name in ("task.pid", "orphan.pid"):
+            if (home / name).exists():
+                try:
+                    os.kill(int((home / name).read_text()), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
