@@ -24,6 +24,7 @@ run: install
 # module's shared cluster stays in one process); PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 test: install
+	bin/install-browser
 	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ROWS ?= 1000000
@@ -31,7 +32,7 @@ OUT ?= data/generated
 SEED ?= 0
 FILES ?= 1
 data: install
-	.venv/bin/python -m include.etl.generate --rows $(ROWS) --out $(OUT) --seed $(SEED) --files $(FILES)
+	.venv/bin/python -m include.pipelines.olympics.generate --rows $(ROWS) --out $(OUT) --seed $(SEED) --files $(FILES)
 
 bench: install
 	.venv/bin/uv pip install --quiet --python .venv/bin/python -r bench/requirements.txt

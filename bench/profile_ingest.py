@@ -40,7 +40,8 @@ def main() -> int:
     import polars as pl
 
     from include.etl.parse import _careful_block, _fast_block, check_header, parse_block
-    from include.etl.schemas import ATHLETES, REJECT_COLUMNS
+    from include.etl.reader import REJECT_COLUMNS
+    from include.pipelines.olympics.datasets import ATHLETES
 
     header = check_header(args.csv, ATHLETES)
     with open(args.csv, "rb") as f:
@@ -55,7 +56,7 @@ def main() -> int:
         return out
 
     fast = _fast_block(block, ATHLETES, args.csv, header, 1, True) is not None
-    schema = {c.name: {"int": pl.Int64, "float": pl.Float64, "str": pl.String}[c.type] for c in ATHLETES.columns}
+    schema = {c.name: {"integer": pl.Int64, "float": pl.Float64, "string": pl.String}[c.type] for c in ATHLETES.columns}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.reps):
             parsed = timed("parse_block (pyarrow read + Arrow checks)" if fast else "parse_block (careful path)",

@@ -49,7 +49,7 @@ def input_set(data_dir: Path, rows: int, seed: int) -> dict:
     done = folder / "DONE.json"
     if not done.exists():
         sys.path.insert(0, str(ROOT))
-        from include.etl.generate import generate_athletes
+        from include.pipelines.olympics.generate import generate_athletes
 
         print(f"generating {rows:,} rows (seed {seed}) into {folder} ...", flush=True)
         summary = generate_athletes(str(folder), rows, seed=seed)

@@ -1,7 +1,7 @@
 """The Olympics chain on single-process tools (Polars lazy/streaming, DuckDB).
 
 Same inputs (the CSVs), same outputs (Parquet datasets ``{root}/olympics/{table}/ds={ds}/``),
-same semantics as ``include/etl/transforms.py``: typed inputs with ``NA``/empty -> null, left
+same semantics as ``include/pipelines/olympics/transforms.py``: typed inputs with ``NA``/empty -> null, left
 joins, and the two marts. No reject handling: the benchmark's generated data has no bad rows
 (the platform's ingest counts them and the benchmark checks they are 0).
 """

@@ -12,7 +12,14 @@ runs even when a job fails, stopping only what was started.
 **Outputs:** Parquet partitions `{ETL_LAKE_ROOT}/olympics/{table}/ds={ds}/`, replaced atomically
 on rerun. Rejected input rows, with the reason, are kept in `olympics/_rejects/{table}/ds={ds}/`.
 
-**Trigger form:** `backend` and each input path can be set per run.
+**Inputs:** by default the Olympics files under `ETL_DATA_DIR` (`olympics/athlete_events_head.csv`,
+`olympics/noc_regions.csv`, `olympics/host_city_locations.csv`); `start_cluster` checks they exist
+and fails at once, before starting any cluster, naming a missing file and `ETL_DATA_DIR`.
+
+**Trigger form:** `backend` and each input path can be set per run. Which engine ran a job
+task is shown in its rendered field `backend`.
+
+Pipeline code: `include/pipelines/olympics/`.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from airflow.sdk import DAG, Asset, Param
 
 from etl_platform.operators import SparkJobOperator, StartClusterOperator, StopClusterOperator
 from include.etl.settings import BACKENDS, Settings
+from include.pipelines.olympics import PIPELINE
 
 settings = Settings.from_env()  # environment only: no I/O at parse time
+inputs = PIPELINE.default_inputs(settings.data_dir)  # paths only: a missing file fails the run, not the parse
 
 MARTS = [Asset(f"lake://olympics/{name}") for name in ("avg_age_by_year", "medals_by_region")]
 
@@ -48,12 +57,16 @@ with DAG(
     },
     params={
         "backend": Param(settings.default_backend, enum=list(BACKENDS), description="Engine that runs the jobs."),
-        "athletes_path": Param(settings.athletes_path, type="string", description="athlete_events.csv format."),
-        "regions_path": Param(settings.regions_path, type="string", description="noc_regions.csv format."),
-        "venues_path": Param(settings.venues_path, type="string", description="host_city_locations.csv format."),
+        "athletes_path": Param(inputs["athletes"], type="string", description="athlete_events.csv format."),
+        "regions_path": Param(inputs["regions"], type="string", description="noc_regions.csv format."),
+        "venues_path": Param(inputs["venues"], type="string", description="host_city_locations.csv format."),
     },
 ) as dag:
-    start_cluster = StartClusterOperator(task_id="start_cluster", backend="{{ params.backend }}")
+    start_cluster = StartClusterOperator(
+        task_id="start_cluster",
+        backend="{{ params.backend }}",
+        inputs={f"{table}_path": f"{{{{ params.{table}_path }}}}" for table in PIPELINE.inputs},
+    )
     cluster = start_cluster.output
 
     ingests = [

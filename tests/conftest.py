@@ -20,11 +20,21 @@ for var in [v for v in os.environ if v.startswith("AIRFLOW_CONN_")]:
 
 import pytest  # noqa: E402
 
-DATA = ROOT / "data" / "olympics"
+from include.etl.settings import default_data_dir  # noqa: E402
+
+# The shared data sets (../shared/data beside the checkout, as in CI), never copies in the
+# project. Subprocesses (bin/airflow, clusters) inherit ETL_DATA_DIR.
+os.environ.setdefault("ETL_DATA_DIR", str(default_data_dir()))
+DATA_ROOT = Path(os.environ["ETL_DATA_DIR"])
+DATA = DATA_ROOT / "olympics"
 
 
 @pytest.fixture
 def data_dir() -> Path:
+    """The Olympics inputs under ETL_DATA_DIR; fails naming the folder when they are absent."""
+    if not (DATA / "athlete_events_head.csv").is_file():
+        pytest.fail(f"the Olympics data set is missing: expected {DATA} (ETL_DATA_DIR={DATA_ROOT}); "
+                    "CI and dev machines have it in ../shared/data beside the checkout")
     return DATA
 
 

@@ -116,6 +116,43 @@ def _number(col: Column, text: Any, reasons: Reasons) -> Any:
         bad_groups = pc.and_(has_sep, pc.invert(grouped))
         reasons.add(_np(bad_groups), f"{col.name} is not a number (thousands separator {col.thousands!r} misplaced)")
         text = _null_where(bad_groups, pc.replace_substring(text, col.thousands, ""))
+    fast = _plain_cast(col, text)
+    if fast is not None:
+        typed = fast
+    else:
+        typed = _parse_number(col, text, reasons)
+    if col.range is not None:
+        lo, hi = col.range
+        outside = pa.array([False] * len(typed))
+        if lo is not None:
+            outside = pc.or_(outside, pc.fill_null(pc.less(typed, _bound(lo, typed.type)), False))
+        if hi is not None:
+            outside = pc.or_(outside, pc.fill_null(pc.greater(typed, _bound(hi, typed.type)), False))
+        reasons.add(_np(outside), f"{col.name} outside [{_fmt_bound(lo, '-inf')}, {_fmt_bound(hi, 'inf')}]")
+    return typed
+
+
+def _plain_cast(col: Column, text: Any) -> Any:
+    """The whole column cast at once when every value is a plain number (the common case), else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.type not in ("integer", "float"):
+        return None
+    try:
+        typed = pc.cast(text, pa.int64() if col.type == "integer" else pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if col.type == "float" and pc.any(pc.invert(pc.is_finite(typed))).as_py():
+        return None  # inf or nan: the careful path rejects them
+    return typed
+
+
+def _parse_number(col: Column, text: Any, reasons: Reasons) -> Any:
+    """Numbers value by value: each value that is not one gets its reason."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     valid = pc.is_valid(text)
     number_like = pc.match_substring_regex(text, _NUMBER)
     reasons.add(_np(pc.and_(valid, pc.invert(number_like))), f"{col.name} is not a number")
@@ -135,14 +172,6 @@ def _number(col: Column, text: Any, reasons: Reasons) -> Any:
         typed = pc.cast(text, pa.float64())
     else:
         typed = _decimal(col, text, reasons)
-    if col.range is not None:
-        lo, hi = col.range
-        outside = pa.array([False] * len(typed))
-        if lo is not None:
-            outside = pc.or_(outside, pc.fill_null(pc.less(typed, _bound(lo, typed.type)), False))
-        if hi is not None:
-            outside = pc.or_(outside, pc.fill_null(pc.greater(typed, _bound(hi, typed.type)), False))
-        reasons.add(_np(outside), f"{col.name} outside [{_fmt_bound(lo, '-inf')}, {_fmt_bound(hi, 'inf')}]")
     return typed
 
 

@@ -44,8 +44,8 @@ def _lut(values: tuple[int, ...]) -> Any:
     return lut
 
 
-def line_spans(buf) -> tuple[Any, Any, Any]:
-    """``(starts, ends, nexts)`` of the physical lines of ``buf`` (a uint8 array).
+def line_spans(buf, data: bytes | None = None) -> tuple[Any, Any, Any]:
+    """``(starts, ends, nexts)`` of the physical lines of ``buf`` (a uint8 array over the bytes ``data``).
 
     A line ends at LF, CR or CRLF; ``ends`` excludes the terminator, ``nexts`` is where the
     next line starts. A final line without a terminator counts; nothing after the last
@@ -54,6 +54,13 @@ def line_spans(buf) -> tuple[Any, Any, Any]:
     import numpy as np
 
     n = len(buf)
+    if data is None or len(data) != n:
+        data = buf.tobytes()
+    crs = data.count(b"\r")
+    if crs == 0 or crs == data.count(b"\r\n"):  # LF or CRLF throughout: the common, fast case
+        lf = np.flatnonzero(buf == LF)
+        ends = lf - (buf[np.maximum(lf - 1, 0)] == CR) * (lf > 0) if crs else lf  # a CRLF ends before its CR
+        return _finish_spans(ends, lf + 1, n)
     pos = np.flatnonzero(buf <= CR)
     kind = buf[pos]
     sel = (kind == LF) | (kind == CR)
@@ -67,6 +74,12 @@ def line_spans(buf) -> tuple[Any, Any, Any]:
         nexts = ends + 1 + pair[~second]
     else:
         ends, nexts = pos, pos + 1
+    return _finish_spans(ends, nexts, n)
+
+
+def _finish_spans(ends, nexts, n: int):
+    import numpy as np
+
     starts = np.concatenate([np.zeros(1, dtype=np.int64), nexts])
     ends = np.concatenate([ends, np.array([n], dtype=np.int64)])
     if starts[-1] == n:  # nothing after the last terminator
@@ -93,10 +106,13 @@ def nonsimple_lines(buf, starts, fmt: FileFormat):
         counts = np.diff(np.append(first, len(quotes)))
         bad |= (counts & 1).astype(bool)
         # Quote k of the file is the (k - first[line])-th of its line: even ones open a quoted run.
-        parity = np.zeros(len(quotes), dtype=np.uint8)
-        parity[1::2] = 1
-        opens = parity == np.repeat((first & 1).astype(np.uint8), counts)
-        opening, closing = quotes[opens], quotes[~opens]
+        if bad.any():  # some line has an odd count: number the quotes within each line
+            parity = np.zeros(len(quotes), dtype=np.uint8)
+            parity[1::2] = 1
+            opens = parity == np.repeat((first & 1).astype(np.uint8), counts)
+            opening, closing = quotes[opens], quotes[~opens]
+        else:  # every line holds an even count: a line's first quote has an even number in the block
+            opening, closing = quotes[0::2], quotes[1::2]
         boundary = _lut((delim, LF, CR, quote))
         wrong_open = opening[(opening > 0)]
         wrong_open = wrong_open[~boundary[buf[wrong_open - 1]]]
@@ -312,7 +328,7 @@ def survey_block(path: str, block: Block, fmt: FileFormat) -> BlockLines:
         f.seek(block.offset)
         data = f.read(block.length)
     buf = np.frombuffer(data, dtype=np.uint8)
-    starts, _, _ = line_spans(buf)
+    starts, _, _ = line_spans(buf, data)
     odd = nonsimple_lines(buf, starts, fmt)
     return BlockLines(len(starts), [(int(i), block.offset + int(starts[i])) for i in odd])
 
@@ -372,8 +388,16 @@ def plan_blocks(path: str, header: Header, dataset: Dataset, block_bytes: int, s
     return out
 
 
-def read_block_bytes(path: str, block: Block) -> tuple[bytes, int]:
-    """The block's bytes followed by up to :data:`RECORD_WINDOW` bytes of lookahead; and the block's length."""
+def read_block_bytes(path: str, block: Block) -> tuple[bytes, Any]:
+    """The block's bytes, and a function giving the :data:`RECORD_WINDOW` bytes that follow it (read on demand)."""
     with open(path, "rb") as f:
         f.seek(block.offset)
-        return f.read(block.length + RECORD_WINDOW), block.length
+        data = f.read(block.length)
+
+    @functools.cache
+    def lookahead() -> bytes:
+        with open(path, "rb") as f:
+            f.seek(block.offset + block.length)
+            return f.read(RECORD_WINDOW)
+
+    return data, lookahead

@@ -1,7 +1,8 @@
 """Lake layout and atomic publishing of partitions.
 
-Every table is a directory of Parquet files at ``{lake}/{domain}/{table}/ds={ds}/``; rejected
-input rows go to ``{lake}/{domain}/_rejects/{table}/ds={ds}/``. A job never writes into the
+Every table is a directory of Parquet files at ``{lake}/{pipeline}/{table}/ds={ds}/``; rejected
+input rows go to ``{lake}/{pipeline}/_rejects/{table}/ds={ds}/`` (the domain of a :class:`Lake`
+is its pipeline's name). A job never writes into the
 published path: it writes into a staging directory beside it (same filesystem) and
 :func:`publish` swaps the staging directory in, so readers see either the old partition or
 the new one, never a half-written one, and a rerun for the same ``ds`` replaces its partition.
@@ -36,11 +37,18 @@ def check_ds(ds: str) -> str:
 
 @dataclass(frozen=True)
 class Lake:
+    """The lake of one pipeline: ``root`` is ``ETL_LAKE_ROOT``, ``domain`` the pipeline's name."""
+
     root: Path
-    domain: str = "olympics"
+    domain: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.domain, str) or not self.domain.isidentifier():
+            raise ValueError(f"lake domain {self.domain!r} must be a pipeline name (an identifier)")
+        object.__setattr__(self, "root", Path(self.root))
 
     def partition(self, table: str, ds: str) -> Path:
-        return Path(self.root) / self.domain / table / f"ds={check_ds(ds)}"
+        return self.root / self.domain / table / f"ds={check_ds(ds)}"
 
     def rejects(self, table: str, ds: str) -> Path:
         return self.partition(f"_rejects/{table}", ds)

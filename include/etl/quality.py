@@ -1,57 +1,31 @@
-"""Quality checks run on staged marts before they are published.
+"""The quality gate: checks run on staged outputs before they are published.
 
-A failed check blocks publishing: the previous partition stays readable and unchanged.
-The checks work on the small, already computed marts (pandas frames), so they cost nothing
-next to the jobs and are the same whichever engine computed the marts.
+A pipeline writes its check as a plain function over the staged tables (small pandas frames,
+the same whichever engine computed them) returning the problems it found; the generic step
+:func:`include.etl.jobs.steps.publish_checked` stages the tables, calls the check and publishes
+only when it found nothing. A failed check raises :class:`~include.etl.errors.QualityCheckFailed`
+(a data error: never retried) and leaves the previous partitions readable and unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
+
+from include.etl.errors import QualityCheckFailed
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# Mean age of a Games' athletes outside this range means a units or parsing problem.
-PLAUSIBLE_AVG_AGE = (10.0, 70.0)
+# A check: staged tables by name -> the problems found (empty: publishable).
+Check = Callable[[Mapping[str, "pd.DataFrame"]], list[str]]
+
+__all__ = ["Check", "QualityCheckFailed", "gate"]
 
 
-class QualityCheckFailed(ValueError):
-    """The marts did not pass their checks; nothing was published."""
-
-
-def check_marts(avg_age: pd.DataFrame, medals: pd.DataFrame, enriched_rows: int) -> list[str]:
-    """Every problem found in the two marts (empty list: publishable)."""
-    problems: list[str] = []
-    if enriched_rows == 0 or avg_age.empty:
-        problems.append(f"no rows: enriched has {enriched_rows} rows, avg_age_by_year has {len(avg_age)}")
-    for name, frame, keys in (
-        ("avg_age_by_year", avg_age, ("year", "season")),
-        ("medals_by_region", medals, ("year", "season", "region")),
-    ):
-        nulls = {k: int(frame[k].isna().sum()) for k in keys if frame[k].isna().any()}
-        if nulls:
-            problems.append(f"{name}: null keys {nulls}")
-        dups = int(frame.duplicated(subset=list(keys)).sum())
-        if dups:
-            problems.append(f"{name}: {dups} duplicated keys {keys}")
-    lo, hi = PLAUSIBLE_AVG_AGE
-    present = avg_age["avg_age"].dropna()
-    implausible = avg_age.loc[present.index[(present < lo) | (present > hi)]]
-    if len(implausible):
-        first = implausible.iloc[0]
-        problems.append(
-            f"avg_age_by_year: {len(implausible)} averages outside the plausible [{lo:g}, {hi:g}], "
-            f"e.g. {first['year']} {first['season']}: {first['avg_age']:.2f}"
+def gate(problems: list[str], *, ds: str) -> None:
+    """Raise :class:`QualityCheckFailed` listing ``problems``, if any, for the run's ``ds``."""
+    if problems:
+        raise QualityCheckFailed(
+            f"quality checks failed for ds={ds}, nothing published (the previous marts stay): " + "; ".join(problems)
         )
-    if (avg_age["n"] < 0).any():
-        problems.append("avg_age_by_year: negative n")
-    counts = medals[["gold", "silver", "bronze", "total"]]
-    if (counts < 0).any().any():
-        problems.append("medals_by_region: negative counts")
-    if (counts["gold"] + counts["silver"] + counts["bronze"] != counts["total"]).any():
-        problems.append("medals_by_region: gold + silver + bronze != total")
-    medal_rows = int(counts["total"].sum())
-    if medal_rows > enriched_rows:
-        problems.append(f"medals_by_region: {medal_rows} medals counted but enriched has only {enriched_rows} rows")
-    return problems

@@ -53,8 +53,10 @@ def empty_table(dataset: Dataset) -> Any:
 def _encoding_ok(data: bytes, codec: str) -> bool:
     if codec == "latin-1":
         return True
+    if data.isascii():  # cheap, and valid in every supported encoding
+        return True
     if codec == "ascii":
-        return data.isascii()
+        return False
     try:
         data.decode(codec)
     except UnicodeDecodeError:
@@ -70,17 +72,18 @@ def parse_block(path: str, block: Block, header: Header, dataset: Dataset, ds: s
     """One block of ``path`` -> a pyarrow Table with :func:`output_schema` (runs on the cluster)."""
     from include.etl.csvfile import read_block_bytes
 
-    data, length = read_block_bytes(path, block)
+    data, lookahead = read_block_bytes(path, block)
     nonsimple = None if block.nonsimple is None else [o - block.offset for o in block.nonsimple]
-    return parse_bytes(data, length, block.first_line, path, header, dataset, ds, nonsimple)
+    return parse_bytes(data, block.first_line, path, header, dataset, ds, nonsimple, lookahead)
 
 
-def parse_bytes(data: bytes, length: int, first_line: int, source: str, header: Header, dataset: Dataset,
-                ds: str | None = None, nonsimple: list[int] | None = None) -> Any:
-    """:func:`parse_block` of ``data[:length]`` (whole records; ``data`` may hold lookahead after them).
+def parse_bytes(block: bytes, first_line: int, source: str, header: Header, dataset: Dataset,
+                ds: str | None = None, nonsimple: list[int] | None = None, lookahead: Any = None) -> Any:
+    """:func:`parse_block` of the bytes ``block`` (whole records).
 
-    ``nonsimple``: offsets (in ``data``) of the lines :func:`include.etl.csvfile.nonsimple_lines`
-    would find, when already known.
+    ``nonsimple``: offsets (in ``block``) of the lines :func:`include.etl.csvfile.nonsimple_lines`
+    would find, when already known; ``lookahead()``: the bytes after the block, which a record
+    scan may look at (see :data:`include.etl.csvfile.RECORD_WINDOW`).
     """
     import numpy as np
     import pyarrow as pa
@@ -90,14 +93,17 @@ def parse_bytes(data: bytes, length: int, first_line: int, source: str, header: 
 
     fmt = dataset.format
     codec = fmt.python_encoding
-    buf = np.frombuffer(data, dtype=np.uint8, count=length)
-    starts, ends, nexts = line_spans(buf)
+    buf = np.frombuffer(block, dtype=np.uint8)
+    starts, ends, nexts = line_spans(buf, block)
     n_lines = len(starts)
     # Records read by the csv module: (start line, last line, fields or None, error or None)
     complex_records: list[tuple[int, int, list[str] | None, str | None]] = []
     consumed = np.zeros(n_lines, dtype=bool)
     resume = 0
     odd = nonsimple_lines(buf, starts, fmt) if nonsimple is None else np.searchsorted(starts, nonsimple)
+    data = block
+    if len(odd) and lookahead is not None and int(starts[odd[-1]]) + RECORD_WINDOW > len(block):
+        data = block + lookahead()  # a record scan may look past the block's end, as the planner's did
     for i in map(int, odd):
         if i < resume:
             continue
@@ -108,7 +114,7 @@ def parse_bytes(data: bytes, length: int, first_line: int, source: str, header: 
         resume = last + 1
         complex_records.append((i, last, record.fields, record.error))
     simple = (starts != ends) & ~consumed
-    if not _encoding_ok(data[:length], codec):  # find the simple lines that do not decode
+    if not _encoding_ok(block, codec):  # find the simple lines that do not decode
         for i in map(int, np.flatnonzero(simple)):
             if not _encoding_ok(data[starts[i] : ends[i]], codec):
                 simple[i] = False
@@ -120,7 +126,7 @@ def parse_bytes(data: bytes, length: int, first_line: int, source: str, header: 
     simple_idx = np.flatnonzero(simple)
     all_simple = not complex_records and codec in ("utf-8", "ascii")
     if all_simple:
-        body = memoryview(data)[:length]
+        body = block
     else:
         body = b"\n".join(data[starts[i] : ends[i]] for i in simple_idx)
         if codec not in ("utf-8", "ascii"):

@@ -8,10 +8,9 @@ the same code is configured identically by ``bin/airflow``, ``.env`` and docker-
 variable                   meaning                                                default
 =========================  =====================================================  ==========================
 ``ETL_LAKE_ROOT``          root directory of the lake (shared by every worker)    ``<project>/lake``
-``ETL_DATA_DIR``           where the default Olympics inputs live                 ``<project>/data/olympics``
-``ETL_ATHLETES_PATH``     default athletes input (trigger form can override)     ``$ETL_DATA_DIR/athlete_events_head.csv``
-``ETL_REGIONS_PATH``      default regions input                                  ``$ETL_DATA_DIR/noc_regions.csv``
-``ETL_VENUES_PATH``       default venues input                                   ``$ETL_DATA_DIR/host_city_locations.csv``
+``ETL_DATA_DIR``           the one data root: pipelines resolve their default     ``../shared/data`` beside the
+                           inputs under it (``<pipeline>/<file>``)                project if it exists, else
+                                                                                  ``<project>/data``
 ``ETL_DEFAULT_BACKEND``    backend a run uses unless its trigger form says other  ``dask``
 ``ETL_BIND_HOST``          interface that locally started clusters listen on      ``127.0.0.1``
 ``ETL_DASK_WORKERS``       worker processes of a locally started Dask cluster     ``2``
@@ -19,18 +18,31 @@ variable                   meaning                                              
 ``ETL_DASK_MEMORY_LIMIT``  memory limit per local Dask worker                     ``4GiB``
 ``ETL_CLUSTER_IDLE_TIMEOUT`` a started cluster stops itself after this long idle  ``3600`` (seconds)
 ``ETL_MAX_REJECT_RATIO``   share of rejected rows above which an ingest fails     ``0.01``
+``ETL_INGEST_BLOCK_BYTES`` bytes of input per parse block (partition) of ingest   ``64MiB`` (bytes, or with a
+                                                                                  ``KiB``/``MiB``/``GiB`` suffix)
 =========================  =====================================================  ==========================
+
+A pipeline's own input paths are not settings: the pipeline declares them relative to
+``ETL_DATA_DIR`` (see :class:`include.etl.jobs.Pipeline`) and the trigger form overrides them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("dask", "spark")
+# The shared data sets sit beside the checkout (CI and the dev machines); a project without
+# them keeps its inputs in <project>/data.
+SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
+MIN_BLOCK_BYTES = 4 * 1024  # small blocks are for tests; a block must hold a whole record
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 
 
 class ConfigError(ValueError):
@@ -61,6 +73,26 @@ def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+def _bytes(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    """A size in bytes: a whole number, optionally with a unit (``64MiB``, ``500kB``, ``1GiB``)."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", raw)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f"{name}={raw!r} is not a size in bytes (e.g. 67108864 or 64MiB)")
+    value = int(match.group(1)) * _UNITS[unit]
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} is below the minimum of {minimum} bytes")
+    return value
+
+
+def default_data_dir() -> Path:
+    """``../shared/data`` beside the project when it exists, else ``<project>/data``."""
+    return SHARED_DATA_DIR if SHARED_DATA_DIR.is_dir() else PROJECT_ROOT / "data"
+
+
 def check_backend(backend: str, source: str = "backend") -> str:
     """Return ``backend`` normalised, or raise naming where the bad value came from."""
     name = (backend or "").strip().lower()
@@ -80,9 +112,7 @@ class Settings:
     dask_memory_limit: str = "4GiB"
     cluster_idle_timeout: float = 3600.0
     max_reject_ratio: float = 0.01
-    athletes_path: str = ""
-    regions_path: str = ""
-    venues_path: str = ""
+    ingest_block_bytes: int = DEFAULT_BLOCK_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,13 +120,9 @@ class Settings:
         ratio = _float(env, "ETL_MAX_REJECT_RATIO", 0.01)
         if not 0 <= ratio <= 1:
             raise ConfigError(f"ETL_MAX_REJECT_RATIO={ratio} must be between 0 and 1")
-        data_dir = _path(env, "ETL_DATA_DIR", PROJECT_ROOT / "data" / "olympics")
         return cls(
             lake_root=_path(env, "ETL_LAKE_ROOT", PROJECT_ROOT / "lake"),
-            data_dir=data_dir,
-            athletes_path=str(_path(env, "ETL_ATHLETES_PATH", data_dir / "athlete_events_head.csv")),
-            regions_path=str(_path(env, "ETL_REGIONS_PATH", data_dir / "noc_regions.csv")),
-            venues_path=str(_path(env, "ETL_VENUES_PATH", data_dir / "host_city_locations.csv")),
+            data_dir=_path(env, "ETL_DATA_DIR", default_data_dir()),
             default_backend=check_backend(env.get("ETL_DEFAULT_BACKEND") or "dask", "ETL_DEFAULT_BACKEND"),
             bind_host=env.get("ETL_BIND_HOST") or "127.0.0.1",
             dask_workers=_int(env, "ETL_DASK_WORKERS", 2),
@@ -104,4 +130,5 @@ class Settings:
             dask_memory_limit=env.get("ETL_DASK_MEMORY_LIMIT") or "4GiB",
             cluster_idle_timeout=_float(env, "ETL_CLUSTER_IDLE_TIMEOUT", 3600.0),
             max_reject_ratio=ratio,
+            ingest_block_bytes=_bytes(env, "ETL_INGEST_BLOCK_BYTES", DEFAULT_BLOCK_BYTES, MIN_BLOCK_BYTES),
         )

@@ -1,12 +1,16 @@
 """Spark application that runs one registered job: what ``spark-submit`` executes on a
 Spark standalone (or YARN, Kubernetes) cluster reached through the provider's SparkSubmitHook.
 
-    spark-submit include/etl/spark_submit_app.py --job olympics.ingest --ds 2024-07-07 \\
-        --lake /lake --max-reject-ratio 0.01 --kwargs '{"table": "venues", "source": "..."}' \\
-        --summary /tmp/summary.json
+    spark-submit include/etl/spark_submit_app.py --job <pipeline>.ingest --ds 2024-07-07 \\
+        --lake /lake --max-reject-ratio 0.01 --block-bytes 67108864 \\
+        --kwargs '{"table": "...", "source": "..."}' --summary /tmp/summary.json
 
-The job code is the same as on Spark Connect (``SparkEngine`` over a classic session). The
-summary (or the error) is written as JSON to ``--summary`` for the submitting task to read.
+The job code is the same as on Spark Connect (``SparkEngine`` over a classic session), on the
+lake of the job's pipeline. The summary, or the error, is written as JSON to ``--summary`` for
+the submitting task to read: ``{"summary": {...}}`` or ``{"error": class name, "message": ...,
+"data_error": name of its platform data-error class or null}``. On an error the application
+exits 1; the submitting hook re-raises a data error as such, so it is not retried
+(``etl_platform.hooks.spark.submit_result``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def error_report(exc: BaseException) -> dict[str, Any]:
+    """What the submitting task needs to re-raise ``exc``: its class, message, and data-error class."""
+    from include.etl.errors import DATA_ERRORS
+
+    # The nearest platform data-error class (a pipeline may raise its own subclass).
+    base = next((cls.__name__ for cls in type(exc).__mro__ if DATA_ERRORS.get(cls.__name__) is cls), None)
+    return {"error": type(exc).__name__, "message": str(exc), "data_error": base}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ds", required=True)
     parser.add_argument("--lake", required=True)
     parser.add_argument("--max-reject-ratio", type=float, default=0.01)
+    parser.add_argument("--block-bytes", type=int, default=None)
     parser.add_argument("--kwargs", default="{}")
     parser.add_argument("--summary", required=True)
     args = parser.parse_args(argv)
@@ -36,17 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     from include.etl.engines.spark import SparkEngine
-    from include.etl.jobs import JobContext, resolve_job
-    from include.etl.lake import Lake
+    from include.etl.jobs import get_job
+    from include.etl.settings import DEFAULT_BLOCK_BYTES
 
     session = SparkSession.builder.appName(f"{args.job} {args.ds}").getOrCreate()
     try:
-        ctx = JobContext(SparkEngine(session), Lake(Path(args.lake)), args.ds, args.max_reject_ratio)
         try:
-            result = {"summary": resolve_job(args.job)(ctx, **json.loads(args.kwargs))}
+            job = get_job(args.job)
+            ctx = job.context(engine=SparkEngine(session), lake_root=Path(args.lake), ds=args.ds,
+                              max_reject_ratio=args.max_reject_ratio, block_bytes=args.block_bytes or DEFAULT_BLOCK_BYTES)
+            result: dict[str, Any] = {"summary": job(ctx, **json.loads(args.kwargs))}
             code = 0
         except Exception as exc:  # noqa: BLE001 - reported to the submitting task, which re-raises it
-            result = {"error": type(exc).__name__, "message": str(exc)}
+            result = error_report(exc)
             code = 1
         Path(args.summary).write_text(json.dumps(result))
         return code

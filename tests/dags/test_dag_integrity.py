@@ -25,6 +25,11 @@ def test_no_import_errors(dagbag):
     assert dagbag.dags, "no DAG found in dags/"
 
 
+def test_every_dag_file_defines_a_dag(dagbag):
+    files = {str(p) for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_")}
+    assert files <= {dag.fileloc for dag in dagbag.dags.values()}, "a file in dags/ defines no DAG"
+
+
 def test_every_dag_has_tags_owner_retries_and_docs(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
@@ -77,6 +82,70 @@ def test_olympics_shape(dagbag):
         "lake://olympics/avg_age_by_year",
         "lake://olympics/medals_by_region",
     }
+    from include.etl.settings import Settings
+
+    data = Settings.from_env().data_dir / "olympics"
+    assert dag.params["athletes_path"] == str(data / "athlete_events_head.csv")
+    assert dag.params["regions_path"] == str(data / "noc_regions.csv")
+    assert dag.params["venues_path"] == str(data / "host_city_locations.csv")
+    assert dag.get_task("start_cluster").inputs == {
+        f"{t}_path": f"{{{{ params.{t}_path }}}}" for t in ("athletes", "regions", "venues")
+    }
+
+
+def test_every_job_task_names_a_registered_job(dagbag):
+    from etl_platform.operators import SparkJobOperator
+    from include.etl.jobs import get_job
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            if isinstance(task, SparkJobOperator):
+                get_job(task.job)  # raises KeyError naming the job
+
+
+def test_every_pipeline_has_exactly_one_dag(dagbag):
+    from etl_platform.operators import SparkJobOperator
+
+    packages = sorted(p.name for p in (ROOT / "include" / "pipelines").iterdir() if (p / "__init__.py").exists())
+    assert packages, "no pipeline package in include/pipelines/"
+    for name in packages:
+        dags = {dag_id for dag_id, dag in dagbag.dags.items()
+                if any(isinstance(t, SparkJobOperator) and t.job.startswith(f"{name}.") for t in dag.tasks)}
+        assert len(dags) == 1, f"pipeline {name!r} is run by the DAGs {sorted(dags)}; expected one DAG in dags/"
+
+
+def test_input_params_are_checked_by_the_start_task(dagbag):
+    """Every ``*_path`` param is an input the start task checks, so a missing file fails before any cluster."""
+    from etl_platform.operators import StartClusterOperator
+
+    for dag_id, dag in dagbag.dags.items():
+        paths = {k for k in dag.params if k.endswith("_path")}
+        starts = [t for t in dag.tasks if isinstance(t, StartClusterOperator)]
+        if not paths or not starts:
+            continue
+        (start,) = starts
+        assert set(start.inputs) == paths, f"{dag_id}: start_cluster checks {sorted(start.inputs)}, params {sorted(paths)}"
+        for name in paths:
+            assert start.inputs[name] == f"{{{{ params.{name} }}}}"
+
+
+def test_dags_parse_when_inputs_are_missing(tmp_path):
+    """No data at all: every DAG still parses (a run fails at its start task, naming the missing file)."""
+    code = textwrap.dedent(
+        f"""
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(ROOT / "dags")!r})
+        assert not bag.import_errors, bag.import_errors
+        print("PARAMS=" + repr(sorted(str(d.params[k]) for d in bag.dags.values() for k in d.params if k.endswith("_path"))))
+        """
+    )
+    env = dict(os.environ, ETL_DATA_DIR=str(tmp_path / "empty"),
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "plugins")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("PARAMS=")]
+    defaults = eval(line[7:])  # noqa: S307 - our own repr
+    assert defaults and all(d.startswith(str(tmp_path / "empty")) for d in defaults), defaults
 
 
 def test_parsing_imports_no_heavy_module():

@@ -49,7 +49,7 @@ def base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(base) -> dict:
-    from include.etl.generate import generate_athletes
+    from include.pipelines.olympics.generate import generate_athletes
     from tests.e2e.expected import expected_marts
 
     summary = generate_athletes(base / "input", ROWS, seed=7)
@@ -60,7 +60,7 @@ def inputs(base) -> dict:
 
 def _chain(engine, lake_root: Path, sources: dict, during_athletes=None) -> dict:
     """The olympics_etl jobs in order; ``during_athletes(done)`` runs beside the athletes ingest."""
-    ctx = JobContext(engine=engine, lake=Lake(lake_root), ds=DS, max_reject_ratio=0.01)
+    ctx = JobContext(engine=engine, lake=Lake(lake_root, "olympics"), ds=DS, max_reject_ratio=0.01)
     out = {}
     for table in ("regions", "venues", "athletes"):
         if table == "athletes" and during_athletes is not None:

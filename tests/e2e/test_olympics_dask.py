@@ -40,12 +40,28 @@ def test_dags_test_on_dask_matches_independent_computation(airflow_home):
 
 def test_failed_job_still_tears_the_cluster_down(airflow_home, tmp_path):
     home = airflow_home
-    conf = {"backend": "dask", "athletes_path": str(tmp_path / "missing.csv")}
+    bad = tmp_path / "athletes.csv"
+    bad.write_text("ID;Name\n1;A\n")  # present (the start task's check passes) but unusable
+    conf = {"backend": "dask", "athletes_path": str(bad)}
     out = bin_airflow(home, "dags", "test", "olympics_etl", DS, "-c", json.dumps(conf))
     logs = out.stdout + out.stderr
     assert "state=failed" in logs
-    assert f"athletes input {tmp_path / 'missing.csv'}: file does not exist" in logs
+    assert f"athletes input {bad}: header is missing required columns" in logs
     # the teardown ran and stopped the cluster the run started
     assert "Stopped the local Dask cluster" in logs
     assert processes_with_env(str(home)) == []
     assert not (home / "lake" / "olympics" / "enriched").exists()
+
+
+def test_missing_input_fails_at_once_before_any_cluster(airflow_home, tmp_path):
+    home = airflow_home
+    missing = tmp_path / "missing.csv"
+    out = bin_airflow(home, "dags", "test", "olympics_etl", DS, "-c",
+                      json.dumps({"backend": "dask", "athletes_path": str(missing)}))
+    logs = out.stdout + out.stderr
+    assert "state=failed" in logs
+    assert f"athletes_path={missing}" in logs and "ETL_DATA_DIR=" in logs and "No cluster was started" in logs
+    assert "starting a local Dask cluster" not in logs and "Local Dask cluster up" not in logs
+    # The teardown does not run when its setup failed (trigger rule all_done_setup_success): nothing to stop.
+    assert "Stopped the local Dask cluster" not in logs
+    assert processes_with_env(str(home)) == []

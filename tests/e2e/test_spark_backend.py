@@ -25,11 +25,12 @@ from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.jobs import JobContext, resolve_job
 from include.etl.lake import Lake
 from include.etl.settings import ConfigError, Settings
+from tests.conftest import DATA as _DATA
 from tests.procs import processes_with_env
 
 DS = "2024-07-07"
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "data" / "olympics"
+DATA = _DATA  # the shared Olympics data set, under ETL_DATA_DIR
 SHIPPED = {
     "athletes": str(DATA / "athlete_events_head.csv"),
     "regions": str(DATA / "noc_regions.csv"),
@@ -108,7 +109,7 @@ def spark_engine(spark, settings):
 
 def run_jobs(engine, lake_root: Path, sources: dict[str, str], max_reject_ratio: float = 0.01) -> dict:
     """The olympics_etl DAG's jobs in order; returns each job's summary and wall time."""
-    ctx = JobContext(engine=engine, lake=Lake(lake_root), ds=DS, max_reject_ratio=max_reject_ratio)
+    ctx = JobContext(engine=engine, lake=Lake(lake_root, "olympics"), ds=DS, max_reject_ratio=max_reject_ratio)
     steps = [(f"ingest_{t}", "olympics.ingest", {"table": t, "source": s}) for t, s in sources.items()]
     steps += [("enrich", "olympics.enrich", {}), ("aggregate", "olympics.aggregate", {}), ("noop", "noop", {})]
     out = {}
@@ -326,13 +327,13 @@ def test_olympics_jobs_on_spark_equal_dask(spark, spark_engine, dask_engine, bas
     for mart in ("avg_age_by_year", "medals_by_region"):
         assert on_spark["aggregate"]["summary"][mart]["rows_out"] == on_dask["aggregate"]["summary"][mart]["rows_out"]
     for table in TABLES:
-        assert_same_table(Lake(spark_lake).partition(table, DS), Lake(dask_lake).partition(table, DS))
+        assert_same_table(Lake(spark_lake, "olympics").partition(table, DS), Lake(dask_lake, "olympics").partition(table, DS))
 
     import pandas as pd
 
-    medals = read_table(Lake(spark_lake).partition("medals_by_region", DS))[1]
+    medals = read_table(Lake(spark_lake, "olympics").partition("medals_by_region", DS))[1]
     assert not medals["region"].isna().any() and (medals["total"] > 0).all()
-    ages = read_table(Lake(spark_lake).partition("avg_age_by_year", DS))[1]
+    ages = read_table(Lake(spark_lake, "olympics").partition("avg_age_by_year", DS))[1]
     assert pd.api.types.is_float_dtype(ages["avg_age"]) and (ages["n"] >= 0).all()
 
 
@@ -341,7 +342,7 @@ def test_generated_edge_cases_give_identical_tables_on_both_engines(spark_engine
     non-ASCII letters, NOCs absent from the regions, missing values): every table, rejects
     included, is identical on Spark and Dask, and the marts equal the independent SQLite
     computation. (On the module's warm clusters: through `dags test` this took 76 s.)"""
-    from include.etl.generate import generate_athletes
+    from include.pipelines.olympics.generate import generate_athletes
     from tests.e2e.expected import assert_marts_match
 
     data = base / "edge-cases"
@@ -357,10 +358,10 @@ def test_generated_edge_cases_give_identical_tables_on_both_engines(spark_engine
         assert_marts_match(lakes[name], DS, data, athletes=Path(sources["athletes"]).name)
     assert runs["spark"]["ingest_athletes"]["summary"]["rows_rejected"] == runs["dask"]["ingest_athletes"]["summary"]["rows_rejected"]
     for table in TABLES:
-        assert_same_table(Lake(lakes["spark"]).partition(table, DS), Lake(lakes["dask"]).partition(table, DS))
-    rejects = Lake(lakes["spark"]).rejects("athletes", DS)
+        assert_same_table(Lake(lakes["spark"], "olympics").partition(table, DS), Lake(lakes["dask"], "olympics").partition(table, DS))
+    rejects = Lake(lakes["spark"], "olympics").rejects("athletes", DS)
     if runs["spark"]["ingest_athletes"]["summary"]["rows_rejected"]:
-        assert_same_table(rejects, Lake(lakes["dask"]).rejects("athletes", DS))
+        assert_same_table(rejects, Lake(lakes["dask"], "olympics").rejects("athletes", DS))
 
 
 def _crafted_inputs(folder: Path) -> dict[str, str]:
@@ -392,12 +393,12 @@ def test_rejects_are_the_same_on_both_engines(spark_engine, dask_engine, base):
     assert {t: on_spark[f"ingest_{t}"]["summary"]["rows_rejected"] for t in sources} == {
         "athletes": 4, "regions": 2, "venues": 1}
     for table in ("athletes", "regions", "venues"):
-        spark_lake, dask_lake = Lake(base / "crafted-spark"), Lake(base / "crafted-dask")
+        spark_lake, dask_lake = Lake(base / "crafted-spark", "olympics"), Lake(base / "crafted-dask", "olympics")
         assert_same_table(spark_lake.partition(table, DS), dask_lake.partition(table, DS))
         assert_same_table(spark_lake.rejects(table, DS), dask_lake.rejects(table, DS))
-    rejects = read_table(Lake(base / "crafted-spark").rejects("regions", DS))[1]
+    rejects = read_table(Lake(base / "crafted-spark", "olympics").rejects("regions", DS))[1]
     assert rejects[["_line", "_reason"]].values.tolist() == [[3, "duplicate key (NOC)"], [4, "missing required NOC"]]
-    notes = read_table(Lake(base / "crafted-spark").partition("regions", DS))[1].set_index("NOC")["notes"]
+    notes = read_table(Lake(base / "crafted-spark", "olympics").partition("regions", DS))[1].set_index("NOC")["notes"]
     assert notes["SGP"] == 'a "quoted" note'
 
 
@@ -407,7 +408,7 @@ def test_malformed_rows_are_rejected_not_padded_or_truncated(spark_engine, base)
     src = base / "malformed.csv"
     src.write_text("Year,Season,City,lon,lat\n1992,Summer,Barcelona,2.17,41.38\n1996,Summer,Atlanta\n"
                    "2000,Summer,Sydney,151.2,-33.9,extra\n")
-    ctx = JobContext(engine=spark_engine, lake=Lake(base / "malformed"), ds=DS, max_reject_ratio=1.0)
+    ctx = JobContext(engine=spark_engine, lake=Lake(base / "malformed", "olympics"), ds=DS, max_reject_ratio=1.0)
     summary = resolve_job("olympics.ingest")(ctx, table="venues", source=str(src))
     assert (summary["rows_accepted"], summary["rows_rejected"]) == (1, 2)
     rejects = read_table(Path(summary["rejects_path"]))[1]
@@ -486,7 +487,7 @@ def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(
         assert handle.pids == [] and not (base / "unused").exists()
         # A job task attaches through the handle from XCom, runs, closes its session.
         job_hook = get_cluster_hook(handle.backend, handle.conn_id, settings=settings)
-        ctx = JobContext(engine=job_hook.engine(ClusterHandle.from_dict(handle.to_dict())), lake=Lake(base / "l"), ds=DS)
+        ctx = JobContext(engine=job_hook.engine(ClusterHandle.from_dict(handle.to_dict())), lake=Lake(base / "l", "olympics"), ds=DS)
         assert resolve_job("noop")(ctx) == {"job": "noop"}
         assert job_hook._shared and ctx.engine.session.session_id == handle.extra["session_id"]
         job_hook.close()
@@ -545,7 +546,7 @@ def test_every_bad_row_kind_is_rejected_alike_on_both_engines(spark_engine, dask
     expected.append([len(lines) + 1, None, "not valid UTF-8"])
     results = {}
     for name, engine in (("spark", spark_engine), ("dask", dask_engine)):
-        ctx = JobContext(engine=engine, lake=Lake(base / f"bad_rows-{name}"), ds=DS, max_reject_ratio=1.0)
+        ctx = JobContext(engine=engine, lake=Lake(base / f"bad_rows-{name}", "olympics"), ds=DS, max_reject_ratio=1.0)
         summary = resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
         assert summary["rows_in"] == len(good) + len(BAD_ROWS) + 1 == summary["rows_accepted"] + summary["rows_rejected"]
         assert (summary["rows_accepted"], summary["rows_rejected"]) == (len(good), len(BAD_ROWS) + 1)
@@ -557,19 +558,19 @@ def test_every_bad_row_kind_is_rejected_alike_on_both_engines(spark_engine, dask
         assert "\ufffd" in got[-1][1]  # the undecodable line is kept, bad bytes marked
         assert set(rejects["_source"]) == {str(src)}
         results[name] = summary
-    assert_same_table(Lake(base / "bad_rows-spark").partition("athletes", DS), Lake(base / "bad_rows-dask").partition("athletes", DS))
-    assert_same_table(Lake(base / "bad_rows-spark").rejects("athletes", DS), Lake(base / "bad_rows-dask").rejects("athletes", DS))
+    assert_same_table(Lake(base / "bad_rows-spark", "olympics").partition("athletes", DS), Lake(base / "bad_rows-dask", "olympics").partition("athletes", DS))
+    assert_same_table(Lake(base / "bad_rows-spark", "olympics").rejects("athletes", DS), Lake(base / "bad_rows-dask", "olympics").rejects("athletes", DS))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine_name", ["spark", "dask"])
 def test_too_many_rejects_fail_and_publish_nothing(engine_name, spark_engine, dask_engine, base):
-    from include.etl.jobs.olympics import RejectThresholdExceeded
+    from include.etl.errors import RejectThresholdExceeded
 
     engine = {"spark": spark_engine, "dask": dask_engine}[engine_name]
     src = base / f"mostly_bad_{engine_name}.csv"
     src.write_text("\n".join([HEADER, GOOD_ROW.format(id=1), *list(BAD_ROWS)[:3]]) + "\n")
-    lake = Lake(base / f"mostly_bad-{engine_name}")
+    lake = Lake(base / f"mostly_bad-{engine_name}", "olympics")
     ctx = JobContext(engine=engine, lake=lake, ds=DS, max_reject_ratio=0.01)
     with pytest.raises(RejectThresholdExceeded, match=rf"athletes input {src}: 3 of 4 rows rejected \(75.00%\)"):
         resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
@@ -587,13 +588,13 @@ def test_too_many_rejects_fail_and_publish_nothing(engine_name, spark_engine, da
     ],
 )
 def test_unusable_files_fail_with_one_message_naming_the_file(engine_name, content, message, base, request):
-    from include.etl.parse import InputFileError
+    from include.etl.errors import InputFileError
 
     engine = request.getfixturevalue(f"{engine_name}_engine") if content is not None else object()
     src = base / f"unusable_{engine_name}_{abs(hash(content))}.csv"
     if content is not None:
         src.write_bytes(content)
-    ctx = JobContext(engine=engine, lake=Lake(base / "unusable"), ds=DS)
+    ctx = JobContext(engine=engine, lake=Lake(base / "unusable", "olympics"), ds=DS)
     with pytest.raises(InputFileError, match=rf"^athletes input {src}: .*{re.escape(message)}"):
         resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
 
@@ -601,12 +602,12 @@ def test_unusable_files_fail_with_one_message_naming_the_file(engine_name, conte
 @pytest.mark.slow
 @pytest.mark.parametrize("engine_name", ["spark", "dask"])
 def test_failed_quality_check_keeps_the_published_marts(engine_name, spark_engine, dask_engine, base):
-    from include.etl.quality import QualityCheckFailed
+    from include.etl.errors import QualityCheckFailed
 
     engine = {"spark": spark_engine, "dask": dask_engine}[engine_name]
     lake_root = base / f"quality-{engine_name}"
     run_jobs(engine, lake_root, SHIPPED)
-    lake = Lake(lake_root)
+    lake = Lake(lake_root, "olympics")
     before = {m: read_table(lake.partition(m, DS))[1] for m in ("avg_age_by_year", "medals_by_region")}
     # A bad source: every age 119 (valid per row, implausible as a Games' mean).
     src = base / f"old_{engine_name}.csv"

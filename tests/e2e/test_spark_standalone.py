@@ -29,10 +29,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def standalone(tmp_path):
-    """A Spark standalone master and one worker on loopback; killed at the end by process group."""
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    """A Spark standalone master and one worker on loopback, shared by the module; killed at the end."""
     import pyspark
+
+    tmp_path = tmp_path_factory.mktemp("standalone")
 
     marker = str(tmp_path / "standalone")
     env = dict(os.environ, SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=marker,
@@ -83,6 +85,31 @@ def test_olympics_on_attached_standalone_cluster(standalone, airflow_home):
     with urllib.request.urlopen(f"http://127.0.0.1:{standalone['ui']}/json/", timeout=5) as resp:
         info = json.load(resp)
     assert info["aliveworkers"] == 1 and len(info["completedapps"]) >= 5  # one application per job
+
+
+def _apps(ui: int) -> list[dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as resp:
+        info = json.load(resp)
+    return info["completedapps"] + info["activeapps"]
+
+
+def test_a_data_error_in_a_submitted_job_is_not_retried(standalone, airflow_home, tmp_path):
+    """spark_submit_app exits 1 and the provider's hook raises AirflowException: the task must still
+    fail at once as a data error (one application), not be retried twice (three)."""
+    bad = tmp_path / "athletes.csv"
+    bad.write_text("ID;Name;Sex\n1;A;M\n")  # exists (the start task's check passes), wrong delimiter
+    before = len(_apps(standalone["ui"]))
+    out = bin_airflow(
+        airflow_home, "dags", "test", "olympics_etl", DS, "-c", json.dumps({"backend": "spark", "athletes_path": str(bad)}),
+        AIRFLOW_CONN_SPARK_DEFAULT=standalone["master"],
+    )
+    logs = out.stdout + out.stderr
+    assert "state=failed" in logs, logs[-5000:]
+    assert f"athletes input {bad}: header is missing required columns" in logs
+    assert "AirflowFailException" in logs and "UP_FOR_RETRY" not in logs.upper().replace(" ", "_"), logs[-5000:]
+    apps = _apps(standalone["ui"])
+    # regions and venues once each, athletes once: three ingest applications, no retry of the athletes one
+    assert len(apps) - before == 3, [a.get("name") for a in apps]
 
 
 def test_unreachable_master_fails_the_start_with_its_address(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ WRITER = """
 import sys, time
 import pyarrow as pa, pyarrow.parquet as pq
 from include.etl.lake import Lake, publish
-lake = Lake(sys.argv[1]); target = lake.partition("t", "2024-07-07")
+lake = Lake(sys.argv[1], "demo"); target = lake.partition("t", "2024-07-07")
 files, rows = int(sys.argv[2]), int(sys.argv[3])
 version = 2
 while True:
@@ -44,7 +44,7 @@ def test_reader_sees_whole_versions_only_while_the_writer_is_killed_mid_write(tm
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    lake = Lake(tmp_path)
+    lake = Lake(tmp_path, "demo")
     target = lake.partition("t", "2024-07-07")
     first = lake.staging(target)
     first.mkdir()

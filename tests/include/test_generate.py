@@ -1,4 +1,4 @@
-"""The athletes generator (include/etl/generate.py): format, determinism, realism, streaming."""
+"""The athletes generator (include/pipelines/olympics/generate.py): format, determinism, realism, streaming."""
 
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from include.etl.generate import COLUMNS, EDGE_NAMES, generate_athletes
-from include.etl.parse import check_header, parse_frame
-from include.etl.schemas import ATHLETES
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "data" / "olympics"
+from include.etl.reader import read_header
+from include.pipelines.olympics.datasets import ATHLETES
+from include.pipelines.olympics.generate import COLUMNS, EDGE_NAMES, generate_athletes
+from tests.conftest import DATA, ROOT
 
 # One athletes line, field by field, as the real file writes it: ID and text quoted (quotes
 # doubled), numbers bare, a missing value a bare NA.
@@ -111,7 +109,7 @@ def test_row_counts_are_exact_with_one_and_three_files(tmp_path):
     assert counts == [4_115, 4_115, 4_115] and sum(counts) == three["rows"] == 12_345
     assert three["bytes"] == sum(p.stat().st_size for p in parts)
     for p in parts:  # each part has its own header
-        assert check_header(str(p), ATHLETES) == list(COLUMNS)
+        assert read_header(str(p), ATHLETES).names == list(COLUMNS)
     # The split does not change the rows: the parts are the single file cut in three.
     assert b"".join(_body(p) for p in parts) == _body(Path(one["files"][0]))
 
@@ -181,9 +179,19 @@ def test_names_with_quotes_commas_apostrophes_and_non_ascii_round_trip(big):
     assert list(csv.reader(io.StringIO(buf.getvalue(), newline=""))) == rows
 
 
+def _parse_whole(path: Path) -> pd.DataFrame:
+    """The platform reader over the whole file as one block (what an engine runs per block)."""
+    from include.etl.csvfile import Block
+    from include.etl.reader import parse_block, to_pandas
+
+    header = read_header(str(path), ATHLETES)
+    block = Block(header.data_offset, header.size - header.data_offset, header.first_line)
+    return to_pandas(parse_block(str(path), block, header, ATHLETES))
+
+
 def test_every_row_parses_with_zero_rejects(big, edgy):
-    for df in (big[1], edgy[1]):
-        out = parse_frame(df, ATHLETES, "generated")
+    for paths, df in (([big[0]], big[1]), ([Path(p) for p in edgy[0]["files"]], edgy[1])):
+        out = pd.concat([_parse_whole(p) for p in paths], ignore_index=True)
         assert len(out) == len(df)
         assert out["_reason"].isna().all(), out.loc[out["_reason"].notna(), "_reason"].value_counts().head()
         assert out["ID"].notna().all() and out["NOC"].notna().all() and out["Year"].notna().all()
@@ -240,21 +248,21 @@ def _python(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_prints_one_summary_line_and_module_import_is_light(tmp_path):
     out = tmp_path / "cli"
-    run = _python("-m", "include.etl.generate", "--rows", "2000", "--out", str(out), "--seed", "3",
+    run = _python("-m", "include.pipelines.olympics.generate", "--rows", "2000", "--out", str(out), "--seed", "3",
                   "--files", "2", "--edge-cases")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     assert len(lines) == 1 and re.search(r"rows=2000 .*bytes=\d+ seconds=[\d.]+", lines[0]), lines
     assert sorted(p.name for p in out.iterdir()) == ["athlete_events", "host_city_locations.csv", "noc_regions.csv"]
-    bad = _python("-m", "include.etl.generate", "--rows", "-5", "--out", str(tmp_path / "bad"))
+    bad = _python("-m", "include.pipelines.olympics.generate", "--rows", "-5", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "rows" in bad.stderr
-    light = _python("-c", "import sys, include.etl.generate; sys.exit('numpy' in sys.modules)")
+    light = _python("-c", "import sys, include.pipelines.olympics.generate; sys.exit('numpy' in sys.modules)")
     assert light.returncode == 0, "numpy must be imported inside functions only"
 
 
 _PEAK = """
 import resource, sys
-from include.etl.generate import generate_athletes
+from include.pipelines.olympics.generate import generate_athletes
 generate_athletes(sys.argv[1], int(sys.argv[2]), chunk_rows=20_000)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 """

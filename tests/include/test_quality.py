@@ -1,10 +1,13 @@
-"""Quality checks on tiny marts (include/etl/quality.py)."""
+"""Quality checks on tiny marts (include/pipelines/olympics/quality.py) and the platform's gate."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from include.etl.quality import check_marts
+from include.etl.errors import DataError, QualityCheckFailed
+from include.etl.quality import gate
+from include.pipelines.olympics.quality import check_marts
 
 
 def marts(avg_rows, medal_rows):
@@ -37,3 +40,11 @@ def test_each_problem_is_reported():
 def test_no_rows_at_all():
     avg, medals = marts([], [])
     assert check_marts(avg, medals, enriched_rows=0) == ["no rows: enriched has 0 rows, avg_age_by_year has 0"]
+
+
+def test_gate_raises_a_data_error_listing_every_problem():
+    gate([], ds="2024-07-07")  # nothing found: publishable
+    with pytest.raises(QualityCheckFailed, match=r"quality checks failed for ds=2024-07-07, nothing published "
+                                                 r"\(the previous marts stay\): a; b"):
+        gate(["a", "b"], ds="2024-07-07")
+    assert issubclass(QualityCheckFailed, DataError)

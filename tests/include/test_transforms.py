@@ -1,4 +1,4 @@
-"""The narwhals transformations on tiny pandas frames (include/etl/transforms.py)."""
+"""The Olympics narwhals transformations on tiny pandas frames (include/pipelines/olympics/transforms.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import narwhals as nw
 import pandas as pd
 import pytest
 
-from include.etl.transforms import (
+from include.pipelines.olympics.transforms import (
     AVG_AGE_COLUMNS,
     MEDALS_COLUMNS,
     avg_age_by_year,

@@ -65,18 +65,14 @@ class ClusterHook(BaseHook):
         raise NotImplementedError
 
     def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
-        """Run the registered ``job`` for ``ds`` on the cluster; return its summary."""
-        from include.etl.jobs import JobContext, resolve_job
-        from include.etl.lake import Lake
+        """Run the registered ``job`` for ``ds`` on the cluster, on its pipeline's lake; return its summary."""
+        from include.etl.jobs import get_job
 
-        func = resolve_job(job)
-        ctx = JobContext(
-            engine=self.engine(handle),
-            lake=Lake(self.settings.lake_root),
-            ds=ds,
-            max_reject_ratio=self.settings.max_reject_ratio,
-        )
-        return func(ctx, **job_kwargs)
+        registered = get_job(job)
+        s = self.settings
+        ctx = registered.context(engine=self.engine(handle), lake_root=s.lake_root, ds=ds,
+                                 max_reject_ratio=s.max_reject_ratio, block_bytes=s.ingest_block_bytes)
+        return registered(ctx, **job_kwargs)
 
     def lost(self, handle: ClusterHandle) -> str | None:
         """Why a cluster the platform started can no longer serve jobs (its processes are gone), or None.

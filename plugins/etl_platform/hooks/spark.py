@@ -19,6 +19,34 @@ CONNECT_CONN_TYPES = ("sc", "spark_connect", "spark-connect", "sparkconnect")
 HEALTH_TIMEOUT = 10.0  # seconds to wait for an attached server's port before giving up
 
 
+def submit_result(result: dict[str, Any] | None, *, job: str, address: str,
+                  failure: Exception | None = None) -> dict[str, Any]:
+    """The summary a spark-submit application wrote, or its error raised in this process.
+
+    The application (``include/etl/spark_submit_app.py``) exits 1 on any error, so the provider's
+    ``SparkSubmitHook.submit`` raised ``AirflowException`` (``failure``): that alone would be
+    retried. A data error (:class:`~include.etl.errors.DataError` and its subclasses, the
+    pipeline's own included) is raised here as the same platform class, chained to the submit
+    failure, so the operator fails the task without retries, as on the other backends. Any
+    other error stays retryable.
+    """
+    from include.etl.errors import DATA_ERRORS
+
+    if result is None:  # the application died before reporting (driver lost, killed, bad Python path...)
+        if failure is not None:
+            raise failure
+        raise RuntimeError(f"spark-submit of {job} on {address} wrote no summary; see the log above")
+    if "error" not in result:
+        if failure is not None:  # a summary but a failed submit: do not trust the summary
+            raise failure
+        return result["summary"]
+    name, message = result["error"], result.get("message", "")
+    data_error = DATA_ERRORS.get(name) or DATA_ERRORS.get(result.get("data_error") or "")
+    if data_error is not None:
+        raise data_error(message) from failure
+    raise RuntimeError(f"spark-submit of {job} on {address} failed: {name}: {message}") from failure
+
+
 class SparkClusterHook(ClusterHook):
     """A Spark Connect server.
 
@@ -164,9 +192,6 @@ class SparkClusterHook(ClusterHook):
 
         from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
-        from include.etl.jobs.olympics import RejectThresholdExceeded
-        from include.etl.parse import InputFileError
-        from include.etl.quality import QualityCheckFailed
         from include.etl.settings import PROJECT_ROOT
 
         s = self.settings
@@ -186,21 +211,17 @@ class SparkClusterHook(ClusterHook):
                 env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
                 application_args=[
                     "--job", job, "--ds", ds, "--lake", str(s.lake_root),
-                    "--max-reject-ratio", str(s.max_reject_ratio),
+                    "--max-reject-ratio", str(s.max_reject_ratio), "--block-bytes", str(s.ingest_block_bytes),
                     "--kwargs", json.dumps(job_kwargs), "--summary", str(summary_file),
                 ],
             )
+            failure: Exception | None = None
             try:
                 self._submit_hook.submit(application=str(PROJECT_ROOT / "include" / "etl" / "spark_submit_app.py"))
-            finally:
-                result = json.loads(summary_file.read_text()) if summary_file.exists() else None
-            if result is None:
-                raise RuntimeError(f"spark-submit of {job} on {handle.address} wrote no summary; see the log above")
-        if "error" in result:
-            errors = {"InputFileError": InputFileError, "RejectThresholdExceeded": RejectThresholdExceeded,
-                      "QualityCheckFailed": QualityCheckFailed}
-            raise errors.get(result["error"], RuntimeError)(result["message"])
-        return result["summary"]
+            except Exception as exc:  # noqa: BLE001 - AirflowException on a non-zero exit: the summary says why
+                failure = exc
+            result = json.loads(summary_file.read_text()) if summary_file.exists() else None
+        return submit_result(result, job=job, address=handle.address, failure=failure)
 
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.spark_local import release_session, stop_local_spark_connect

@@ -28,6 +28,20 @@ def cluster_workdir(context: Any, backend: str) -> Path:
     return home / "logs" / "clusters" / safe_path_part(ti.dag_id) / safe_path_part(ti.run_id) / task / backend
 
 
+def missing_inputs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``(name, path)`` of every local input in ``inputs`` that does not exist (URLs are skipped)."""
+    if not isinstance(inputs, dict):
+        raise TypeError(f"inputs must be a mapping of name to path, got {inputs!r}")
+    missing = []
+    for name, path in inputs.items():
+        text = str(path or "").strip()
+        if "://" in text:
+            continue
+        if not text or not Path(text).expanduser().exists():
+            missing.append((name, text or "(empty)"))
+    return missing
+
+
 class StartClusterOperator(BaseOperator):
     """Bring up the run's cluster, or attach to the configured one, and return its handle.
 
@@ -35,23 +49,33 @@ class StartClusterOperator(BaseOperator):
     :param conn_id: connection naming an existing cluster; defaults to the backend hook's
         ``default_conn_name`` (``dask_default``, ``spark_connect_default``). Undefined
         connection: a local cluster is started, bound to ``ETL_BIND_HOST``.
+    :param inputs: the run's input files, by name (templated, e.g. ``{"trade_path":
+        "{{ params.trade_path }}"}``). Each local path must exist before any cluster is started;
+        a missing one fails the task at once, without retries, naming the file and
+        ``ETL_DATA_DIR`` (where the pipelines' default inputs are resolved). URLs
+        (``s3://...``) are not checked here.
 
     The XCom return value is a small :class:`~include.etl.clusters.ClusterHandle` dict.
     Wire the matching :class:`StopClusterOperator` as this task's teardown.
     """
 
-    template_fields: Sequence[str] = ("backend", "conn_id")
+    template_fields: Sequence[str] = ("backend", "conn_id", "inputs")
+    template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (ClusterDashboardLink(),)
     ui_color = "#d8f3dc"
 
-    def __init__(self, *, backend: str, conn_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, backend: str, conn_id: str | None = None, inputs: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.backend = backend
         self.conn_id = conn_id
+        self.inputs = inputs or {}
         self._hook: ClusterHook | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
         from include.etl.clusters import sweep_workdir
+
+        self.check_inputs()
 
         self._hook = get_cluster_hook(self.backend, self.conn_id or None)
         workdir = cluster_workdir(context, self._hook.backend)
@@ -61,6 +85,24 @@ class StartClusterOperator(BaseOperator):
         handle = self._hook.start_or_attach(workdir)
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         return handle.to_dict()
+
+    def check_inputs(self) -> None:
+        """Fail at once (no retries, no cluster started) when a local input file is missing."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.etl.settings import Settings
+
+        missing = missing_inputs(self.inputs)
+        if missing:
+            data_dir = Settings.from_env().data_dir
+            listed = "; ".join(f"{name}={path}" for name, path in missing)
+            raise AirflowFailException(
+                f"input file(s) do not exist: {listed}. Default inputs are resolved under ETL_DATA_DIR={data_dir}: "
+                "set ETL_DATA_DIR to the folder holding the data sets, or give the paths in the trigger form. "
+                "No cluster was started; retries cannot help."
+            )
+        if self.inputs:
+            self.log.info("Inputs present: %s", ", ".join(f"{k}={v}" for k, v in self.inputs.items()))
 
     def on_kill(self) -> None:
         # A start killed half-way cleans up inside start_or_attach (it stops what it spawned).

@@ -1,4 +1,4 @@
-"""Run one registered job of ``include.etl.jobs`` on the run's cluster."""
+"""Run one registered job (``include.etl.jobs``) on the run's cluster."""
 
 from __future__ import annotations
 
@@ -12,24 +12,38 @@ from etl_platform.operators.links import ClusterDashboardLink
 from include.etl.clusters import ClusterHandle
 
 
+def describe_backend(cluster: Any) -> str:
+    """Which engine runs a job on ``cluster`` (a handle dict): ``dask``, ``spark (Spark Connect)``, ..."""
+    if not isinstance(cluster, dict) or "backend" not in cluster:
+        return "unknown until the start task's handle is rendered"
+    backend = cluster["backend"]
+    if backend == "spark":
+        mode = "spark-submit" if (cluster.get("extra") or {}).get("mode") == "submit" else "Spark Connect"
+        return f"spark ({mode} at {cluster.get('address')})"
+    return f"{backend} (at {cluster.get('address')})"
+
+
 class SparkJobOperator(BaseOperator):
-    """Run a job (a plain function registered in ``include.etl.jobs.JOBS``) on a cluster.
+    """Run a registered job (``<pipeline>.<job>``, see ``include.etl.jobs``) on a cluster.
 
     Despite its name (kept from the platform's first design), it runs on either backend: the
-    cluster handle says which engine to use, and the job code is the same for both.
+    cluster handle says which engine to use, and the job code is the same for both. The task's
+    rendered field ``backend`` (UI: task instance -> Rendered Templates) shows which engine ran
+    it, e.g. ``dask (at tcp://127.0.0.1:8786)`` or ``spark (spark-submit at spark://...)``.
 
-    :param job: registered job name, e.g. ``olympics.ingest`` (or ``module:function``).
+    :param job: registered job name, e.g. ``<pipeline>.ingest`` (or ``module:function``).
     :param cluster: the start task's handle (pass ``start_task.output``).
     :param job_kwargs: keyword arguments of the job (templated, e.g. from ``params``).
 
-    The job reads and writes the lake partition of the run's logical date (``ds``); its small
-    summary (paths and row counts) is the task's XCom. Data errors (unusable file, too many
-    rejected rows, failed quality checks) fail the task without retries: retrying cannot fix
-    the data.
+    The job reads and writes the lake partition of the run's logical date (``ds``) in its
+    pipeline's lake; its small summary (paths and row counts) is the task's XCom. Data errors
+    (:class:`include.etl.errors.DataError`: unusable file, too many rejected rows, failed
+    quality checks, contract errors) fail the task without retries, on every backend:
+    retrying cannot fix the data.
     """
 
-    template_fields: Sequence[str] = ("job_kwargs", "cluster")
-    template_fields_renderers = {"job_kwargs": "json"}
+    template_fields: Sequence[str] = ("job_kwargs", "cluster", "backend")
+    template_fields_renderers = {"job_kwargs": "json", "cluster": "json"}
     operator_extra_links = (ClusterDashboardLink(),)
     ui_color = "#cfe1f2"
 
@@ -38,17 +52,20 @@ class SparkJobOperator(BaseOperator):
         self.job = job
         self.cluster = cluster
         self.job_kwargs = job_kwargs or {}
+        self.backend = ""  # rendered from the cluster handle: which engine runs the job
         self._hook: ClusterHook | None = None
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.backend = describe_backend(self.cluster)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from include.etl.jobs import resolve_job
-        from include.etl.jobs.olympics import RejectThresholdExceeded
-        from include.etl.parse import InputFileError
-        from include.etl.quality import QualityCheckFailed
+        from include.etl.errors import DataError
+        from include.etl.jobs import get_job
 
-        resolve_job(self.job)  # an unknown job fails before touching the cluster
+        get_job(self.job)  # an unknown job fails before touching the cluster
         handle = ClusterHandle.from_dict(self.cluster)
         self._hook = get_cluster_hook(handle.backend, handle.conn_id)
         lost = self._hook.lost(handle)
@@ -60,9 +77,9 @@ class SparkJobOperator(BaseOperator):
             )
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         try:
-            self.log.info("Running job %s on %s cluster %s with %s", self.job, handle.backend, handle.address, self.job_kwargs)
+            self.log.info("Running job %s on %s with %s", self.job, describe_backend(handle.to_dict()), self.job_kwargs)
             summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"])
-        except (InputFileError, RejectThresholdExceeded, QualityCheckFailed) as exc:
+        except DataError as exc:  # the data is at fault: the same run would fail the same way
             raise AirflowFailException(str(exc)) from exc
         finally:
             self._hook.close()

@@ -7,7 +7,7 @@ The output matches the real file byte for byte in its conventions:
   ``Weight`` and ``Year`` unquoted; a missing value is a bare ``NA`` (never quoted);
 * lines end in CRLF (the last one too), UTF-8 without BOM.
 
-Values come from the real data in ``data_dir``: NOCs (and ``Team`` near their region) from
+Values come from the real data in ``data_dir`` (default ``$ETL_DATA_DIR/olympics``): NOCs (and ``Team`` near their region) from
 ``noc_regions.csv`` plus ~1 % of rows with NOCs absent from it (``SGP`` as in the real data,
 ``IOP``, ``ZZX``); ``Games, Year, Season, City`` together from one ``host_city_locations.csv``
 row; ``Sport``/``Event`` from the events of ``athlete_events_head.csv`` (matching the sport's
@@ -25,11 +25,11 @@ block of random numbers plus at most ``chunk_rows`` formatted lines are held at 
 ``NA``, NOCs absent from the regions file, exact duplicate lines, names with quotes, commas,
 apostrophes and non-ASCII (including astral-plane and combining characters), values at the
 range bounds. None contains a newline inside a field (the Dask engine relies on that) and all
-of them pass :data:`include.etl.schemas.ATHLETES` with zero rejects.
+of them pass :data:`include.pipelines.olympics.datasets.ATHLETES` with zero rejects.
 
 CLI::
 
-    python -m include.etl.generate --rows 1000000 --out /tmp/gen1m [--seed 0] [--files 4] [--edge-cases]
+    python -m include.pipelines.olympics.generate --rows 1000000 --out /tmp/gen1m [--seed 0] [--files 4] [--edge-cases]
 
 ``--out`` ending in ``.csv`` is the athletes file itself (with ``--files K > 1``: a folder of the
 same name without ``.csv``). Any other ``--out`` is an output *directory* that becomes a
@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "olympics"
+SUBDIR = "olympics"  # the pipeline's folder under ETL_DATA_DIR
 COLUMNS = ("ID", "Name", "Sex", "Age", "Height", "Weight", "Team", "NOC", "Games", "Year", "Season",
            "City", "Sport", "Event", "Medal")
 ATHLETES_FILE = "athlete_events.csv"
@@ -595,12 +595,19 @@ def _write_parts(paths: list[Path], counts: list[int], blocks, chunk_rows: int) 
     return total
 
 
+def default_data_dir() -> Path:
+    """The Olympics sample files: ``olympics/`` under ``ETL_DATA_DIR`` (see include.etl.settings)."""
+    from include.etl.settings import Settings
+
+    return Settings.from_env().data_dir / SUBDIR
+
+
 def generate_athletes(
     out_path: str | os.PathLike,
     rows: int,
     seed: int = 0,
     chunk_rows: int = 100_000,
-    data_dir: str | os.PathLike = DATA_DIR,
+    data_dir: str | os.PathLike | None = None,
     files: int = 1,
     edge_cases: bool = False,
     copy_reference: bool | None = None,
@@ -629,7 +636,7 @@ def generate_athletes(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     started = time.perf_counter()
-    data_dir, out_path = Path(data_dir), Path(out_path)
+    data_dir, out_path = Path(data_dir) if data_dir is not None else default_data_dir(), Path(out_path)
     stream = _Stream(_load_model(data_dir), seed, edge_cases)
 
     target, paths, out_dir, dir_mode = _layout(out_path, files)
@@ -659,7 +666,7 @@ def generate_athletes(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m include.etl.generate",
+        prog="python -m include.pipelines.olympics.generate",
         description="Generate the Olympics athlete_events.csv format at any size (deterministic, streaming).",
     )
     parser.add_argument("--rows", type=int, required=True, help="number of athlete rows")
@@ -669,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=1, help="split the rows across K part files")
     parser.add_argument("--edge-cases", action="store_true", help="mix in valid but nasty rows")
     parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows buffered per write")
-    parser.add_argument("--data-dir", default=str(DATA_DIR), help="reference data (default: %(default)s)")
+    parser.add_argument("--data-dir", default=None,
+                        help=f"reference data (default: $ETL_DATA_DIR/olympics, here {default_data_dir()})")
     parser.add_argument("--copy-reference", action=argparse.BooleanOptionalAction, default=None,
                         help="copy noc_regions.csv and host_city_locations.csv beside the output "
                              "(default: yes when --out is a directory)")
