@@ -171,7 +171,7 @@ def scan_record(window: bytes, fmt: FileFormat) -> Record:
             message = f"a quoted field is not closed within {fmt.max_record_lines} lines"
         elif message == "unexpected end of data":
             message = "a quoted field is not closed"
-        return Record(1, len(lines[0]), None, f"malformed CSV record ({message})")
+        return Record(1, len(lines[0]), None, f"malformed CSV line ({message})")
     except StopIteration:
         return Record(1, len(lines[0]), None, "empty record")
     consumed = reader.line_num
@@ -214,8 +214,10 @@ def read_header(path: str, dataset: Dataset) -> Header:
     if offset >= len(head) or not head[offset:].strip():
         raise InputFileError(f"{where}: file is empty (no header line)")
     record = scan_record(head[offset:], fmt)
-    if record.fields is None:
-        raise InputFileError(f"{where}: the header line cannot be read: {record.error}")
+    unreadable = record.error
+    if record.fields is None:  # read it leniently, to name what was found (and hint at the delimiter)
+        first = head[offset:].splitlines()[0].decode(fmt.python_encoding, errors="surrogateescape")
+        record = Record(1, record.length, next(csv.reader([first], **{**_csv_dialect(fmt), "strict": False})), None)
     try:
         raw_names = [name.encode(fmt.python_encoding, errors="surrogateescape").decode(fmt.python_encoding)
                      for name in record.fields]
@@ -233,6 +235,8 @@ def read_header(path: str, dataset: Dataset) -> Header:
                     hint = f"; the header looks {sep!r}-delimited, expected {fmt.delimiter!r}"
                     break
         raise InputFileError(f"{where}: header is missing required columns {missing}; found columns {found}{hint}")
+    if unreadable:
+        raise InputFileError(f"{where}: the header line cannot be read: {unreadable}")
     twice = sorted({n for n in dataset.names if found.count(n) > 1})
     if twice:
         raise InputFileError(f"{where}: header names declared columns more than once: {twice}; found columns {found}")

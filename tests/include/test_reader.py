@@ -179,12 +179,12 @@ def test_a_quote_never_closed_rejects_its_line_alone(tmp_path):
     for block_bytes in BLOCK_SIZES:
         table = read(write(tmp_path, "\n".join(lines) + "\n"), ds, block_bytes=block_bytes)
         assert rejects(table) == [
-            (2, "malformed CSV record (a quoted field is not closed within 2 lines)", '1,"never closed'),
-            (5, "malformed CSV record (',' expected after '\"')", '4,"x"y'),
+            (2, "malformed CSV line (a quoted field is not closed within 2 lines)", '1,"never closed'),
+            (5, "malformed CSV line (',' expected after '\"')", '4,"x"y'),
         ], block_bytes
         assert table.num_rows == 5
     table = read(write(tmp_path, 'id,v\n1,a\n2,"open at the end\n'), ds)
-    assert rejects(table) == [(3, "malformed CSV record (a quoted field is not closed)", '2,"open at the end')]
+    assert rejects(table) == [(3, "malformed CSV line (a quoted field is not closed)", '2,"open at the end')]
 
 
 def test_rules_and_keys(tmp_path):
