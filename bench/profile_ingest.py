@@ -1,15 +1,13 @@
-"""Where the platform's ingest spends its time: one Dask-sized block, stage by stage, in one process.
+"""Where the platform's ingest spends its time: one block, stage by stage, in one process.
 
-    .venv/bin/python bench/profile_ingest.py /tmp/bench-data/rows1000000-seed0/athlete_events.csv [--mb 64]
-                                             [--reps 3] [--no-careful]
+    .venv/bin/python bench/profile_ingest.py /tmp/bench-data/rows1000000-seed0/athlete_events.csv [--mb 64] [--reps 3]
 
-Runs what a Dask ingest task runs (``include.etl.engines.dask.ingest_block`` =
-``include.etl.parse.parse_block``: pyarrow's CSV reader + Arrow checks, or the careful path
-when the block needs it) on the first ``--mb`` MB of the file, then the accepted/rejected
-split and a Parquet write; for comparison the careful path on the same bytes (decode ->
-``tokenize`` -> ``parse_frame``, what every block ran before the fast path) and Polars.
-Checks that both paths give the same frame. Prints the median seconds per stage over
-``--reps`` runs and the top functions of ``parse_block`` by cumulative time (cProfile).
+Runs what an engine's ingest task runs (:mod:`include.etl.reader`) on the first ``--mb`` MB of
+the file, as one block: the planner's survey of the block (``survey_block``: line count and the
+lines that may open a multi-line record), the parse (``parse_block``: pyarrow for single-line
+records, the csv module for the rest, Arrow typing), the conversion to pandas (Dask) and a
+Parquet write; for comparison Polars on the same bytes. Prints the median CPU seconds per stage
+over ``--reps`` runs and the top functions of ``parse_block`` by cumulative time (cProfile).
 """
 
 from __future__ import annotations
@@ -33,55 +31,50 @@ def main() -> int:
     p.add_argument("csv")
     p.add_argument("--mb", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--no-careful", action="store_true", help="skip the careful path (slow) for comparison")
     args = p.parse_args()
 
-    import pandas as pd
     import polars as pl
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    from include.etl.parse import _careful_block, _fast_block, check_header, parse_block
-    from include.etl.reader import REJECT_COLUMNS
+    from include.etl.csvfile import Block, read_header, survey_block
+    from include.etl.reader import parse_block, to_pandas
     from include.pipelines.olympics.datasets import ATHLETES
 
-    header = check_header(args.csv, ATHLETES)
+    header = read_header(args.csv, ATHLETES)
     with open(args.csv, "rb") as f:
-        block = f.read(args.mb * 2**20)
-    block = block[: block.rfind(b"\n") + 1]
+        head = f.read(args.mb * 2**20)
+    end = head.rfind(b"\n") + 1
+    block = Block(header.data_offset, end - header.data_offset, header.first_line)
     times: dict[str, list[float]] = {}
 
     def timed(name, fn):
-        t = time.perf_counter()
+        t = time.process_time()
         out = fn()
-        times.setdefault(name, []).append(time.perf_counter() - t)
+        times.setdefault(name, []).append(time.process_time() - t)
         return out
 
-    fast = _fast_block(block, ATHLETES, args.csv, header, 1, True) is not None
     schema = {c.name: {"integer": pl.Int64, "float": pl.Float64, "string": pl.String}[c.type] for c in ATHLETES.columns}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.reps):
-            parsed = timed("parse_block (pyarrow read + Arrow checks)" if fast else "parse_block (careful path)",
-                           lambda: parse_block(block, ATHLETES, args.csv, header, 1, skip_header=True))
-            names = [c for c in parsed.columns if c not in REJECT_COLUMNS]
-            accepted = timed("split accepted/rejected", lambda p=parsed, n=names: p[p["_reason"].isna()][n])
-            timed("write Parquet (pyarrow)", lambda a=accepted: a.to_parquet(Path(tmp) / "part.parquet", index=False))
+            timed("survey_block (planner: lines, multi-line record starts)", lambda: survey_block(args.csv, block,
+                                                                                                 ATHLETES.format))
+            table = timed("parse_block (split, type, check)", lambda: parse_block(args.csv, block, header, ATHLETES))
+            timed("to pandas (what Dask holds)", lambda t=table: to_pandas(t))
+            accepted = table.filter(pc.is_null(table["_reason"]))
+            timed("write Parquet (pyarrow)", lambda a=accepted: pq.write_table(a, Path(tmp) / "part.parquet"))
+            data = head[header.data_offset:end]
             timed("for comparison: Polars read_csv + write_parquet, same bytes",
-                  lambda: pl.read_csv(io.BytesIO(block), schema=schema, null_values=["NA", ""]).write_parquet(
-                      Path(tmp) / "pl.parquet"))
-        if not args.no_careful:
-            careful = timed("for comparison: careful path (decode, tokenize, parse_frame)",
-                            lambda: _careful_block(block, ATHLETES, args.csv, header, 1, True))
-            pd.testing.assert_frame_equal(parsed, careful, check_exact=True)
+                  lambda d=data: pl.read_csv(io.BytesIO(d), has_header=False, new_columns=list(ATHLETES.names),
+                                             schema=schema, null_values=["NA", ""]).write_parquet(Path(tmp) / "pl.parquet"))
     prof = cProfile.Profile()
     prof.enable()
-    parse_block(block, ATHLETES, args.csv, header, 1, skip_header=True)
+    parse_block(args.csv, block, header, ATHLETES)
     prof.disable()
 
-    print(f"{len(block) / 2**20:.1f} MB, {len(parsed):,} rows, one process, median of {args.reps} "
-          f"({'fast path' if fast else 'careful path: the block does not qualify for the fast path'})")
+    print(f"{block.length / 2**20:.1f} MB, {table.num_rows:,} rows, one process, median CPU seconds of {args.reps}")
     for k, v in times.items():
         print(f"  {k:62s} {statistics.median(v):7.2f} s")
-    if not args.no_careful:
-        print("  careful path and parse_block gave identical frames")
     print("\nparse_block, top functions by cumulative time:")
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(14)
