@@ -1,0 +1,85 @@
+"""
+### NZ trade ETL
+
+Ingests Stats NZ's daily goods trade ("Effects of COVID-19 on trade": exports, imports and
+reimports per day, country, commodity and transport mode, in `$` and `Tonnes`), adds each row's
+`month` in `enriched`, and publishes two marts: `monthly_trade` (value and number of days per
+series and month) and `yearly_change` (value per series and calendar year, against the
+previous year).
+
+**Cluster:** `start_cluster` brings up a Dask or Spark cluster (or attaches to the one the
+`dask_default` / `spark_connect_default` connection names); `stop_cluster` is its teardown and
+runs even when a job fails, stopping only what was started.
+
+**Outputs:** Parquet partitions `{ETL_LAKE_ROOT}/nz_trade/{table}/ds={ds}/`, replaced atomically
+on rerun. Rejected input rows, with the reason and line, are kept in
+`nz_trade/_rejects/trade/ds={ds}/`. The marts are published only when their quality checks pass.
+
+**Inputs:** by default the Stats NZ file under `ETL_DATA_DIR`
+(`nz_trade/effects-of-covid-19-on-trade-at-15-december-2021-provisional.csv`); `start_cluster`
+checks it exists and fails at once, before starting any cluster, naming a missing file and
+`ETL_DATA_DIR`.
+
+**Trigger form:** `backend` and `trade_path` can be set per run. Which engine ran a job task is
+shown in its rendered field `backend`.
+
+Pipeline code: `include/pipelines/nz_trade/`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param
+
+from etl_platform.operators import SparkJobOperator, StartClusterOperator, StopClusterOperator
+from include.etl.settings import BACKENDS, Settings
+from include.pipelines.nz_trade import PIPELINE
+
+settings = Settings.from_env()  # environment only: no I/O at parse time
+inputs = PIPELINE.default_inputs(settings.data_dir)  # paths only: a missing file fails the run, not the parse
+
+MARTS = [Asset(f"lake://nz_trade/{name}") for name in ("monthly_trade", "yearly_change")]
+
+with DAG(
+    dag_id="nz_trade_etl",
+    description="Stats NZ daily trade -> enriched -> monthly_trade, yearly_change, on Dask or Spark",
+    doc_md=__doc__,
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=2),
+    tags=["nz_trade", "etl"],
+    default_args={
+        "owner": "data-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": 2.0,
+        "execution_timeout": timedelta(hours=1),
+    },
+    params={
+        "backend": Param(settings.default_backend, enum=list(BACKENDS), description="Engine that runs the jobs."),
+        "trade_path": Param(inputs["trade"], type="string",
+                            description="Stats NZ 'Effects of COVID-19 on trade' CSV format."),
+    },
+) as dag:
+    start_cluster = StartClusterOperator(
+        task_id="start_cluster",
+        backend="{{ params.backend }}",
+        inputs={"trade_path": "{{ params.trade_path }}"},
+    )
+    cluster = start_cluster.output
+
+    ingest = SparkJobOperator(
+        task_id="ingest_trade",
+        job="nz_trade.ingest",
+        cluster=cluster,
+        job_kwargs={"table": "trade", "source": "{{ params.trade_path }}"},
+    )
+    enrich = SparkJobOperator(task_id="enrich_trade", job="nz_trade.enrich", cluster=cluster)
+    marts = SparkJobOperator(task_id="marts", job="nz_trade.marts", cluster=cluster, outlets=MARTS)
+    stop_cluster = StopClusterOperator(task_id="stop_cluster", cluster=cluster)
+
+    start_cluster >> ingest >> enrich >> marts >> stop_cluster.as_teardown(setups=start_cluster)
