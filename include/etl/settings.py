@@ -16,7 +16,15 @@ variable                   meaning                                              
 ``ETL_DASK_WORKERS``       worker processes of a locally started Dask cluster     ``2``
 ``ETL_DASK_THREADS``       threads per local Dask worker                          ``1``
 ``ETL_DASK_MEMORY_LIMIT``  memory limit per local Dask worker                     ``4GiB``
-``ETL_CLUSTER_IDLE_TIMEOUT`` a started cluster stops itself after this long idle  ``3600`` (seconds)
+``ETL_CLUSTER_IDLE_TIMEOUT`` a run's own cluster stops itself after this long    ``3600`` (seconds)
+                           idle (leak safety net when no teardown ran)
+``ETL_CLUSTER_REUSE``      ``per_run``: each run starts (and stops) its own local ``per_run`` (``bin/run``:
+                           cluster; ``shared``: runs of a backend share one        ``shared``)
+                           local cluster per AIRFLOW_HOME, started on demand
+``ETL_CLUSTER_SHARED_IDLE_TIMEOUT`` a shared cluster stops itself after this long  ``600`` (seconds)
+                           without work
+``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``
+                           the task process imports only ``distributed``
 ``ETL_MAX_REJECT_RATIO``   share of rejected rows above which an ingest fails     ``0.01``
 ``ETL_INGEST_BLOCK_BYTES`` bytes of input per parse block (partition) of ingest   ``64MiB`` (bytes, or with a
                                                                                   ``KiB``/``MiB``/``GiB`` suffix)
@@ -36,6 +44,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("dask", "spark")
+REUSE_MODES = ("per_run", "shared")
 # The shared data sets sit beside the checkout (CI and the dev machines); a project without
 # them keeps its inputs in <project>/data.
 SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
@@ -101,6 +110,25 @@ def check_backend(backend: str, source: str = "backend") -> str:
     return name
 
 
+def check_reuse(mode: str, source: str = "reuse") -> str:
+    """Return the cluster reuse mode normalised (``per_run`` or ``shared``), or raise naming its source."""
+    name = (mode or "").strip().lower().replace("-", "_")
+    if name not in REUSE_MODES:
+        raise ConfigError(f"{source}={mode!r} is not a cluster reuse mode; choose one of {', '.join(REUSE_MODES)}")
+    return name
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={env.get(name)!r} is not a boolean (true/false)")
+
+
 @dataclass(frozen=True)
 class Settings:
     lake_root: Path
@@ -111,6 +139,9 @@ class Settings:
     dask_threads: int = 1
     dask_memory_limit: str = "4GiB"
     cluster_idle_timeout: float = 3600.0
+    cluster_reuse: str = "per_run"
+    shared_idle_timeout: float = 600.0
+    dask_thin_tasks: bool = True
     max_reject_ratio: float = 0.01
     ingest_block_bytes: int = DEFAULT_BLOCK_BYTES
 
@@ -129,6 +160,9 @@ class Settings:
             dask_threads=_int(env, "ETL_DASK_THREADS", 1),
             dask_memory_limit=env.get("ETL_DASK_MEMORY_LIMIT") or "4GiB",
             cluster_idle_timeout=_float(env, "ETL_CLUSTER_IDLE_TIMEOUT", 3600.0),
+            cluster_reuse=check_reuse(env.get("ETL_CLUSTER_REUSE") or "per_run", "ETL_CLUSTER_REUSE"),
+            shared_idle_timeout=_float(env, "ETL_CLUSTER_SHARED_IDLE_TIMEOUT", 600.0),
+            dask_thin_tasks=_bool(env, "ETL_DASK_THIN_TASKS", True),
             max_reject_ratio=ratio,
             ingest_block_bytes=_bytes(env, "ETL_INGEST_BLOCK_BYTES", DEFAULT_BLOCK_BYTES, MIN_BLOCK_BYTES),
         )

@@ -24,7 +24,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from etl_platform.hooks.cluster import safe_path_part
 from tests.conftest import ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.stack import Api, Stack, free_port, wait
@@ -94,7 +93,8 @@ def test_bin_run_listens_on_loopback_only_and_ctrl_c_stops_everything(tmp_path):
         assert api("PATCH", "dags/long_job", {"is_paused": False})["is_paused"] is False
         dag_run = api("POST", "dags/long_job/dagRuns", {"logical_date": "2024-07-01T00:00:00Z", "conf": {"backend": "spark"}})
         run_id = dag_run["dag_run_id"]
-        workdir = home / "logs" / "clusters" / "long_job" / safe_path_part(run_id) / "start_cluster" / "spark"
+        # make run shares one local cluster per backend between runs (ETL_CLUSTER_REUSE=shared, docs/runtime.md)
+        workdir = home / "logs" / "clusters" / "_shared" / "spark"
 
         def job_on_cluster():
             ti = _ti(home, "long_job", run_id, "long_job")

@@ -60,6 +60,52 @@ def dask_setup(server) -> None:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a warm-up only; the job reports real import errors
             log.warning("warm-up import of %s failed: %s", name, exc)
+    from distributed import Scheduler, Worker
+
+    if isinstance(server, Scheduler):
+        from include.etl.clusters.dask_http import add_routes
+
+        add_routes(server)  # the job endpoint of thin task processes (include.etl.clusters.dask_http)
+    elif isinstance(server, Worker):
+        _watch_cancelled_tasks(server)
+
+
+STUCK_CANCELLED_S = 5.0  # a cancelled task still running after this long gets its worker restarted
+
+
+def _watch_cancelled_tasks(worker, grace: float = STUCK_CANCELLED_S) -> None:
+    """Restart this worker (its nanny starts a fresh one) when a cancelled task keeps running.
+
+    Python code running in a worker thread cannot be interrupted: the task of a killed Airflow
+    task (cancelled by ``on_kill``) keeps its thread until it returns, while the scheduler,
+    which released it, sends the worker other tasks, which wait behind it. On a cluster
+    shared by several runs that would stall the other runs' work, so after ``grace`` seconds
+    the worker process exits and its nanny restarts it; the scheduler reruns the tasks it lost
+    elsewhere (as for any lost worker).
+    """
+    import os
+    import time
+
+    from tornado.ioloop import PeriodicCallback
+
+    since: dict[str, float] = {}
+
+    def check() -> None:
+        now = time.monotonic()
+        stuck = {ts.key for ts in worker.state.executing | worker.state.long_running if ts.state == "cancelled"}
+        for key in list(since):
+            if key not in stuck:
+                del since[key]
+        for key in stuck:
+            since.setdefault(key, now)
+        overdue = [k for k, t in since.items() if now - t > grace]
+        if overdue:
+            log.warning("cancelled task(s) %s still running after %.0f s: restarting this worker so that they do "
+                        "not hold its thread(s)", overdue, grace)
+            logging.shutdown()
+            os._exit(75)  # the nanny restarts the worker
+
+    PeriodicCallback(check, 1000).start()
 
 
 def worker_env(workdir: Path | None = None) -> dict[str, str]:
@@ -130,6 +176,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = 60.0) -
         handle = ClusterHandle(
             backend="dask", address=address, owned=True, pids=started, workdir=str(workdir),
             dashboard_url=f"http://{host}:{dash_port}/status" if dash_port else None,
+            extra={"jobs_url": f"http://{host}:{dash_port}/etl/jobs"} if dash_port else {},
         )
         wait_for_workers(address, settings.dask_workers, max(1.0, deadline - time.monotonic()), workdir, workers)
         return handle

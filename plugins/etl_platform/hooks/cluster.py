@@ -3,6 +3,16 @@
 One hook per backend. With no connection configured the hook starts a local cluster as
 detached processes (see ``include.etl.clusters``); with a connection it attaches to that
 cluster and never stops it.
+
+Local clusters come in two reuse modes (``ETL_CLUSTER_REUSE``, or ``StartClusterOperator(reuse=...)``):
+
+* ``per_run``: the run starts its own cluster (``owned=True``) and its teardown stops it;
+* ``shared``: the run gets the backend's shared cluster of this AIRFLOW_HOME
+  (:mod:`include.etl.clusters.shared`), started on demand by the first run that needs it;
+  the handle says ``owned=False`` and ``extra["reuse"] == "shared"``, so no run's teardown
+  stops it: it stops itself after ``ETL_CLUSTER_SHARED_IDLE_TIMEOUT`` without work. Job tasks
+  look the shared cluster up again (:meth:`ClusterHook.resolve`), so a run follows a shared
+  cluster that idled out or was replaced between two of its tasks.
 """
 
 from __future__ import annotations
@@ -36,6 +46,11 @@ def safe_path_part(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "run"
 
 
+def is_shared(handle: ClusterHandle) -> bool:
+    """Is ``handle`` a run's view of a shared local cluster (never stopped by a run)?"""
+    return (handle.extra or {}).get("reuse") == "shared"
+
+
 def _sweep(handle: ClusterHandle) -> list[int]:
     """After a stop: kill whatever of the cluster's workdir survived its process groups (orphaned workers)."""
     from include.etl.clusters import sweep_workdir
@@ -55,8 +70,65 @@ class ClusterHook(BaseHook):
         self.conn_id = conn_id if conn_id is not None else self.default_conn_name
         self.settings = settings or Settings.from_env()
 
-    def start_or_attach(self, workdir: Path) -> ClusterHandle:
+    def start_or_attach(self, workdir: Path, reuse: str = "per_run", shared_root: Path | None = None) -> ClusterHandle:
+        """The configured cluster (attached), else a local one: the run's own, or the shared one.
+
+        :param workdir: the run's work directory, for a cluster of its own (``reuse="per_run"``).
+        :param shared_root: ``$AIRFLOW_HOME/logs/clusters``, where the shared clusters' registry is.
+        """
+        attached = self.attach()
+        if attached is not None:
+            return attached
+        if reuse == "shared":
+            return self.shared(shared_root)
+        return self.start_local(workdir, self.settings)
+
+    def attach(self) -> ClusterHandle | None:
+        """The handle of the cluster a connection names (never stopped by the platform), or None."""
+        return None
+
+    def start_local(self, workdir: Path, settings: Settings) -> ClusterHandle:
+        """Start a local cluster in ``workdir``; an owned handle."""
         raise NotImplementedError
+
+    def shared(self, shared_root: Path | None = None) -> ClusterHandle:
+        """The backend's shared local cluster (found, or started now): a handle the run does not own."""
+        from include.etl.clusters.shared import SharedClusters, clusters_root, shared_settings
+
+        root = Path(shared_root) if shared_root else clusters_root()
+        s = self.settings
+        handle = SharedClusters(root).acquire(self.backend, lambda wd: self.start_local(wd, shared_settings(s)),
+                                              idle_timeout=s.shared_idle_timeout)
+        handle.extra["shared_root"] = str(root)
+        return self.open_run(handle)
+
+    def open_run(self, handle: ClusterHandle) -> ClusterHandle:
+        """Per-run state on a shared cluster (Spark: the run's own session); Dask needs none."""
+        return handle
+
+    def resolve(self, handle: ClusterHandle) -> ClusterHandle:
+        """The cluster a job task should use: ``handle``, or for a shared cluster the one running now.
+
+        A shared cluster can stop (idle timeout, ``make run`` stopped) or be replaced between two
+        tasks of a run; the registry knows the current one and starts one when none runs.
+        """
+        if not is_shared(handle):
+            return handle
+        from include.etl.clusters.shared import SharedClusters
+
+        registry = SharedClusters(handle.extra.get("shared_root") or Path(handle.workdir or ".").parent.parent)
+        current = registry.current(self.backend)
+        if current is not None and current.address == handle.address:
+            return handle
+        if current is None:
+            log.warning("The shared %s cluster at %s is gone (idle timeout, or stopped): getting a new one",
+                        self.backend, handle.address)
+            current = self.shared(registry.root.parent)
+        else:
+            log.warning("The shared %s cluster at %s was replaced by the one at %s: using that one",
+                        self.backend, handle.address, current.address)
+            current.extra["shared_root"] = str(registry.root.parent)
+        return current
 
     def stop(self, handle: ClusterHandle) -> list[int]:
         raise NotImplementedError
@@ -83,7 +155,7 @@ class ClusterHook(BaseHook):
         from include.etl.clusters import is_alive, log_tail
 
         if not handle.owned:
-            return None
+            return None  # attached or shared: resolve() follows a shared cluster that went away
         core = handle.pids[: self.core_processes] if self.core_processes else handle.pids
         gone = [p for p in core if not is_alive(p, self.marker)]
         if not gone:
@@ -122,6 +194,8 @@ class DaskClusterHook(ClusterHook):
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
         self._client = None
+        self._future = None  # the job submitted to a worker through a client (thin tasks, attached cluster)
+        self._job: tuple[str, str] | None = None  # (endpoint, key) of the job submitted over HTTP
 
     def configured_address(self) -> tuple[str, str | None] | None:
         conn = _connection_or_none(self.conn_id)
@@ -134,20 +208,25 @@ class DaskClusterHook(ClusterHook):
         address = f"{scheme}://{conn.host}:{conn.port or 8786}"
         return address, extra.get("dashboard_url")
 
-    def start_or_attach(self, workdir: Path) -> ClusterHandle:
-        from include.etl.clusters.dask_local import check_dask, start_local_dask
+    def attach(self) -> ClusterHandle | None:
+        from include.etl.clusters.dask_local import check_dask
 
         configured = self.configured_address()
-        if configured is not None:
-            address, dashboard = configured
-            log.info("Attaching to the Dask cluster of connection %r at %s", self.conn_id, address)
-            try:
-                health = check_dask(address)
-            except ClusterStartError as exc:
-                raise ClusterStartError(f"{exc} (from Airflow connection {self.conn_id!r})") from None
-            log.info("Dask cluster at %s is healthy: %s", address, health)
-            return ClusterHandle("dask", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
-        s = self.settings
+        if configured is None:
+            return None
+        address, dashboard = configured
+        log.info("Attaching to the Dask cluster of connection %r at %s", self.conn_id, address)
+        try:
+            health = check_dask(address)
+        except ClusterStartError as exc:
+            raise ClusterStartError(f"{exc} (from Airflow connection {self.conn_id!r})") from None
+        log.info("Dask cluster at %s is healthy: %s", address, health)
+        return ClusterHandle("dask", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
+
+    def start_local(self, workdir: Path, settings: Settings) -> ClusterHandle:
+        from include.etl.clusters.dask_local import start_local_dask
+
+        s = settings
         log.info(
             "No connection %r: starting a local Dask cluster (%s workers x %s threads, %s each) on %s, logs in %s",
             self.conn_id, s.dask_workers, s.dask_threads, s.dask_memory_limit, s.bind_host, workdir,
@@ -159,6 +238,10 @@ class DaskClusterHook(ClusterHook):
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.dask_local import stop_local_dask
 
+        if is_shared(handle):
+            log.info("Dask cluster at %s is the shared local cluster: leaving it running for other runs (it stops "
+                     "itself after %s s without work)", handle.address, handle.extra.get("idle_timeout_s"))
+            return []
         if not handle.owned:
             log.info("Dask cluster at %s was attached (connection %r), not started here: leaving it running",
                      handle.address, handle.conn_id)
@@ -168,18 +251,92 @@ class DaskClusterHook(ClusterHook):
                  handle.address, handle.pids, killed or "none")
         return killed + _sweep(handle)
 
-    def engine(self, handle: ClusterHandle) -> Any:
+    def _connect(self, handle: ClusterHandle, **kwargs: Any):
         from distributed import Client
 
-        from include.etl.engines.dask import DaskEngine
-
-        self.close()  # one client per hook: a second engine() must not leak the first
+        self.close()  # one client per hook: a second connection must not leak the first
         log.info("Connecting to the Dask scheduler at %s", handle.address)
         try:
-            self._client = Client(handle.address, timeout=30)
+            self._client = Client(handle.address, timeout=30, **kwargs)
         except (OSError, TimeoutError) as exc:
             raise ClusterStartError(f"cannot reach the Dask scheduler at {handle.address}: {exc}") from None
-        return DaskEngine(self._client)
+        return self._client
+
+    def engine(self, handle: ClusterHandle) -> Any:
+        from include.etl.engines.dask import DaskEngine
+
+        return DaskEngine(self._connect(handle))
+
+    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
+        """Run the job; with ``ETL_DASK_THIN_TASKS`` (default) its driver runs on a worker, not here.
+
+        The worker has pandas, ``dask.dataframe`` and the job code loaded already (see
+        ``include.etl.clusters.dask_jobs``). A local cluster takes the job through its scheduler's
+        HTTP job endpoint (``include.etl.clusters.dask_http``), so this process imports no Dask
+        at all; an attached cluster through a ``distributed`` client. The job's log records are
+        logged here, and a data error is raised here as itself.
+        """
+        if not self.settings.dask_thin_tasks:
+            return super().run_job(handle, job, job_kwargs, ds)
+        import time
+        import uuid
+
+        key = f"etl-job-{safe_path_part(job)}-{uuid.uuid4().hex[:12]}"
+        s = self.settings
+        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": str(s.lake_root),
+                "max_reject_ratio": s.max_reject_ratio, "block_bytes": s.ingest_block_bytes, "key": key}
+        t0 = time.perf_counter()
+        url = (handle.extra or {}).get("jobs_url")
+        if url:
+            from include.etl.clusters.dask_http import call_job
+
+            self._job = (url, key)
+            try:
+                result = call_job(url, spec)
+            finally:
+                self._job = None
+        else:
+            from include.etl.clusters.dask_jobs import run_job_on_worker
+
+            client = self._connect(handle, set_as_default=False, name=key)
+            self._future = client.submit(run_job_on_worker, job, job_kwargs, ds, lake_root=spec["lake_root"],
+                                         max_reject_ratio=s.max_reject_ratio, block_bytes=s.ingest_block_bytes,
+                                         client_name=key, key=key, pure=False, retries=0)
+            result = self._future.result()
+            self._future = None
+            if "error" in result:
+                from include.etl.clusters.dask_http import _describe_error
+
+                result["error"] = _describe_error(result["error"])
+        for _created, level, logger, message in result.get("logs", []):
+            log.log(level, "[%s] %s", logger, message)
+        if "error" in result:
+            from include.etl.clusters.dask_http import _raise
+
+            if result.get("worker"):
+                log.info("The job's driver on worker %s failed after %.2f s:\n%s", result["worker"],
+                         result.get("elapsed_s") or 0, result.get("traceback", ""))
+            _raise(result["error"])
+        log.info("Job %s done in %.3f s on worker %s (%.3f s from submit to result)", job, result["elapsed_s"],
+                 result.get("worker"), time.perf_counter() - t0)
+        return result["summary"]
+
+    def cancel(self) -> None:
+        """Cancel this task's job (its future; the job's driver then closes its own client), then close."""
+        job, self._job = self._job, None
+        if job is not None:
+            from include.etl.clusters.dask_http import cancel_job
+
+            if cancel_job(*job):
+                log.info("Cancelled the job %s on the Dask cluster", job[1])
+        future, self._future = self._future, None
+        if future is not None:
+            try:
+                future.cancel()
+                log.info("Cancelled the job %s on the Dask cluster", future.key)
+            except Exception as exc:  # noqa: BLE001 - the cluster may be gone
+                log.warning("Could not cancel the job on the Dask cluster: %s", exc)
+        self.close()
 
     def close(self) -> None:
         if self._client is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, _sweep
+from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, _sweep, is_shared
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 
@@ -128,8 +128,8 @@ class SparkClusterHook(ClusterHook):
                 return configured[1]
         return handle.address
 
-    def start_or_attach(self, workdir: Path) -> ClusterHandle:
-        from include.etl.clusters.spark_local import check_spark_connect, start_local_spark_connect
+    def attach(self) -> ClusterHandle | None:
+        from include.etl.clusters.spark_local import check_spark_connect
 
         configured = self.configured_address()
         if configured is not None:
@@ -141,10 +141,12 @@ class SparkClusterHook(ClusterHook):
                 raise ClusterStartError(f"{exc} (from Airflow connection {self.conn_id!r})") from None
             log.info("Spark Connect server at %s is healthy: %s", address, health)
             return ClusterHandle("spark", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
-        standalone = self._standalone_master()
-        if standalone is not None:
-            return standalone
-        s = self.settings
+        return self._standalone_master()
+
+    def start_local(self, workdir: Path, settings: Settings) -> ClusterHandle:
+        from include.etl.clusters.spark_local import start_local_spark_connect
+
+        s = settings
         log.info(
             "No connection %r: starting a local Spark Connect server (local[%s] task threads) on %s, logs in %s",
             self.conn_id, s.dask_workers * s.dask_threads, s.bind_host, workdir,
@@ -152,6 +154,26 @@ class SparkClusterHook(ClusterHook):
         handle = start_local_spark_connect(s, workdir)
         log.info("Local Spark Connect server up at %s (UI %s), process %s", handle.address, handle.dashboard_url, handle.pids)
         return handle
+
+    def open_run(self, handle: ClusterHandle) -> ClusterHandle:
+        """The run's own session on the shared server (released by the run's teardown; the server stays).
+
+        Sessions keep runs apart (their state, their cancellation); each session starts its Python
+        workers on its first Python UDF (about 2 s, once per run).
+        """
+        from include.etl.clusters.spark_local import check_spark_connect
+
+        health = check_spark_connect(handle.address, timeout=HEALTH_TIMEOUT, python=False, keep_session=True)
+        handle.extra = {**{k: v for k, v in handle.extra.items() if k not in ("python_workers_s", "query_s")}, **health}
+        log.info("Opened this run's session %s on the shared Spark Connect server %s", health.get("session_id"),
+                 handle.address)
+        return handle
+
+    def resolve(self, handle: ClusterHandle) -> ClusterHandle:
+        current = super().resolve(handle)
+        if current is not handle and current.address != handle.address:
+            current.extra.pop("session_id", None)  # the run's session was on the server that went away
+        return current
 
     def _standalone_master(self) -> ClusterHandle | None:
         """Attach to the provider's ``spark_default`` connection when it names a ``spark://`` master."""
@@ -230,9 +252,21 @@ class SparkClusterHook(ClusterHook):
             log.info("Spark master %s was attached (connection %r): leaving it running", handle.address, handle.conn_id)
             return []
         if not handle.owned:
-            log.info("Spark Connect server at %s was attached (connection %r), not started here: leaving it running",
-                     handle.address, handle.conn_id)
+            if is_shared(handle):
+                log.info("Spark Connect server at %s is the shared local server: leaving it running for other runs "
+                         "(it stops itself after %s s without Spark jobs)", handle.address,
+                         handle.extra.get("idle_timeout_s"))
+            else:
+                log.info("Spark Connect server at %s was attached (connection %r), not started here: leaving it "
+                         "running", handle.address, handle.conn_id)
             session_id = handle.extra.get("session_id")
+            if session_id and is_shared(handle):
+                from include.etl.clusters.spark_local import port_open, split_address
+
+                if not port_open(*split_address(handle.address), HEALTH_TIMEOUT):
+                    log.info("The shared server at %s is gone already (idle timeout): no session to release",
+                             handle.address)
+                    return []
             if session_id:
                 log.info("Releasing this run's Spark Connect session %s (and its Python workers)", session_id)
                 release_session(self._url(handle), session_id)
