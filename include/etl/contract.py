@@ -83,18 +83,34 @@ class Column:
             raise ContractError(f"dataset {dataset!r}: a column has no name")
         if self.type not in TYPES:
             fail(f"unknown type {self.type!r}; expected one of {', '.join(TYPES)}")
+        self._check_format(fail)
+        self._check_decimal(fail)
+        self._check_numbers(fail)
+        if self.allowed is not None and (self.type != "string" or not self.allowed
+                                         or not all(isinstance(v, str) for v in self.allowed)):
+            fail("allowed values must be a non-empty list of strings, for string columns")
+        if self.type == "boolean":
+            tokens = [t.lower() for t in (*self.true_values, *self.false_values)]
+            if not self.true_values or not self.false_values or len(set(tokens)) != len(tokens):
+                fail("a boolean needs distinct true and false tokens")
+
+    def _check_format(self, fail) -> None:
         if self.type in ("date", "timestamp"):
             if not self.format:
                 fail(f"a {self.type} needs a strptime format, e.g. '%Y-%m-%d'")
             _check_format(self.format, self.type, fail)
         elif self.format is not None:
             fail(f"format is only for dates and timestamps, not {self.type}")
+
+    def _check_decimal(self, fail) -> None:
         if self.type == "decimal":
             p, s = self.precision, self.scale
             if not isinstance(p, int) or not isinstance(s, int) or not 0 < p <= MAX_DECIMAL_PRECISION or not 0 <= s <= p:
                 fail(f"decimal needs precision 1..{MAX_DECIMAL_PRECISION} and scale 0..precision, got ({p}, {s})")
         elif self.precision is not None or self.scale is not None:
             fail("precision and scale are only for decimals")
+
+    def _check_numbers(self, fail) -> None:
         if self.range is not None:
             if self.type not in NUMERIC:
                 fail(f"range is only for numbers, not {self.type}")
@@ -108,13 +124,6 @@ class Column:
             fail(f"thousands separator {self.thousands!r} must be one character, for numbers only")
         if self.whole_float and self.type != "integer":
             fail("whole_float is only for integers")
-        if self.allowed is not None and (self.type != "string" or not self.allowed
-                                         or not all(isinstance(v, str) for v in self.allowed)):
-            fail("allowed values must be a non-empty list of strings, for string columns")
-        if self.type == "boolean":
-            tokens = [t.lower() for t in (*self.true_values, *self.false_values)]
-            if not self.true_values or not self.false_values or len(set(tokens)) != len(tokens):
-                fail("a boolean needs distinct true and false tokens")
 
 
 def _check_format(fmt: str, kind: str, fail) -> None:

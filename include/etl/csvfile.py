@@ -228,13 +228,8 @@ def read_header(path: str, dataset: Dataset) -> Header:
         raise InputFileError(f"{where}: file is empty (no header line)")
     missing = [n for n in dataset.names if n not in found]
     if missing:
-        hint = ""
-        if len(found) == 1:
-            for sep in (";", "\t", "|", ","):
-                if sep != fmt.delimiter and sep in found[0]:
-                    hint = f"; the header looks {sep!r}-delimited, expected {fmt.delimiter!r}"
-                    break
-        raise InputFileError(f"{where}: header is missing required columns {missing}; found columns {found}{hint}")
+        raise InputFileError(f"{where}: header is missing required columns {missing}; found columns {found}"
+                             f"{_delimiter_hint(found, fmt.delimiter)}")
     if unreadable:
         raise InputFileError(f"{where}: the header line cannot be read: {unreadable}")
     twice = sorted({n for n in dataset.names if found.count(n) > 1})
@@ -250,6 +245,14 @@ def read_header(path: str, dataset: Dataset) -> Header:
         extra=[n for n in found if n not in dataset.names and n],
         positions={n: found.index(n) for n in dataset.names},
     )
+
+
+def _delimiter_hint(found: list[str], delimiter: str) -> str:
+    if len(found) == 1:
+        for sep in (";", "\t", "|", ","):
+            if sep != delimiter and sep in found[0]:
+                return f"; the header looks {sep!r}-delimited, expected {delimiter!r}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -354,8 +357,15 @@ def plan_blocks(path: str, header: Header, dataset: Dataset, block_bytes: int, s
     for s in surveys:
         firsts.append(line)
         line += s.lines
+    bounds = _move_boundaries(path, header, dataset, naive, surveys, firsts)
+    offsets = [offset for s in surveys for _, offset in s.nonsimple]
+    return _blocks_from_bounds(bounds, header.size, offsets)
+
+
+def _move_boundaries(path: str, header: Header, dataset: Dataset, naive: list[Block], surveys: list[BlockLines],
+                     firsts: list[int]) -> list[tuple[int, int]]:
+    """(offset, first line) of each block start, moved past any multi-line record it falls in."""
     bounds = [(b.offset, first) for b, first in zip(naive, firsts, strict=True)]
-    moved: dict[int, tuple[int, int]] = {}  # naive boundary index -> (new offset, first line)
     resume = header.data_offset
     with open(path, "rb") as f:
         for s, first in zip(surveys, firsts, strict=True):
@@ -364,32 +374,27 @@ def plan_blocks(path: str, header: Header, dataset: Dataset, block_bytes: int, s
                     continue  # inside a record that started earlier
                 f.seek(offset)
                 record = scan_record(f.read(RECORD_WINDOW), dataset.format)
-                end = offset + record.length
-                resume = end
-                if record.lines <= 1:
-                    continue
-                for k, (boundary, _) in enumerate(bounds):
-                    if offset < boundary < end:
-                        moved[k] = (end, first + index + record.lines)
-    for k, value in moved.items():
-        bounds[k] = value
-    blocks = []
-    ends = [b for b, _ in bounds[1:]] + [header.size]
-    for (start, first), end in zip(bounds, ends, strict=True):
-        if blocks and start <= blocks[-1].offset:
-            continue
-        blocks.append(Block(start, end - start, first))
-    # A boundary moved past the next one: recompute lengths from the kept starts.
+                resume = end = offset + record.length
+                if record.lines > 1:
+                    bounds = [(end, first + index + record.lines) if offset < b < end else (b, line) for b, line in bounds]
+    return bounds
+
+
+def _blocks_from_bounds(bounds: list[tuple[int, int]], size: int, nonsimple: list[int]) -> list[Block]:
+    """Blocks between consecutive distinct starts, each with the non-simple line offsets it holds."""
     import bisect
 
-    offsets = [offset for s in surveys for _, offset in s.nonsimple]
-    out = []
-    for i, b in enumerate(blocks):
-        end = blocks[i + 1].offset if i + 1 < len(blocks) else header.size
-        if end > b.offset:
-            mine = tuple(offsets[bisect.bisect_left(offsets, b.offset):bisect.bisect_left(offsets, end)])
-            out.append(Block(b.offset, end - b.offset, b.first_line, mine))
-    return out
+    starts: list[tuple[int, int]] = []
+    for start, first in bounds:
+        if not starts or start > starts[-1][0]:
+            starts.append((start, first))
+    blocks = []
+    for i, (start, first) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else size
+        if end > start:
+            mine = tuple(nonsimple[bisect.bisect_left(nonsimple, start):bisect.bisect_left(nonsimple, end)])
+            blocks.append(Block(start, end - start, first, mine))
+    return blocks
 
 
 def read_block_bytes(path: str, block: Block) -> tuple[bytes, Any]:

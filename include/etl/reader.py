@@ -89,105 +89,92 @@ def parse_bytes(block: bytes, first_line: int, source: str, header: Header, data
     import pyarrow as pa
 
     from include.etl.convert import Reasons, convert
-    from include.etl.csvfile import RECORD_WINDOW, line_spans, nonsimple_lines, scan_record
+    from include.etl.csvfile import line_spans
+
+    codec = dataset.format.python_encoding
+    starts, ends, _ = line_spans(np.frombuffer(block, dtype=np.uint8), block)
+    data, slow, simple = _slow_records(block, starts, ends, dataset, nonsimple, lookahead)
+    simple_idx = np.flatnonzero(simple)
+    table, invalid = _read_fields(_pyarrow_body(block, data, starts, ends, simple_idx, codec, not slow),
+                                  header, dataset)
+    # pyarrow's rows are the simple lines in order, less the invalid ones (numbered among them).
+    width = len(header.names)
+    for number, count, _text in invalid:
+        i = int(simple_idx[number - 1])
+        slow.append((i, i, None, f"expected {width} fields, found {count}"))
+        simple[i] = False
+    good = np.flatnonzero(simple)
+    if len(good) != table.num_rows:
+        raise RuntimeError(f"{source}: pyarrow read {table.num_rows} rows from {len(good)} lines; please report this file")
+    slow = [(i, last, None, f"expected {width} fields, found {len(f)}") if f is not None and len(f) != width
+            else (i, last, f, e) for i, last, f, e in slow]
+    # Records in file order: pyarrow's rows first, then the slow ones, sorted by their first line.
+    firsts = np.concatenate([good, np.array([r[0] for r in slow], dtype=np.int64)])
+    lasts = np.concatenate([good, np.array([r[1] for r in slow], dtype=np.int64)])
+    order = np.argsort(firsts, kind="stable")
+    take = pa.array(order, pa.int64())
+    raw = {}
+    for col in dataset.columns:
+        pos = header.positions[col.name]
+        fast = table.column(f"f{pos}").combine_chunks().cast(pa.string()) if table.num_rows else pa.array([], pa.string())
+        late = pa.array([None if r[2] is None else r[2][pos] for r in slow], pa.string())
+        raw[col.name] = pa.concat_arrays([fast, late]).take(take) if slow else fast
+    reasons = Reasons(len(order), np.array([None] * table.num_rows + [r[3] for r in slow], dtype=object)[order])
+    columns = dict(convert(dataset, raw, reasons, ds))
+    firsts, lasts = firsts[order], lasts[order]
+    raw_text = np.full(len(order), None, dtype=object)  # the rejected records' text as in the file
+    for r in np.flatnonzero(reasons.has):
+        raw_text[r] = data[int(starts[firsts[r]]) : int(ends[lasts[r]])].decode(codec, errors="replace")
+    columns["_source"] = pa.array([source] * len(order), pa.string())
+    columns["_line"] = pa.array(firsts + first_line, pa.int64())
+    columns["_raw"] = pa.array(raw_text, pa.string())
+    columns["_reason"] = pa.array(reasons.text, pa.string())
+    return pa.table(columns, schema=output_schema(dataset))
+
+
+def _slow_records(block: bytes, starts: Any, ends: Any, dataset: Dataset, nonsimple: list[int] | None,
+                  lookahead: Any) -> tuple[bytes, list[tuple[int, int, list[str] | None, str | None]], Any]:
+    """The records the csv module reads: (bytes scanned, [(first line, last line, fields or None, reason or None)],
+    mask of the simple lines left for pyarrow). Lines not valid in the encoding are rejected here too."""
+    import numpy as np
+
+    from include.etl.csvfile import RECORD_WINDOW, nonsimple_lines, scan_record
 
     fmt = dataset.format
     codec = fmt.python_encoding
     buf = np.frombuffer(block, dtype=np.uint8)
-    starts, ends, nexts = line_spans(buf, block)
-    n_lines = len(starts)
-    # Records read by the csv module: (start line, last line, fields or None, error or None)
-    complex_records: list[tuple[int, int, list[str] | None, str | None]] = []
-    consumed = np.zeros(n_lines, dtype=bool)
-    resume = 0
     odd = nonsimple_lines(buf, starts, fmt) if nonsimple is None else np.searchsorted(starts, nonsimple)
     data = block
     if len(odd) and lookahead is not None and int(starts[odd[-1]]) + RECORD_WINDOW > len(block):
         data = block + lookahead()  # a record scan may look past the block's end, as the planner's did
+    slow: list[tuple[int, int, list[str] | None, str | None]] = []
+    simple = starts != ends  # empty lines are no records
+    resume = 0
     for i in map(int, odd):
         if i < resume:
-            continue
-        start = int(starts[i])
-        record = scan_record(data[start : start + RECORD_WINDOW], fmt)
+            continue  # inside a record read already
+        record = scan_record(data[int(starts[i]) : int(starts[i]) + RECORD_WINDOW], fmt)
         last = i + max(record.lines, 1) - 1
-        consumed[i : last + 1] = True
+        if last >= len(starts):
+            raise RuntimeError(f"a record at line {i} of a block runs past the block's end: the block plan is wrong")
+        simple[i : last + 1] = False
         resume = last + 1
-        complex_records.append((i, last, record.fields, record.error))
-    simple = (starts != ends) & ~consumed
+        valid = record.fields is None or _encoding_ok(data[int(starts[i]) : int(ends[last])], codec)
+        slow.append((i, last, record.fields, record.error) if valid else (i, last, None, _invalid_text(codec)))
     if not _encoding_ok(block, codec):  # find the simple lines that do not decode
         for i in map(int, np.flatnonzero(simple)):
-            if not _encoding_ok(data[starts[i] : ends[i]], codec):
+            if not _encoding_ok(block[int(starts[i]) : int(ends[i])], codec):
                 simple[i] = False
-                complex_records.append((i, i, None, _invalid_text(codec)))
-    for k, (i, last, fields, error) in enumerate(complex_records):
-        if fields is not None and not _encoding_ok(data[starts[i] : ends[last]], codec):
-            complex_records[k] = (i, last, None, _invalid_text(codec))
+                slow.append((i, i, None, _invalid_text(codec)))
+    return data, slow, simple
 
-    simple_idx = np.flatnonzero(simple)
-    all_simple = not complex_records and codec in ("utf-8", "ascii")
-    if all_simple:
-        body = block
-    else:
-        body = b"\n".join(data[starts[i] : ends[i]] for i in simple_idx)
-        if codec not in ("utf-8", "ascii"):
-            body = body.decode(codec).encode("utf-8")
-    table, invalid = _read_fields(body, header, dataset)
-    # pyarrow's rows: the simple non-empty lines in order, less the invalid ones (numbered among the non-empty).
-    bad_simple: dict[int, str] = {}
-    for number, count, _text in invalid:
-        bad_simple[int(simple_idx[number - 1])] = f"expected {len(header.names)} fields, found {count}"
-    # Records in file order: (start line, source kind, index into that source).
-    good_simple = simple_idx if not bad_simple else np.array([i for i in simple_idx if int(i) not in bad_simple],
-                                                              dtype=np.int64)
-    if len(good_simple) != table.num_rows:
-        raise RuntimeError(f"{source}: pyarrow read {table.num_rows} rows from {len(good_simple)} lines; "
-                           "please report this file")
-    extra_starts = list(bad_simple)
-    extra_starts += [c[0] for c in complex_records]
-    n_fast = table.num_rows
-    record_lines = np.concatenate([good_simple, np.array(extra_starts, dtype=np.int64)])
-    order = np.argsort(record_lines, kind="stable")
-    record_lines = record_lines[order]
-    n = len(record_lines)
 
-    slow_fields: list[list[str] | None] = []  # records read by the csv module or rejected by pyarrow
-    slow_errors: list[str | None] = []
-    last_lines: list[int] = []
-    for i, reason in bad_simple.items():
-        slow_fields.append(None)
-        slow_errors.append(reason)
-        last_lines.append(i)
-    for i, last, fields, error in complex_records:
-        if fields is not None and len(fields) != len(header.names):
-            error, fields = f"expected {len(header.names)} fields, found {len(fields)}", None
-        slow_fields.append(fields)
-        slow_errors.append(error)
-        last_lines.append(last)
-    errors = np.array([None] * n_fast + slow_errors, dtype=object)[order]
-    raw: dict[str, Any] = {}
-    take = pa.array(order, pa.int64())
-    for col in dataset.columns:
-        pos = header.positions[col.name]
-        fast = table.column(f"f{pos}").combine_chunks() if n_fast else pa.array([], pa.string())
-        slow = pa.array([None if f is None else f[pos] for f in slow_fields], pa.string())
-        raw[col.name] = pa.concat_arrays([fast.cast(pa.string()), slow]).take(take) if slow_fields else fast
-    reasons = Reasons(n, errors)
-    typed = convert(dataset, raw, reasons, ds)
-
-    # The rejected records' text as in the file.
-    raw_text = np.full(n, None, dtype=object)
-    rejected = np.flatnonzero(reasons.has)
-    if len(rejected):
-        last_of = np.concatenate([good_simple, np.array(last_lines, dtype=np.int64)])[order]
-        for r in rejected:
-            a, b = int(starts[record_lines[r]]), int(ends[last_of[r]])
-            raw_text[r] = data[a:b].decode(codec, errors="replace")
-    columns = dict(typed)
-    columns["_source"] = pa.array([source] * n, pa.string()) if n else pa.array([], pa.string())
-    columns["_line"] = pa.array(record_lines + first_line, pa.int64())
-    columns["_raw"] = pa.array(raw_text, pa.string())
-    columns["_reason"] = pa.array(reasons.text, pa.string())
-    return pa.table(columns, schema=output_schema(dataset))
+def _pyarrow_body(block: bytes, data: bytes, starts: Any, ends: Any, simple_idx: Any, codec: str, whole: bool) -> bytes:
+    """The simple lines as UTF-8 text for pyarrow: the block itself when every line is simple and UTF-8."""
+    if whole and codec in ("utf-8", "ascii"):
+        return block
+    body = b"\n".join(data[int(starts[i]) : int(ends[i])] for i in simple_idx)
+    return body if codec in ("utf-8", "ascii") else body.decode(codec).encode("utf-8")
 
 
 def _read_fields(body: Any, header: Header, dataset: Dataset) -> tuple[Any, list[tuple[int, int, str]]]:
