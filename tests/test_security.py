@@ -53,3 +53,14 @@ def test_servers_default_to_loopback():
     from include.etl.settings import Settings
 
     assert Settings.from_env({}).bind_host == "127.0.0.1"
+
+
+def test_bin_airflow_exports_the_generated_secrets_whole(airflow_home):
+    """A Fernet key ends in '=' padding: bin/airflow must pass it on unchanged (deferred tasks need it)."""
+    from tests.e2e.airflow_env import bin_airflow
+
+    out = bin_airflow(airflow_home, "config", "get-value", "core", "fernet_key", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    values = dict(line.split("=", 1) for line in (airflow_home / "secrets.env").read_text().splitlines())
+    assert values["AIRFLOW__CORE__FERNET_KEY"].endswith("=")
+    assert out.stdout.strip().splitlines()[-1] == values["AIRFLOW__CORE__FERNET_KEY"]
