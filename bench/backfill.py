@@ -1,0 +1,249 @@
+"""Time a backfill of retail_daily through the real scheduler, and say what the time is spent on.
+
+A fresh embedded deployment like `make run` (SQLite, LocalExecutor; api-server, scheduler,
+dag-processor, all on 127.0.0.1; a temporary AIRFLOW_HOME and lake), with only
+`dags/retail_daily.py`, over the real landing files in ``$ETL_DATA_DIR/retail/by-day``. Then
+``POST /api/v2/backfills`` for ``--from`` .. ``--to`` on one backend, waits until every run has
+ended, and reads the task instances from the metadata DB:
+
+* the wall time of the backfill, per run with a file (a trading day) and per empty day;
+* per task: mean duration and its share of the summed task time (``start_cluster`` = the
+  cluster's start, the jobs, ``stop_cluster``, the sensor);
+* scheduling: the gaps between a run's tasks (the scheduler's loop, task process start-up).
+
+The whole year (2010-12-01 .. 2011-11-30: 297 trading days, 68 without a file) is
+extrapolated from the range measured as ``wall / trading days measured x 297`` (empty days
+cost a few seconds and overlap the others) unless the range is the year itself.
+
+    .venv/bin/python bench/backfill.py --backend dask --from 2010-12-01 --to 2010-12-31
+    .venv/bin/python bench/backfill.py --backend spark --from 2011-03-01 --to 2011-03-14 --max-active-runs 2
+
+Results: ``bench/results/backfill-<backend>-<from>-<to>.json`` and a Markdown table on stdout.
+Every process started is stopped by process group at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+YEAR_TRADING_DAYS = 297
+YEAR_DAYS = 365
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_data_dir() -> Path:
+    shared = ROOT.parent / "shared" / "data"
+    return Path(os.environ.get("ETL_DATA_DIR") or (shared if shared.is_dir() else ROOT / "data"))
+
+
+class Deployment:
+    def __init__(self, base: Path, backend: str, data_dir: Path):
+        from cryptography.fernet import Fernet
+
+        self.base, self.home = base, base / "airflow"
+        self.home.mkdir(parents=True)
+        dags = base / "dags"
+        dags.mkdir()
+        (dags / "retail_daily.py").symlink_to(ROOT / "dags" / "retail_daily.py")
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("AIRFLOW", "ETL_")) and k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
+        self.env.update(
+            AIRFLOW_HOME=str(self.home), ETL_LAKE_ROOT=str(base / "lake"), ETL_DATA_DIR=str(data_dir),
+            ETL_DEFAULT_BACKEND=backend,
+            # bin/airflow drops the trailing "=" of the generated Fernet key (IFS='=' read): a valid key of our own.
+            AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags), AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__API__PORT=str(self.port), AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        )
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def airflow(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ROOT / "bin" / "airflow"), *args], env=self.env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self) -> None:
+        out = self.airflow("version")
+        if out.returncode:
+            raise SystemExit(f"bin/airflow version failed:\n{out.stderr[-3000:]}")
+        for name in ("api-server", "scheduler", "dag-processor"):
+            log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+            self.procs[name] = subprocess.Popen([str(ROOT / "bin" / "airflow"), name], env=self.env, cwd=ROOT,
+                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in self.procs.values():
+                try:
+                    os.killpg(proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
+                time.sleep(0.5)
+
+    def api(self, method: str, path: str, body: dict | None = None):
+        password = json.loads((self.home / "simple_auth_manager_passwords.json").read_text())["admin"]
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/auth/token", method="POST",
+                                     data=json.dumps({"username": "admin", "password": password}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            token = json.load(resp)["access_token"]
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v2/{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.load(resp)
+
+    def query(self, sql: str, *args):
+        with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
+            return db.execute(sql, args).fetchall()
+
+    def wait(self, what: str, predicate, timeout: float, interval: float = 2.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                value = predicate()
+            except (OSError, urllib.error.URLError, ValueError, sqlite3.OperationalError, KeyError):
+                value = None
+            if value:
+                return value
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead:
+                raise SystemExit(f"{dead} exited while waiting for {what}; logs in {self.base}")
+            time.sleep(interval)
+        raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; logs in {self.base}")
+
+
+def _seconds(a: str | None, b: str | None) -> float | None:
+    if not a or not b:
+        return None
+    return (dt.datetime.fromisoformat(b) - dt.datetime.fromisoformat(a)).total_seconds()
+
+
+def analyse(dep: Deployment, days: list[str]) -> dict:
+    runs = dep.query("SELECT run_id, partition_key, state, start_date, end_date FROM dag_run "
+                     "WHERE dag_id = 'retail_daily' AND run_type = 'backfill'")
+    tis = dep.query("SELECT run_id, task_id, state, start_date, end_date FROM task_instance WHERE dag_id = 'retail_daily'")
+    by_run: dict[str, list] = {}
+    for run_id, task_id, state, start, end in tis:
+        by_run.setdefault(run_id, []).append((task_id, state, start, end))
+    trading, empty = [], []
+    per_task: dict[str, list[float]] = {}
+    gaps = []
+    for run_id, _key, _state, start, end in runs:
+        tasks = sorted((t for t in by_run.get(run_id, []) if t[1] == "success" and t[2]), key=lambda t: t[2])
+        kind = "empty" if any(t[0] == "publish_empty_day" for t in tasks) else "trading"
+        (empty if kind == "empty" else trading).append(_seconds(start, end))
+        for task_id, _, t_start, t_end in tasks:
+            per_task.setdefault(task_id, []).append(_seconds(t_start, t_end))
+        busy = sum(_seconds(t[2], t[3]) for t in tasks)
+        gaps.append((_seconds(start, end) or 0) - busy)
+    summed = sum(sum(v) for v in per_task.values())
+    return {
+        "runs": len(runs), "trading_days": len(trading), "empty_days": len(empty),
+        "states": sorted({r[2] for r in runs}),
+        "run_seconds_trading_mean": round(statistics.mean(trading), 1) if trading else None,
+        "run_seconds_empty_mean": round(statistics.mean(empty), 1) if empty else None,
+        "scheduling_gap_seconds_mean": round(statistics.mean(gaps), 1) if gaps else None,
+        "tasks": {t: {"n": len(v), "mean_s": round(statistics.mean(v), 2), "median_s": round(statistics.median(v), 2),
+                      "share_of_task_time": round(sum(v) / summed, 3)}
+                  for t, v in sorted(per_task.items(), key=lambda kv: -sum(kv[1]))},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("dask", "spark"), required=True)
+    parser.add_argument("--from", dest="start", default="2010-12-01")
+    parser.add_argument("--to", dest="end", default="2011-11-30")
+    parser.add_argument("--max-active-runs", type=int, default=2, help="backfill runs at a time (2 cores here)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--keep", action="store_true", help="keep the deployment's directory (logs, lake, DB)")
+    args = parser.parse_args(argv)
+    landing = args.data_dir / "retail" / "by-day"
+    start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    files = [d for d in days if (landing / f"{d}.csv").exists()]
+    if not files:
+        raise SystemExit(f"no landing file in {landing} between {args.start} and {args.end}")
+    base = Path(tempfile.mkdtemp(prefix=f"bench-backfill-{args.backend}-"))
+    dep = Deployment(base, args.backend, args.data_dir)
+    t_setup = time.monotonic()
+    try:
+        dep.start()
+        dep.wait("retail_daily to be parsed", lambda: dep.api("GET", "dags/retail_daily")["dag_id"], 300)
+        dep.api("PATCH", "dags/retail_daily", {"is_paused": False})
+        setup_s = time.monotonic() - t_setup
+        t0 = time.monotonic()
+        dep.api("POST", "backfills", {"dag_id": "retail_daily", "from_date": f"{args.start}T00:00:00Z",
+                                      "to_date": f"{args.end}T00:00:00Z", "max_active_runs": args.max_active_runs,
+                                      "run_backwards": False, "reprocess_behavior": "none"})
+
+        def finished():
+            rows = dep.query("SELECT state FROM dag_run WHERE dag_id = 'retail_daily' AND run_type = 'backfill'")
+            done = [s for (s,) in rows if s in ("success", "failed")]
+            if len(rows) == len(days) and len(done) == len(days):
+                return True
+            print(f"\r{len(done)}/{len(days)} runs ended after {time.monotonic() - t0:.0f} s", end="", file=sys.stderr)
+            return False
+
+        dep.wait("the backfill", finished, 24 * 3600, interval=5)
+        wall = time.monotonic() - t0
+        print(file=sys.stderr)
+        result = analyse(dep, days)
+    finally:
+        dep.stop()
+    result.update({
+        "backend": args.backend, "from": args.start, "to": args.end, "days": len(days), "files": len(files),
+        "max_active_runs": args.max_active_runs, "wall_seconds": round(wall, 1), "setup_seconds": round(setup_s, 1),
+        "seconds_per_trading_day": round(wall / len(files), 1),
+        "year_estimate_seconds": round(wall if len(files) == YEAR_TRADING_DAYS else wall / len(files) * YEAR_TRADING_DAYS),
+        "year_measured": len(files) == YEAR_TRADING_DAYS,
+        "cpus": os.cpu_count(), "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    })
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"backfill-{args.backend}-{args.start}-{args.end}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"| backend | days (files) | wall | per trading day | year (297 days) | run, trading | run, empty |\n"
+          f"| --- | --- | --- | --- | --- | --- | --- |\n"
+          f"| {args.backend} | {len(days)} ({len(files)}) | {wall:.0f} s | {result['seconds_per_trading_day']} s | "
+          f"{result['year_estimate_seconds'] / 3600:.2f} h{'' if result['year_measured'] else ' (extrapolated)'} | "
+          f"{result['run_seconds_trading_mean']} s | {result['run_seconds_empty_mean']} s |")
+    print("\n| task | n | mean | median | share of task time |\n| --- | --- | --- | --- | --- |")
+    for task, t in result["tasks"].items():
+        print(f"| {task} | {t['n']} | {t['mean_s']} s | {t['median_s']} s | {t['share_of_task_time']:.0%} |")
+    print(f"\nstates {result['states']}; mean gap between a run's tasks (scheduling, process start) per run: "
+          f"{result['scheduling_gap_seconds_mean']} s; results in {out}")
+    if args.keep:
+        print(f"deployment kept in {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0 if result["states"] == ["success"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""retail_daily and the rollup through a real scheduler and LocalExecutor (every task its own process).
+
+A deployment like `make run` (SQLite, LocalExecutor: api-server, scheduler, dag-processor) with
+`dags/retail_daily.py` and the weekly variant of `retail_monthly` (`tests/fixtures/dags/retail_weekly.py`,
+the same factory with a `WeekWindow`), over a landing directory holding copies of the real days
+of the week 2010-12-06 .. 2010-12-12 (the Saturday 2010-12-11 has no file). On Dask:
+
+* a backfill of the week's 7 daily runs (`POST /api/v2/backfills`, two runs at a time): 6 days
+  with their marts, the Saturday published as an empty day without a cluster;
+* `retail_weekly` is created only once all 7 days have published (never while the backfill is
+  under way), runs once, and its `weekly_sales_by_country` equals SQL over the 6 raw files,
+  with distinct counts over the whole week; its report is written beside it;
+* a corrected file for one day lands and that day's run is cleared (re-run): the rollup runs
+  again by itself, and its output equals SQL over the corrected week;
+* today's scheduled run (created when the DAG is unpaused), whose deadline is ahead, waits
+  *deferred* in the triggerer (no worker slot) and goes on when its file lands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.e2e.airflow_env import project_env
+from tests.e2e.stack import Api, Stack, free_port, wait
+from tests.e2e.test_retail import (
+    DAYS_DIR,
+    needs_data,
+    oracle_db,
+    oracle_period_by_country,
+    period_by_country,
+    read_table,
+)
+from tests.procs import processes_with_env
+
+pytestmark = [pytest.mark.slow, needs_data]
+
+WEEK = [f"2010-12-{d:02d}" for d in range(6, 13)]  # Monday .. Sunday
+NO_FILE = "2010-12-11"
+RERUN_DAY = "2010-12-08"
+
+
+@pytest.fixture(scope="module")
+def deployment(migrated_home_template, tmp_path_factory):
+    base = tmp_path_factory.mktemp("retail-scheduler")
+    home = base / "airflow"
+    shutil.copytree(migrated_home_template, home, ignore=shutil.ignore_patterns("airflow.cfg", "logs"))
+    dags = base / "dags"
+    dags.mkdir()
+    (dags / "retail_daily.py").symlink_to(ROOT / "dags" / "retail_daily.py")
+    (dags / "retail_weekly.py").symlink_to(ROOT / "tests" / "fixtures" / "dags" / "retail_weekly.py")
+    data = base / "data"  # ETL_DATA_DIR: the DAG's default landing_dir is data/retail/by-day
+    landing = data / "retail" / "by-day"
+    landing.mkdir(parents=True)
+    for day in WEEK:
+        if (DAYS_DIR / f"{day}.csv").exists():
+            shutil.copy(DAYS_DIR / f"{day}.csv", landing)
+    assert not (landing / f"{NO_FILE}.csv").exists() and len(list(landing.iterdir())) == 6
+    port = free_port()
+    from cryptography.fernet import Fernet
+
+    env = project_env(
+        home,
+        # A key of this deployment's own: bin/airflow reads secrets.env with `IFS='=' read`, which drops
+        # the generated key's trailing "=" (its base64 padding), and an invalid key fails every deferral.
+        AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
+        ETL_DATA_DIR=str(data),
+        ETL_DEFAULT_BACKEND="dask",
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+    )
+    stack = Stack(base)
+    bin_airflow = str(ROOT / "bin" / "airflow")
+    for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        stack.start(component, [bin_airflow, component], env)
+    api = Api(port, home)
+    try:
+        wait("the DAGs to be parsed", lambda: all(api("GET", f"dags/{d}")["dag_id"] for d in ("retail_daily", "retail_weekly")),
+             300, stack, interval=2)
+        yield {"home": home, "api": api, "stack": stack, "landing": landing}
+    finally:
+        stack.stop_all()
+    assert processes_with_env(str(home)) == [], "cluster processes survived the deployment"
+
+
+def _runs(home: Path, dag_id: str) -> list[dict]:
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT run_id, state, partition_key, run_type, queued_at, start_date, end_date "
+                          "FROM dag_run WHERE dag_id = ? ORDER BY id", (dag_id,)).fetchall()
+    return [dict(r) for r in rows]
+
+
+def _tis(home: Path, dag_id: str, run_id: str) -> dict[str, str]:
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        return dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+                               (dag_id, run_id)).fetchall())
+
+
+def _day_events(home: Path) -> dict[str, str]:
+    """The week's days with a ``sales_by_country`` event -> the event's time (the last one of a day)."""
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        rows = db.execute("SELECT e.partition_key, MAX(e.timestamp) FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                          "WHERE a.uri = 'lake://retail/sales_by_country' GROUP BY e.partition_key").fetchall()
+    return {k: ts for k, ts in rows if k in WEEK}
+
+
+def _week_runs(home: Path) -> dict[str, dict]:
+    return {r["partition_key"]: r for r in _runs(home, "retail_daily") if r["partition_key"] in WEEK}
+
+
+def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployment):
+    home, api, stack, landing = deployment["home"], deployment["api"], deployment["stack"], deployment["landing"]
+    for dag_id in ("retail_weekly", "retail_daily"):
+        assert api("PATCH", f"dags/{dag_id}", {"is_paused": False})["is_paused"] is False
+    t0 = time.monotonic()
+    backfill = api("POST", "backfills", {"dag_id": "retail_daily", "from_date": f"{WEEK[0]}T00:00:00Z",
+                                         "to_date": f"{WEEK[-1]}T00:00:00Z", "max_active_runs": 2,
+                                         "run_backwards": False, "reprocess_behavior": "none"})
+    assert backfill["dag_id"] == "retail_daily", backfill
+    premature = []
+
+    def week_done():
+        runs = _week_runs(home)
+        failed = {k: _tis(home, "retail_daily", r["run_id"]) for k, r in runs.items() if r["state"] == "failed"}
+        assert not failed, (failed, stack.log("scheduler"))
+        done = sorted(k for k, r in runs.items() if r["state"] == "success")
+        weekly = _runs(home, "retail_weekly")  # read before the events: a run seen here had its events
+        if weekly and len(_day_events(home)) < len(WEEK):
+            premature.append((sorted(_day_events(home)), weekly))
+        return len(done) == len(WEEK) and runs
+
+    runs = wait("the 7 daily runs of the backfill", week_done, 900, stack, interval=1)
+    backfill_s = time.monotonic() - t0
+    assert premature == [], f"the rollup ran before the week was complete: {premature}"
+    assert {r["run_type"] for r in runs.values()} == {"backfill"}
+    # The Saturday: an empty day, no cluster; the other days: the cluster chain, no empty day.
+    for day, run in runs.items():
+        tis = _tis(home, "retail_daily", run["run_id"])
+        if day == NO_FILE:
+            assert tis["publish_empty_day"] == "success" and tis["start_cluster"] == "skipped", tis
+            assert tis["marts"] == "skipped" and tis["stop_cluster"] == "skipped", tis
+        else:
+            assert tis["marts"] == "success" and tis["stop_cluster"] == "success", (day, tis)
+            assert tis["publish_empty_day"] == "skipped", (day, tis)
+    last_daily = max(r["end_date"] for r in runs.values())
+    events = _day_events(home)
+    assert sorted(events) == WEEK, events  # every day emitted its event, the empty day too
+
+    def weekly_done(n):
+        weekly = _runs(home, "retail_weekly")
+        assert not [r for r in weekly if r["state"] == "failed"], (weekly, stack.log("scheduler"))
+        return len(weekly) >= n and all(r["state"] == "success" for r in weekly) and weekly
+
+    weekly = wait("the weekly rollup", lambda: weekly_done(1), 300, stack, interval=1)
+    assert len(weekly) == 1, weekly
+    first = weekly[0]
+    assert first["partition_key"].startswith(f"{WEEK[0]} (W49)"), first
+    assert first["queued_at"] >= max(events.values()), (first, events)  # created after the last day published
+    rollup_s = time.monotonic() - t0 - backfill_s
+
+    part = home / "lake" / "retail" / "weekly_sales_by_country" / f"ds={WEEK[0]}"
+    files = sorted(landing.iterdir())
+    assert period_by_country(part, "week", WEEK[0]) == oracle_period_by_country(oracle_db(files))
+    report = (part / "report.html").read_text(encoding="utf-8")
+    for chart in ("revenue-per-day", "top-countries", "top-products", "cancellations-per-day"):
+        assert f'id="{chart}"' in report, chart
+    assert f"Days without trading: {NO_FILE}." in report
+
+    # A corrected file lands for one day (its last 200 lines withdrawn) and the day is re-run.
+    corrected = landing / f"{RERUN_DAY}.csv"
+    lines = corrected.read_text(encoding="utf-8").splitlines()
+    corrected.write_text("\n".join(lines[:-200]) + "\n", encoding="utf-8")
+    expected = oracle_period_by_country(oracle_db(files))
+    assert expected != period_by_country(part, "week", WEEK[0])
+    run_id = runs[RERUN_DAY]["run_id"]
+    t1 = time.monotonic()
+    api("POST", f"dags/retail_daily/dagRuns/{quote(run_id, safe='')}/clear", {"dry_run": False})
+
+    def rerun_done():
+        run = [r for r in _runs(home, "retail_daily") if r["run_id"] == run_id][0]
+        assert run["state"] != "failed", _tis(home, "retail_daily", run_id)
+        return run["state"] == "success" and run["end_date"] > last_daily
+
+    wait(f"the re-run of {RERUN_DAY}", rerun_done, 300, stack, interval=1)
+    weekly = wait("the rollup after the re-run", lambda: weekly_done(2), 300, stack, interval=1)
+    assert len(weekly) == 2, weekly
+    assert weekly[1]["partition_key"].endswith("re-run"), weekly[1]
+    assert _tis(home, "retail_weekly", weekly[1]["run_id"])["rollup"] == "success"
+    assert period_by_country(part, "week", WEEK[0]) == expected
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        marts = db.execute("SELECT e.partition_key, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                           "WHERE a.uri = 'lake://retail/weekly_sales_by_country' ORDER BY e.id").fetchall()
+    assert [k for k, _ in marts] == [first["partition_key"]] * 2, marts  # the period's key, the re-run's too
+    assert all(json.loads(x)["trading_days"] == 6 and json.loads(x)["empty_days"] == 1 for _, x in marts), marts
+    rerun_s = time.monotonic() - t1
+    print(f"backfill of 7 days {backfill_s:.0f} s, rollup {rollup_s:.0f} s later, re-run + rollup {rerun_s:.0f} s")
+
+
+def test_a_day_not_over_waits_deferred_and_goes_on_when_its_file_lands(deployment):
+    home, api, stack, landing = deployment["home"], deployment["api"], deployment["stack"], deployment["landing"]
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    api("PATCH", "dags/retail_daily", {"is_paused": False})  # (unpaused by the test above; alone, here)
+
+    def waiting():
+        runs = [r for r in _runs(home, "retail_daily") if r["partition_key"] == today and r["run_type"] == "scheduled"]
+        return runs and _tis(home, "retail_daily", runs[0]["run_id"]).get("wait_for_file") == "deferred" and runs[0]
+
+    run = wait(f"today's run ({today}) to wait deferred for its file", waiting, 180, stack, interval=1)
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        triggers = db.execute("SELECT classpath FROM trigger").fetchall()
+    assert ("etl_platform.triggers.landing.LandingFileTrigger",) in triggers, triggers
+    header = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+    (landing / f"{today}.csv").write_text(
+        f"{header}\n900001,85123A,HEART,2,{today} 09:00:00,2.55,17850.0,United Kingdom\n"
+        f"900001,22633,HAND WARMER,3,{today} 09:00:00,1.85,17850.0,United Kingdom\n"
+        f"C900002,22633,HAND WARMER,-1,{today} 10:00:00,1.85,,France\n", encoding="utf-8")
+
+    def finished():
+        state = [r for r in _runs(home, "retail_daily") if r["run_id"] == run["run_id"]][0]["state"]
+        assert state != "failed", _tis(home, "retail_daily", run["run_id"])
+        return state == "success"
+
+    wait("today's run to go on once its file landed (the trigger checks every minute)", finished, 300, stack, interval=2)
+    tis = _tis(home, "retail_daily", run["run_id"])
+    assert tis["wait_for_file"] == "success" and tis["marts"] == "success" and tis["publish_empty_day"] == "skipped", tis
+    rows = {r["country"]: r for r in read_table(home / "lake" / "retail" / "sales_by_country" / f"ds={today}")}
+    assert (rows["United Kingdom"]["units"], rows["United Kingdom"]["invoices"], rows["United Kingdom"]["customers"]) \
+        == (5, 1, 1)
+    assert (rows["France"]["units"], rows["France"]["cancelled_lines"]) == (0, 1)
