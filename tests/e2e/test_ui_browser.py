@@ -38,8 +38,8 @@ pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("ETL_CHROMIUM", "/usr/bin/chromium")
 # The DAG whose trigger form is opened: a fixture DAG of the platform's operators (its params are
 # read from the REST API, so the form check does not depend on which params it has).
-DAG_FILE = ROOT / "tests" / "fixtures" / "dags" / "noop_jobs.py"
-DAG_ID = "noop_jobs"
+DAG_FILE = ROOT / "dags" / "retail_daily.py"
+DAG_ID = "retail_daily"
 PIPELINE, TABLE, DS = "shop", "orders", "2024-07-08"
 ROWS, REJECTS = 12, 3
 DAYS = [("Mon", 120), ("Tue", 80), ("Wed", 150), ("Thu", 60), ("Fri", 110)]
@@ -193,9 +193,15 @@ def test_login_trigger_form_and_report_charts(deployment, artifacts):
             dialog = page.get_by_role("dialog")
             expect(dialog.get_by_text(f"Trigger Dag - {DAG_ID}")).to_be_visible()
             expect(dialog.get_by_text("Run Parameters")).to_be_visible()
+            details = api("GET", f"dags/{DAG_ID}/details")["params"]
             for name in params:
-                expect(dialog.locator("label", has_text=re.compile(rf"^\s*{re.escape(name)}\s*$"))).to_be_visible()
-                expect(dialog.locator(f"#element_{name}")).to_be_visible()
+                # required params carry a '*' after their name
+                label = dialog.locator("label", has_text=re.compile(rf"^\s*{re.escape(name)}\s*\*?\s*$"))
+                expect(label).to_be_visible()
+                description = (details[name] or {}).get("description")
+                assert description, f"{DAG_ID}: param {name} has no description for the form"
+                expect(dialog.get_by_text(description)).to_be_visible()  # shown under the param's field
+            expect(dialog.get_by_role("spinbutton")).to_have_value("6")  # deadline_hours' default
             page.screenshot(path=artifacts / "02-trigger-form.png")
             page.keyboard.press("Escape")
             expect(dialog).to_be_hidden()
