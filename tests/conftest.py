@@ -58,3 +58,35 @@ def airflow_home(migrated_home_template, tmp_path) -> Path:
     # airflow.cfg holds absolute paths of the template (its SQLite file): let Airflow write a new one.
     shutil.copytree(migrated_home_template, home, ignore=shutil.ignore_patterns("airflow.cfg", "logs"))
     return home
+
+
+# The longest modules first (minutes in a full run here, roughly): pytest-xdist's loadfile
+# hands whole files to the two workers in collection order, so a long module collected last
+# would run alone at the end while the other worker idles.
+LONGEST_FIRST = (
+    "tests/e2e/test_production_stack.py",  # ~4
+    "tests/e2e/test_retail_scheduler.py",  # ~4
+    "tests/e2e/test_executor_faults.py",  # ~3.5
+    "tests/e2e/test_reader_engines.py",  # ~3
+    "tests/e2e/test_engine_faults.py",  # ~2.5
+    "tests/e2e/test_cluster_reuse.py",  # ~2.5
+    "tests/e2e/test_spark_backend.py",  # ~2.5
+    "tests/e2e/test_nz_trade.py",  # ~2
+    "tests/e2e/test_spark_standalone.py",
+    "tests/e2e/test_run_entrypoint.py",
+    "tests/e2e/test_retail.py",
+    "tests/e2e/test_scheduler_run.py",
+    "tests/e2e/test_olympics_spark.py",
+    "tests/e2e/test_olympics_dask.py",
+    "tests/e2e/test_ui_browser.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item):
+        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        return rank.get(path, len(rank))
+
+    items.sort(key=key)  # stable: a module's tests keep their order, and stay together

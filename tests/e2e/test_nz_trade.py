@@ -16,9 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -28,7 +26,6 @@ import pytest
 from include.etl.errors import RejectThresholdExceeded
 from include.etl.jobs import JobContext, resolve_job
 from include.etl.lake import Lake
-from include.etl.settings import Settings
 from tests.conftest import DATA_ROOT
 from tests.e2e.airflow_env import bin_airflow
 from tests.procs import processes_with_env
@@ -135,65 +132,19 @@ def test_dags_test_on_dask_publishes_the_expected_marts(airflow_home, expected):
 # --- the jobs on module-scoped real clusters, both engines ---------------------------------------------
 
 
-def _kill_leftovers(prefix: str) -> list[int]:
-    """Safety net: SIGKILL every process that inherited a cluster workdir under ``prefix``."""
-    left = processes_with_env(prefix)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    path = tmp_path_factory.mktemp("nz-trade")
-    yield path
-    assert _kill_leftovers(str(path)) == [], "a test left cluster processes running"
+    return tmp_path_factory.mktemp("nz-trade")
 
 
 @pytest.fixture(scope="module")
-def settings(base):
-    return Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_DASK_WORKERS": "2", "ETL_DASK_THREADS": "1",
-                              "ETL_DATA_DIR": str(DATA_ROOT)})
+def engines(real_engines) -> dict:
+    return real_engines
 
 
 @pytest.fixture(scope="module")
-def dask_engine(base, settings):
-    from distributed import Client
-
-    from include.etl.clusters.dask_local import start_local_dask, stop_local_dask
-    from include.etl.engines.dask import DaskEngine
-
-    handle = start_local_dask(settings, base / "dask")
-    try:
-        with Client(handle.address, timeout=30, set_as_default=False) as client:
-            yield DaskEngine(client)
-    finally:
-        stop_local_dask(handle)
-        _kill_leftovers(str(base / "dask"))
-
-
-@pytest.fixture(scope="module")
-def spark_engine(base, settings):
-    from etl_platform.hooks.spark import SparkClusterHook
-    from include.etl.clusters import ClusterHandle
-
-    hook = SparkClusterHook(settings=settings)
-    handle = hook.start_or_attach(base / "spark")
-    job_hook = SparkClusterHook(settings=settings)  # as SparkJobOperator does: a separate hook for the jobs
-    try:
-        yield job_hook.engine(ClusterHandle.from_dict(handle.to_dict()))
-    finally:
-        job_hook.close()
-        hook.stop(handle)
-        _kill_leftovers(str(base / "spark"))
-
-
-@pytest.fixture(scope="module")
-def engines(dask_engine, spark_engine) -> dict:
-    return {"dask": dask_engine, "spark": spark_engine}
+def dask_engine(engines):
+    return engines["dask"]
 
 
 def run_jobs(engine, lake_root: Path, source: str, max_reject_ratio: float = 0.01, upto: str = "marts") -> dict:

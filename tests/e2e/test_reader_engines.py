@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -20,9 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from include.etl.contract import Column, Dataset
+from include.etl.contract import Column, Dataset, on_partition_day
 from tests.include.test_reader import read as read_in_process
-from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,51 +32,9 @@ RETAIL = SHARED / "retail" / "by-day"
 needs_data = pytest.mark.skipif(not ATHLETES.exists(), reason=f"the shared data sets are not in {SHARED}")
 
 
-def _kill_leftovers(prefix: str) -> list[int]:
-    left = processes_with_env(prefix)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
-
-
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    path = tmp_path_factory.mktemp("reader-engines")
-    yield path
-    assert _kill_leftovers(str(path)) == [], "a test left cluster processes running"
-
-
-@pytest.fixture(scope="module")
-def settings(base):
-    from include.etl.settings import Settings
-
-    return Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_DASK_WORKERS": "2", "ETL_DASK_THREADS": "1"})
-
-
-@pytest.fixture(scope="module")
-def engines(base, settings):
-    """{"dask": DaskEngine, "spark": SparkEngine} on real local clusters, stopped at module end."""
-    from distributed import Client
-
-    from etl_platform.hooks.spark import SparkClusterHook
-    from include.etl.clusters.dask_local import start_local_dask, stop_local_dask
-    from include.etl.engines.dask import DaskEngine
-
-    dask_handle = start_local_dask(settings, base / "dask")
-    spark_hook = SparkClusterHook(settings=settings)
-    spark_handle = None
-    try:
-        spark_handle = spark_hook.start_or_attach(base / "spark")
-        with Client(dask_handle.address, timeout=30, set_as_default=False) as client:
-            yield {"dask": DaskEngine(client), "spark": spark_hook.engine(spark_handle)}
-    finally:
-        spark_hook.close()
-        if spark_handle is not None:
-            spark_hook.stop(spark_handle)
-        stop_local_dask(dask_handle)
+def engines(real_engines):
+    return real_engines
 
 
 def split(engine, frame, out: Path) -> tuple[pa.Table, pa.Table]:
@@ -190,3 +146,52 @@ def test_all_retail_days_through_their_contract_on_both_engines(engines):
         # says UnitPrice >= 0 (they are kept in the rejects, with the reason).
         assert bad == [("2011-08-12.csv", 631, "UnitPrice outside [0, inf]"),
                        ("2011-08-12.csv", 632, "UnitPrice outside [0, inf]")], name
+
+
+EVERY_TYPE = Dataset("every_type", (
+    Column("id", "integer", required=True),
+    Column("n", "integer", thousands=",", whole_float=True, range=(0, None)),
+    Column("x", "float"),
+    Column("price", "decimal", precision=8, scale=2),
+    Column("flag", "boolean", true_values=("Y",), false_values=("N",)),
+    Column("kind", allowed=("a", "b")),
+    Column("day", "date", format="%d/%m/%Y"),
+    Column("at", "timestamp", format="%Y-%m-%d %H:%M:%S"),
+), rules=(on_partition_day("at"),))
+EVERY_TYPE_ROWS = [  # (text, reason or None)
+    ('1,"2,156,624,900",1.5,12.34,Y,a,1/2/2020,2024-07-07 08:00:00', None),
+    ("2,17850.0,-1e3,0.5,N,b,01/02/2020,2024-07-07 23:59:59", None),
+    ("3,,NA,NA,NA,NA,NA,NA", None),
+    ("4,17850.5,1,1,Y,a,1/1/2020,2024-07-07 00:00:00", "n is not a whole number"),
+    ("5,-3,1,1,Y,a,1/1/2020,2024-07-07 00:00:00", "n outside [0, inf]"),
+    ("6,1,abc,1,Y,a,1/1/2020,2024-07-07 00:00:00", "x is not a number"),
+    ("7,1,1,1.234,Y,a,1/1/2020,2024-07-07 00:00:00", "price has more than 2 decimal places"),
+    ("8,1,1,1,maybe,a,1/1/2020,2024-07-07 00:00:00", "flag is not a boolean (Y/N)"),
+    ("9,1,1,1,Y,c,1/1/2020,2024-07-07 00:00:00", "kind not in a/b"),
+    ("10,1,1,1,Y,a,31/02/2020,2024-07-07 00:00:00", "day is not a date of the form %d/%m/%Y"),
+    ("11,1,1,1,Y,a,1/1/2020,2024-07-07 25:00:00", "at is not a timestamp of the form %Y-%m-%d %H:%M:%S"),
+    ("12,1,1,1,Y,a,1/1/2020,2024-07-08 00:00:00", "breaks rule: at falls on the partition's day"),
+]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252"])
+def test_every_type_and_encoding_alike_on_both_engines(engines, tmp_path, encoding):
+    import dataclasses
+
+    from include.etl.contract import FileFormat
+
+    dataset = dataclasses.replace(EVERY_TYPE, format=FileFormat(encoding=encoding))
+    text = "id,n,x,price,flag,kind,day,at,note\r\n" + "".join(f"{t},caf\u00e9\r\n" for t, _ in EVERY_TYPE_ROWS)
+    path = tmp_path / "every.csv"
+    path.write_bytes(text.encode("utf-8-sig" if encoding == "utf-8-sig" else encoding))
+    expected = [(i + 2, reason) for i, (_, reason) in enumerate(EVERY_TYPE_ROWS) if reason]
+    tables = {}
+    for name, engine in engines.items():
+        acc, rej = split(engine, engine.read_csv(str(path), dataset, ds="2024-07-07", block_bytes=64), tmp_path / name)
+        assert [(r["_line"], r["_reason"]) for r in rej.to_pylist()] == expected, name
+        tables[name] = acc.sort_by("id")
+    assert tables["dask"].num_rows == 3
+    assert tables["dask"].to_pylist() == tables["spark"].cast(tables["dask"].schema).to_pylist()
+    first = tables["dask"].to_pylist()[0]
+    assert (first["n"], first["x"], str(first["price"]), first["flag"], str(first["day"]), str(first["at"])) == (
+        2156624900, 1.5, "12.34", True, "2020-02-01", "2024-07-07 08:00:00")

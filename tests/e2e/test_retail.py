@@ -22,7 +22,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -131,46 +130,14 @@ def period_by_country(path: Path, column: str, label: str) -> dict[str, tuple]:
 # ---------------------------------------------------------------- clusters and jobs
 
 
-def _kill_leftovers(prefix: str) -> list[int]:
-    left = processes_with_env(prefix)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    path = tmp_path_factory.mktemp("retail-engines")
-    yield path
-    assert _kill_leftovers(str(path)) == [], "a test left cluster processes running"
+    return tmp_path_factory.mktemp("retail-engines")
 
 
 @pytest.fixture(scope="module")
-def engines(base):
-    """{"dask": DaskEngine, "spark": SparkEngine} on real local clusters, stopped at module end."""
-    from distributed import Client
-
-    from etl_platform.hooks.spark import SparkClusterHook
-    from include.etl.clusters.dask_local import start_local_dask, stop_local_dask
-    from include.etl.engines.dask import DaskEngine
-    from include.etl.settings import Settings
-
-    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_DASK_WORKERS": "2", "ETL_DASK_THREADS": "1"})
-    dask_handle = start_local_dask(settings, base / "dask")
-    spark_hook = SparkClusterHook(settings=settings)
-    spark_handle = None
-    try:
-        spark_handle = spark_hook.start_or_attach(base / "spark")
-        with Client(dask_handle.address, timeout=30, set_as_default=False) as client:
-            yield {"dask": DaskEngine(client), "spark": spark_hook.engine(spark_handle)}
-    finally:
-        spark_hook.close()
-        if spark_handle is not None:
-            spark_hook.stop(spark_handle)
-        stop_local_dask(dask_handle)
+def engines(real_engines):
+    return real_engines
 
 
 def run_day(engine, lake_root: Path, ds: str, source: Path) -> dict[str, dict]:
