@@ -22,9 +22,7 @@ run: install
 
 # Test files run in PYTEST_WORKERS processes (pytest-xdist, one file per process at a time, so a
 # module's shared cluster stays in one process); PYTEST_WORKERS=0 runs everything in this process.
-# Three on 2 cores: the end-to-end tests spend most of their time waiting on schedulers and
-# clusters (a full run used 26 min of CPU in 21.6 min of wall time with two).
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 test: install
 	bin/install-browser
 	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
