@@ -1,23 +1,35 @@
-"""The Airflow UI in a real browser: login, a trigger form, and a report opened from the lake browser.
+"""The Airflow UI in a real browser: login, a trigger form, and a real retail report opened from the lake browser.
 
 A deployment like `make run` (api-server, scheduler, dag-processor; SQLite; a fresh AIRFLOW_HOME
-on a free loopback port) over a lake this test fills with a small Parquet table, its rejects and
-a report page with charts (an inline SVG bar chart, and a canvas chart drawn by the page's own
-script; nothing is fetched). Playwright drives Debian's chromium (installed by bin/install-browser;
-Playwright's own browser download is not reachable from CI):
+on a free loopback port) over a lake this test fills with the retail pipeline's real jobs, in
+this process: one ISO week of the shared data set (:data:`WEEK`: six days with a file,
+among them the day with the two negative-price lines the contract rejects, and a Saturday
+without a file) through ``retail.ingest_day`` >> ``retail.enrich`` >> ``retail.marts`` (or
+``retail.empty_day``), then ``retail.check_period`` and ``retail.rollup`` for the week, which
+writes ``weekly_sales_by_country`` and its ``report.html`` (``include/pipelines/retail/report.py``).
+The jobs run on the platform's Dask engine over dask's in-process threaded scheduler: no cluster
+is started. The lake is filled while the Airflow components boot. Playwright drives Debian's
+chromium (installed by bin/install-browser; Playwright's own browser download is not reachable
+from CI):
 
 * without a session the lake browser answers 401 (API) or sends the browser to Airflow's login;
 * log in with the generated admin password;
 * open the trigger form of a DAG and see a field for each of its params;
-* open "Lake" from the UI's navigation, click through pipeline → table (row and reject counts)
-  → report, and see its charts rendered, inside a sandbox that keeps the report's script away
-  from the Airflow session.
+* open "Lake" from the UI's navigation, click through pipeline → ``invoice_lines`` (rows and the
+  day's real rejects) → ``weekly_sales_by_country`` → the week's report, and check the real
+  report rendered: its heading, its five SVG charts, one revenue bar per day of the week in the
+  lake (the Saturday as a day without trading), and its figures equal to what this test reads
+  from the marts' Parquet files with pyarrow;
+* the report is self-contained (no element loading anything, no request but its own file) and
+  framed in a sandbox: a script in its frame could read neither the Airflow session nor the API.
 
 Screenshots of each step are kept under $ETL_TEST_ARTIFACTS (default tests/artifacts/)/ui_browser/.
 """
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import json
 import os
 import re
@@ -29,73 +41,141 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DATA_ROOT, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.stack import Api, Stack, free_port, wait
-
-pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("ETL_CHROMIUM", "/usr/bin/chromium")
 # The DAG whose trigger form is opened: a fixture DAG of the platform's operators (its params are
 # read from the REST API, so the form check does not depend on which params it has).
 DAG_FILE = ROOT / "dags" / "retail_daily.py"
 DAG_ID = "retail_daily"
-PIPELINE, TABLE, DS = "shop", "orders", "2024-07-08"
-ROWS, REJECTS = 12, 3
-DAYS = [("Mon", 120), ("Tue", 80), ("Wed", 150), ("Thu", 60), ("Fri", 110)]
 
-REPORT = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Orders report {ds}</title>
-<style>body {{ font-family: sans-serif; margin: 16px; }} .bar {{ fill: #3182ce; }} h2 {{ font-size: 16px; }}</style>
-</head><body>
-<h1>Orders, {ds}</h1>
-<h2>Revenue per day</h2>
-<svg id="revenue-chart" width="320" height="180" role="img" aria-label="revenue per day">
-{bars}
-</svg>
-<h2>Orders trend</h2>
-<canvas id="trend-chart" width="320" height="160"></canvas>
-<script>
-  // The chart library of a real report would be inlined the same way: no CDN, no network.
-  const canvas = document.getElementById("trend-chart");
-  const ctx = canvas.getContext("2d");
-  const values = {values};
-  ctx.strokeStyle = "#e53e3e"; ctx.lineWidth = 4; ctx.beginPath();
-  values.forEach((v, i) => {{ const x = 20 + i * 70, y = 150 - v; i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); }});
-  ctx.stroke();
-  ctx.fillStyle = "#e53e3e"; ctx.fillRect(130, 60, 60, 60);
-  canvas.dataset.drawn = "yes";
-  // What the sandbox must deny this page: the Airflow session and the API.
-  let cookie; try {{ cookie = document.cookie === "" ? "empty" : "visible"; }} catch (e) {{ cookie = "blocked"; }}
-  document.body.dataset.cookie = cookie;
-  fetch("/api/v2/dags", {{credentials: "include"}})
-    .then(r => {{ document.body.dataset.api = "status " + r.status; }})
-    .catch(() => {{ document.body.dataset.api = "blocked"; }});
-</script>
-</body></html>
-"""
+DAYS_DIR = DATA_ROOT / "retail" / "by-day"
+# The ISO week rolled up: Monday 2011-08-08 to Sunday 2011-08-14. Small files (~0.7 MB in all);
+# 2011-08-12 holds the two negative-price (bad debt) lines the contract rejects; Saturday
+# 2011-08-13 has no file (the shop did not trade on Saturdays): an empty day.
+PERIOD, WEEK = "week", "2011-08-08"
+REJECTS_DAY = "2011-08-12"
+PIPELINE, DAILY_TABLE, MART = "retail", "invoice_lines", "weekly_sales_by_country"
+TOP = 10  # the report's rankings show this many rows (render's default)
+GOODS = re.compile(r"^\d{5}")  # stock codes of goods (the report's top products leave out POST, DOT, M, ...)
+REPORT_CHARTS = ("revenue-per-day", "top-countries", "top-products", "cancellations-per-day", "cancelled-products")
 
 
-def _report_html() -> str:
-    bars = "\n".join(
-        f'<rect class="bar" data-day="{d}" x="{10 + i * 60}" y="{170 - v}" width="40" height="{v}"/>'
-        for i, (d, v) in enumerate(DAYS))
-    return REPORT.format(ds=DS, bars=bars, values=[v // 2 for _, v in DAYS])
+def _week_days() -> list[str]:
+    start = dt.date.fromisoformat(WEEK)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range(7)]
 
 
-def _fill_lake(lake: Path) -> None:
-    import pyarrow as pa
+pytestmark = [
+    pytest.mark.slow,
+    # Checked at collection: without the data set nothing is started (no Airflow home, no deployment).
+    pytest.mark.skipif(not any((DAYS_DIR / f"{d}.csv").is_file() for d in _week_days()),
+                       reason=f"the retail data set (day files of the week {WEEK}) is not in {DAYS_DIR} "
+                              f"(ETL_DATA_DIR={DATA_ROOT}): no real report to open"),
+]
+
+
+# ---------------------------------------------------------------- the lake: the real jobs, in this process
+
+
+def _build_lake(lake: Path) -> dict:
+    """The week's daily jobs, then the rollup, as the DAGs run them; the rollup's summary."""
+    from include.etl.engines.dask import DaskEngine
+    from include.etl.jobs import get_job
+
+    engine = DaskEngine("threads")  # dask's in-process threaded scheduler: no cluster
+
+    def run(name: str, ds: str, **kwargs) -> dict:
+        job = get_job(name)
+        return job(job.context(engine=engine, lake_root=lake, ds=ds), **kwargs)
+
+    for ds in _week_days():
+        source = DAYS_DIR / f"{ds}.csv"
+        if source.is_file():
+            for name, kwargs in (("retail.ingest_day", {"source": str(source)}), ("retail.enrich", {}),
+                                 ("retail.marts", {})):
+                run(name, ds, **kwargs)
+        else:  # what retail_daily does when no file landed by the deadline
+            run("retail.empty_day", ds, path=str(source), deadline="the test's deadline", decided="no file")
+    check = run("retail.check_period", WEEK, period=PERIOD)
+    assert check["complete"], check
+    return run("retail.rollup", WEEK, period=PERIOD)
+
+
+# ---------------------------------------------------------------- what the report must show, from the Parquet files
+
+
+def _rows(partition: Path) -> list[dict]:
+    """The rows of a partition's Parquet files (a period's partition also holds its report.html)."""
     import pyarrow.parquet as pq
 
-    part = lake / PIPELINE / TABLE / f"ds={DS}"
-    part.mkdir(parents=True)
-    pq.write_table(pa.table({"order_id": list(range(ROWS)), "amount": [1.5 * i for i in range(ROWS)]}),
-                   part / "part-0.parquet")
-    (part / "report.html").write_text(_report_html())
-    rejects = lake / PIPELINE / "_rejects" / TABLE / f"ds={DS}"
-    rejects.mkdir(parents=True)
-    pq.write_table(pa.table({"_line": list(range(REJECTS)), "_reason": ["Quantity is not a number"] * REJECTS}),
-                   rejects / "part-0.parquet")
+    return [row for f in sorted(partition.rglob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+
+
+def _count(partition: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(partition.rglob("*.parquet")))
+
+
+def _milli(value: float) -> int:
+    return int(round(value * 1000))
+
+
+def _money(milli: int) -> str:
+    return f"£{milli / 1000:,.2f}"
+
+
+def _expected(lake: Path) -> dict:
+    """The report's figures, read here from the daily and weekly marts with pyarrow (not from the report code)."""
+    part = lake / PIPELINE
+    first, last = _week_days()[0], _week_days()[-1]
+    days = sorted(p.name[3:] for p in (part / DAILY_TABLE).glob("ds=*") if first <= p.name[3:] <= last)
+    lines = {d: _count(part / DAILY_TABLE / f"ds={d}") for d in days}
+    daily = {d: _rows(part / "sales_by_country" / f"ds={d}") for d in days}
+    revenue = {d: sum(_milli(r["revenue"]) for r in daily[d]) for d in days}
+    cancelled = {d: sum(_milli(r["cancelled_value"]) for r in daily[d]) for d in days}
+
+    mart = _rows(part / MART / f"ds={WEEK}")
+    assert mart and {r["week"] for r in mart} == {WEEK}, mart[:3]
+    countries = sorted(mart, key=lambda r: (-_milli(r["revenue"]), r["country"]))[:TOP]
+    products: dict[str, list[int]] = {}
+    for d in days:
+        for r in _rows(part / "sales_by_product" / f"ds={d}"):
+            units_value = products.setdefault(r["stock_code"], [0, 0])
+            units_value[0] += r["units"]
+            units_value[1] += _milli(r["revenue"])
+    goods = sorted(((c, u, m) for c, (u, m) in products.items() if GOODS.match(c)), key=lambda p: (-p[2], p[0]))
+
+    def day_title(d: str, milli: int) -> str:
+        return f"{d}: {_money(milli)}" if lines[d] else f"{d}: no trading"
+
+    return {
+        "days": days,
+        "trading": [d for d in days if lines[d]],
+        "lines": lines,
+        "total": _money(sum(_milli(r["revenue"]) for r in mart)),
+        "mart_rows": len(mart),
+        "revenue": [revenue[d] if lines[d] else 0 for d in days],
+        "revenue_titles": [day_title(d, revenue[d]) for d in days],
+        "cancel_titles": [day_title(d, cancelled[d]) for d in days],
+        "country_titles": [f"{r['country']}: {_money(_milli(r['revenue']))} · {r['invoices']:,} invoices"
+                           for r in countries],
+        "top_country": countries[0]["country"],
+        "top_product": goods[0],
+        "rejects": {d: _count(part / "_rejects" / DAILY_TABLE / f"ds={d}") for d in days},
+    }
+
+
+def _negative_price_lines(path: Path) -> int:
+    """Lines of a raw day file with a negative UnitPrice: the ones the contract rejects (csv module)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return sum(1 for r in csv.DictReader(f) if float(r["UnitPrice"]) < 0)
+
+
+# ---------------------------------------------------------------- the deployment
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +195,6 @@ def deployment(migrated_home_template, tmp_path_factory):
     dags.mkdir()
     (dags / DAG_FILE.name).symlink_to(DAG_FILE)
     lake = base / "lake"
-    _fill_lake(lake)
     port = free_port()
     env = project_env(
         home,
@@ -130,8 +209,13 @@ def deployment(migrated_home_template, tmp_path_factory):
         stack.start(component, [str(ROOT / "bin" / "airflow"), component], env)
     api = Api(port, home)
     try:
+        # The lake browser reads the lake on each request: fill it while the components boot.
+        t = time.monotonic()
+        rollup = _build_lake(lake)
+        lake_s = time.monotonic() - t
         wait(f"the DAG {DAG_ID} to be parsed", lambda: api("GET", f"dags/{DAG_ID}")["dag_id"], 180, stack)
-        yield {"api": api, "base": api.base, "home": home, "stack": stack}
+        yield {"api": api, "base": api.base, "home": home, "stack": stack, "lake": lake, "rollup": rollup,
+               "lake_s": lake_s}
     finally:
         stack.stop_all()
 
@@ -150,13 +234,135 @@ def _status(url: str, **headers: str) -> tuple[int, dict]:
         return exc.code, dict(exc.headers)
 
 
-def test_login_trigger_form_and_report_charts(deployment, artifacts):
+# ---------------------------------------------------------------- the browser steps
+
+
+def _trigger_form(page, api, params: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text(f"Trigger Dag - {DAG_ID}")).to_be_visible()
+    expect(dialog.get_by_text("Run Parameters")).to_be_visible()
+    details = api("GET", f"dags/{DAG_ID}/details")["params"]
+    for name in params:
+        # required params carry a '*' after their name
+        label = dialog.locator("label", has_text=re.compile(rf"^\s*{re.escape(name)}\s*\*?\s*$"))
+        expect(label).to_be_visible()
+        description = (details[name] or {}).get("description")
+        assert description, f"{DAG_ID}: param {name} has no description for the form"
+        expect(dialog.get_by_text(description)).to_be_visible()  # shown under the param's field
+    expect(dialog.get_by_role("spinbutton")).to_have_value("6")  # deadline_hours' default
+
+
+def _partition_row(lake, ds: str, rows: int, rejects: str):
+    """The partitions table's row of ``ds``, checked: its rows (Parquet footers) and rejects."""
+    from playwright.sync_api import expect
+
+    row = lake.locator("table.partitions tbody tr", has_text=ds)
+    expect(row).to_be_visible()
+    cells = row.locator("td")
+    expect(cells.nth(1)).to_have_text(f"{rows:,}")
+    expect(cells.nth(2)).to_have_text(rejects)
+    return row
+
+
+def _column_chart(report, chart: str, titles: list[str], values: list[int] | None = None) -> None:
+    """A per-day chart of the report: one bar per day, in order, each titled with its day's value."""
+    from playwright.sync_api import expect
+
+    bars = report.locator(f"#{chart} rect.bar")
+    expect(bars).to_have_count(len(titles))
+    assert report.locator(f"#{chart} rect.bar > title").all_text_contents() == titles, chart
+    empty = [i for i, t in enumerate(titles) if t.endswith(": no trading")]
+    assert [i for i in range(len(titles)) if "empty-day" in bars.nth(i).get_attribute("class")] == empty, chart
+    if values is None:
+        return
+    # Rendered, to scale: each bar's height over the tallest one's is its day's share of the peak.
+    heights = [bars.nth(i).bounding_box()["height"] for i in range(len(titles))]
+    peak, tallest = max(values), max(heights)
+    for i, (h, v) in enumerate(zip(heights, values, strict=True)):
+        if i not in empty:
+            assert abs(h / tallest - v / peak) < 0.01, (chart, titles[i], h, tallest, v, peak)
+
+
+def _report_content(report, expected: dict) -> None:
+    from playwright.sync_api import expect
+
+    days = expected["days"]
+    expect(report.get_by_role("heading", level=1)).to_have_text(f"Retail sales, {PERIOD} {WEEK}")
+    expect(report.locator("p.sub")).to_contain_text(f"{days[0]} to {days[-1]}")
+    for chart in REPORT_CHARTS:
+        svg = report.locator(f"svg#{chart}")
+        expect(svg).to_be_visible()
+        expect(svg.locator("rect.bar").first).to_be_attached()
+
+    def kpi(label: str):
+        return report.locator(f'.kpi:has(> span:text-is("{label}"))')
+
+    expect(kpi("revenue (sale lines)").locator("b")).to_have_text(expected["total"])
+    expect(kpi("trading days").locator("b")).to_have_text(f"{len(expected['trading'])} / {len(days)}")
+
+    # One bar per day of the week in the lake, the Saturday without a file as a day without trading.
+    assert len(days) == 7 and len(expected["trading"]) < len(days), expected["lines"]
+    _column_chart(report, "revenue-per-day", expected["revenue_titles"], expected["revenue"])
+    _column_chart(report, "cancellations-per-day", expected["cancel_titles"])
+
+    countries = report.locator("#top-countries rect.bar > title")
+    assert countries.all_text_contents() == expected["country_titles"]
+    assert expected["country_titles"][0].startswith(f"{expected['top_country']}: ")
+    expect(report.locator("#top-countries text").first).to_have_text(expected["top_country"])
+    code, units, milli = expected["top_product"]
+    top_product = report.locator("#top-products rect.bar > title").first.text_content()
+    assert top_product.startswith(f"{code} ") and top_product.endswith(f": {_money(milli)} · {units:,} units"), (
+        top_product, expected["top_product"])
+    expect(report.get_by_role("heading", name=f"{WEEK}: sales by country")).to_be_visible()
+    expect(report.locator("table tbody tr")).to_have_count(expected["mart_rows"])
+
+
+def _report_isolation(page, lake, report_frame, report_file: Path, report_url: str, requests: list) -> None:
+    """Self-contained (nothing loaded but the report itself) and sandboxed (no session, no API)."""
+    from playwright.sync_api import expect
+
+    text = report_file.read_text(encoding="utf-8")
+    assert not re.search(r"""\b(?:src|href|srcset|xlink:href)\s*=\s*["']?\s*(?:https?:)?//""", text, re.I)
+    assert not re.search(r"<\s*(?:script|link|img|iframe|object|embed|image|use)\b", text, re.I)
+    assert "url(" not in text and "@import" not in text
+    loading = report_frame.locator("[src], [href], [srcset], link, script, img, iframe, object, embed, image, use")
+    expect(loading).to_have_count(0)
+    frame_requests = [r.url for r in requests if r.frame == report_frame]
+    assert frame_requests == [report_url], frame_requests  # the report's own file, nothing else
+
+    # Served as a sandbox (the file response's CSP) and framed as one (no allow-same-origin).
+    resp = page.request.get(report_url)
+    assert resp.ok and resp.body() == report_file.read_bytes()
+    csp = resp.headers["content-security-policy"]
+    assert csp.startswith("sandbox ") and "default-src 'none'" in csp, csp
+    sandbox = lake.locator("iframe#report").get_attribute("sandbox").split()
+    assert "allow-scripts" in sandbox and "allow-same-origin" not in sandbox, sandbox
+    # What a script in the report's frame could reach (the real report has none: this probe is one).
+    probe = report_frame.evaluate("""async () => {
+        let cookie; try { cookie = document.cookie === "" ? "empty" : "visible"; } catch (e) { cookie = "blocked"; }
+        let api; try { const r = await fetch("/api/v2/dags", {credentials: "include"}); api = "status " + r.status; }
+                 catch (e) { api = "blocked"; }
+        return {origin: self.origin, cookie, api};
+    }""")
+    assert probe == {"origin": "null", "cookie": "blocked", "api": "blocked"}, probe
+
+
+def test_login_trigger_form_and_real_report(deployment, artifacts):
     from playwright.sync_api import expect, sync_playwright
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} not found: run bin/install-browser (make test does) to install Debian's chromium")
-    base, api = deployment["base"], deployment["api"]
-    report_path = f"{PIPELINE}/{TABLE}/ds={DS}/report.html"
+    base, api, lake_root = deployment["base"], deployment["api"], deployment["lake"]
+    report_path = f"{PIPELINE}/{MART}/ds={WEEK}/report.html"
+    report_file = lake_root / report_path
+    assert deployment["rollup"]["report"] == str(report_file) and report_file.is_file(), deployment["rollup"]
+    expected = _expected(lake_root)
+    rejects = expected["rejects"]
+    assert rejects[REJECTS_DAY] == _negative_price_lines(DAYS_DIR / f"{REJECTS_DAY}.csv") > 0, rejects
 
     # Behind Airflow's login: no session, no lake.
     assert _status(f"{base}/lake/api/pipelines")[0] == 401
@@ -167,7 +373,7 @@ def test_login_trigger_form_and_report_charts(deployment, artifacts):
     password = json.loads((deployment["home"] / "simple_auth_manager_passwords.json").read_text())["admin"]
     params = list(api("GET", f"dags/{DAG_ID}/details")["params"])
     assert params, f"{DAG_ID} has no params to show in its trigger form"
-    timings = {}
+    timings = {"lake (real jobs)": deployment["lake_s"]}
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
@@ -188,23 +394,10 @@ def test_login_trigger_form_and_report_charts(deployment, artifacts):
 
             step = "trigger form"
             t = time.monotonic()
-            page.goto(f"/dags/{DAG_ID}")
-            page.get_by_role("button", name="Trigger").first.click()
-            dialog = page.get_by_role("dialog")
-            expect(dialog.get_by_text(f"Trigger Dag - {DAG_ID}")).to_be_visible()
-            expect(dialog.get_by_text("Run Parameters")).to_be_visible()
-            details = api("GET", f"dags/{DAG_ID}/details")["params"]
-            for name in params:
-                # required params carry a '*' after their name
-                label = dialog.locator("label", has_text=re.compile(rf"^\s*{re.escape(name)}\s*\*?\s*$"))
-                expect(label).to_be_visible()
-                description = (details[name] or {}).get("description")
-                assert description, f"{DAG_ID}: param {name} has no description for the form"
-                expect(dialog.get_by_text(description)).to_be_visible()  # shown under the param's field
-            expect(dialog.get_by_role("spinbutton")).to_have_value("6")  # deadline_hours' default
+            _trigger_form(page, api, params)
             page.screenshot(path=artifacts / "02-trigger-form.png")
             page.keyboard.press("Escape")
-            expect(dialog).to_be_hidden()
+            expect(page.get_by_role("dialog")).to_be_hidden()
             timings["trigger form"] = time.monotonic() - t
 
             step = "lake browser"
@@ -213,42 +406,41 @@ def test_login_trigger_form_and_report_charts(deployment, artifacts):
             expect(page).to_have_url(re.compile(r"/plugin/lake"))
             lake = page.frame_locator("iframe").first  # the plugin's page, inside the UI
             expect(lake.get_by_role("heading", name="Lake")).to_be_visible()
-            expect(lake.locator("a.report-link", has_text="report.html")).to_be_visible()  # latest reports
+            latest = lake.locator("table.reports tbody tr", has_text=MART)  # latest reports: the week's
+            expect(latest.locator("a.report-link", has_text="report.html")).to_be_visible()
+            expect(latest).to_contain_text(WEEK)
             page.screenshot(path=artifacts / "03-lake.png")
             lake.locator("a.pipeline-link", has_text=PIPELINE).click()
-            lake.locator("a.table-link", has_text=TABLE).click()
-            row = lake.locator("table.partitions tbody tr", has_text=DS)
-            expect(row).to_be_visible()
-            cells = row.locator("td")
-            expect(cells.nth(1)).to_have_text(f"{ROWS}")  # rows, from the Parquet footer
-            expect(cells.nth(2)).to_have_text(f"{REJECTS}")  # rejects of the same partition
-            page.screenshot(path=artifacts / "04-table.png")
+            lake.get_by_role("link", name=DAILY_TABLE, exact=True).click()
+            for day in expected["days"]:  # every day of the week (the Saturday's empty), the real rejects
+                _partition_row(lake, day, expected["lines"][day], f"{rejects[day]:,}")
+            page.screenshot(path=artifacts / "04-invoice-lines.png")
+            lake.locator("nav.crumbs").get_by_role("link", name=PIPELINE, exact=True).click()
+            lake.get_by_role("link", name=MART, exact=True).click()
+            row = _partition_row(lake, WEEK, expected["mart_rows"], "–")  # one row per country; no rejects table
+            page.screenshot(path=artifacts / "05-weekly-mart.png")
             timings["lake browser"] = time.monotonic() - t
 
             step = "report"
             t = time.monotonic()
+            requests: list = []
+            page.on("request", lambda request: requests.append(request))
             row.locator("a.report-link").click()
             report = lake.frame_locator("iframe#report")
-            expect(report.get_by_role("heading", name=f"Orders, {DS}")).to_be_visible()
-            bars = report.locator("#revenue-chart rect.bar")
-            expect(bars).to_have_count(len(DAYS))
-            for i, (_, value) in enumerate(DAYS):
-                box = bars.nth(i).bounding_box()
-                assert box and box["width"] > 0 and abs(box["height"] - value) < 1, (i, box)
-            canvas = report.locator("#trend-chart")
-            expect(canvas).to_have_attribute("data-drawn", "yes")
-            # the square the script drew is painted: a red pixel in the middle of it
-            pixel = canvas.evaluate("c => Array.from(c.getContext('2d').getImageData(160, 90, 1, 1).data)")
-            assert pixel[0] > 200 and pixel[1] < 100 and pixel[3] == 255, pixel
-            # the sandbox: the report's script can read neither the session nor the API
-            body = report.locator("body")
-            expect(body).to_have_attribute("data-cookie", "blocked")
-            expect(body).to_have_attribute("data-api", "blocked")
-            page.screenshot(path=artifacts / "05-report.png")
+            expect(report.get_by_role("heading", level=1)).to_be_visible()
+            report_url = f"{base}/lake/files/{report_path}"
+            report_frame = page.frame(url=report_url)
+            assert report_frame is not None, [f.url for f in page.frames]
+            assert report_frame.title() == f"Retail sales, {PERIOD} {WEEK}"
+            _report_content(report, expected)
+            page.screenshot(path=artifacts / "06-report.png")
+            report.locator("#cancellations-per-day").scroll_into_view_if_needed()
+            page.screenshot(path=artifacts / "07-report-cancellations.png")
+            _report_isolation(page, lake, report_frame, report_file, report_url, requests)
             timings["report"] = time.monotonic() - t
         except Exception:
             page.screenshot(path=artifacts / f"failed-{step.replace(' ', '-')}.png")
             raise
         finally:
             browser.close()
-    print("browser steps (s):", {k: round(v, 1) for k, v in timings.items()})
+    print("steps (s):", {k: round(v, 1) for k, v in timings.items()})
