@@ -1,25 +1,31 @@
 """Time a backfill of retail_daily through the real scheduler, and say what the time is spent on.
 
-A fresh embedded deployment like `make run` (SQLite, LocalExecutor; api-server, scheduler,
-dag-processor, all on 127.0.0.1; a temporary AIRFLOW_HOME and lake), with only
-`dags/retail_daily.py`, over the real landing files in ``$ETL_DATA_DIR/retail/by-day``. Then
-``POST /api/v2/backfills`` for ``--from`` .. ``--to`` on one backend, waits until every run has
-ended, and reads the task instances from the metadata DB:
+The embedded default, as ``make run`` starts it: ``bin/run`` (api-server, scheduler with
+LocalExecutor, dag-processor, triggerer; SQLite; the embedded defaults of ``bin/env.sh``, so
+runs share one local cluster per backend unless ``--reuse per_run``) on a temporary
+``AIRFLOW_HOME``, lake and free port, with only ``dags/retail_daily.py``, over the real landing
+files in ``$ETL_DATA_DIR/retail/by-day``. Then ``POST /api/v2/backfills`` for ``--from`` ..
+``--to`` on one backend, waits until every run has ended, and reads the task instances from the
+metadata DB:
 
-* the wall time of the backfill, per run with a file (a trading day) and per empty day;
+* the wall time of the backfill, per run with a file (a trading day) and per empty day, and
+  runs per minute;
 * per task: mean duration and its share of the summed task time (``start_cluster`` = the
-  cluster's start, the jobs, ``stop_cluster``, the sensor);
-* scheduling: the gaps between a run's tasks (the scheduler's loop, task process start-up).
+  cluster's start, or its attach when shared, the jobs, ``stop_cluster``, the sensor);
+* scheduling: the gaps between a run's tasks (the scheduler's loop, task process start-up);
+* how many clusters were started (``Started`` lines in the ``start_cluster`` logs).
 
 The whole year (2010-12-01 .. 2011-11-30: 297 trading days, 68 without a file) is
 extrapolated from the range measured as ``wall / trading days measured x 297`` (empty days
 cost a few seconds and overlap the others) unless the range is the year itself.
 
-    .venv/bin/python bench/backfill.py --backend dask --from 2010-12-01 --to 2010-12-31
-    .venv/bin/python bench/backfill.py --backend spark --from 2011-03-01 --to 2011-03-14 --max-active-runs 2
+    .venv/bin/python bench/backfill.py --backend dask                      # the whole year
+    .venv/bin/python bench/backfill.py --backend spark --from 2011-03-01 --to 2011-03-31
+    .venv/bin/python bench/backfill.py --backend dask --from 2010-12-01 --to 2010-12-31 --reuse per_run
 
-Results: ``bench/results/backfill-<backend>-<from>-<to>.json`` and a Markdown table on stdout.
-Every process started is stopped by process group at the end.
+Results: ``bench/results/backfill-<backend>-<reuse>-<from>-<to>.json`` and a Markdown table on
+stdout. ``bin/run`` is stopped with SIGTERM at the end (it stops its tasks and clusters), and
+the script checks that no process of the deployment is left.
 """
 
 from __future__ import annotations
@@ -58,51 +64,53 @@ def default_data_dir() -> Path:
 
 
 class Deployment:
-    def __init__(self, base: Path, backend: str, data_dir: Path):
-        from cryptography.fernet import Fernet
-
+    def __init__(self, base: Path, backend: str, data_dir: Path, reuse: str):
         self.base, self.home = base, base / "airflow"
-        self.home.mkdir(parents=True)
         dags = base / "dags"
-        dags.mkdir()
+        dags.mkdir(parents=True)
         (dags / "retail_daily.py").symlink_to(ROOT / "dags" / "retail_daily.py")
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("AIRFLOW", "ETL_")) and k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
         self.env.update(
             AIRFLOW_HOME=str(self.home), ETL_LAKE_ROOT=str(base / "lake"), ETL_DATA_DIR=str(data_dir),
-            ETL_DEFAULT_BACKEND=backend,
-            # bin/airflow drops the trailing "=" of the generated Fernet key (IFS='=' read): a valid key of our own.
-            AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
-            AIRFLOW__CORE__DAGS_FOLDER=str(dags), AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__API__PORT=str(self.port), AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
+            ETL_DEFAULT_BACKEND=backend, AIRFLOW__CORE__DAGS_FOLDER=str(dags), AIRFLOW__API__PORT=str(self.port),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", AIRFLOW__CORE__LOAD_EXAMPLES="False",
         )
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def airflow(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([str(ROOT / "bin" / "airflow"), *args], env=self.env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout)
+        if reuse:
+            self.env["ETL_CLUSTER_REUSE"] = reuse
+        self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        out = self.airflow("version")
-        if out.returncode:
-            raise SystemExit(f"bin/airflow version failed:\n{out.stderr[-3000:]}")
-        for name in ("api-server", "scheduler", "dag-processor"):
-            log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-            self.procs[name] = subprocess.Popen([str(ROOT / "bin" / "airflow"), name], env=self.env, cwd=ROOT,
-                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(self.base / "run.log", "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen([str(ROOT / "bin" / "run")], env=self.env, cwd=ROOT, stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for proc in self.procs.values():
-                try:
-                    os.killpg(proc.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
-                time.sleep(0.5)
+    def stop(self) -> float:
+        """SIGTERM to bin/run (it stops its components, tasks and clusters); seconds it took."""
+        t0 = time.monotonic()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return time.monotonic() - t0
+
+    def leftovers(self) -> list[int]:
+        """Pids of processes still running with this deployment's AIRFLOW_HOME or cluster workdir."""
+        import psutil
+
+        left = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                env = proc.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("AIRFLOW_HOME") == str(self.home) or str(self.home) in env.get("ETL_CLUSTER_WORKDIR", ""):
+                left.append(proc.pid)
+        return left
 
     def api(self, method: str, path: str, body: dict | None = None):
         password = json.loads((self.home / "simple_auth_manager_passwords.json").read_text())["admin"]
@@ -130,9 +138,9 @@ class Deployment:
                 value = None
             if value:
                 return value
-            dead = [n for n, p in self.procs.items() if p.poll() is not None]
-            if dead:
-                raise SystemExit(f"{dead} exited while waiting for {what}; logs in {self.base}")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise SystemExit(f"bin/run exited ({self.proc.returncode}) while waiting for {what}; "
+                                 f"logs in {self.base}")
             time.sleep(interval)
         raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; logs in {self.base}")
 
@@ -162,7 +170,10 @@ def analyse(dep: Deployment, days: list[str]) -> dict:
         busy = sum(_seconds(t[2], t[3]) for t in tasks)
         gaps.append((_seconds(start, end) or 0) - busy)
     summed = sum(sum(v) for v in per_task.values())
+    start_logs = list((dep.home / "logs" / "dag_id=retail_daily").glob("run_id=*/task_id=start_cluster/attempt=*.log"))
+    reused = sum("Reusing the shared" in f.read_text(errors="replace") for f in start_logs)
     return {
+        "cluster_starts": len(per_task.get("start_cluster", [])) - reused, "cluster_reuses": reused,
         "runs": len(runs), "trading_days": len(trading), "empty_days": len(empty),
         "states": sorted({r[2] for r in runs}),
         "run_seconds_trading_mean": round(statistics.mean(trading), 1) if trading else None,
@@ -181,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", dest="end", default="2011-11-30")
     parser.add_argument("--max-active-runs", type=int, default=2, help="backfill runs at a time (2 cores here)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--reuse", choices=("", "shared", "per_run"), default="",
+                        help="ETL_CLUSTER_REUSE (default: the embedded default of bin/run, shared)")
     parser.add_argument("--keep", action="store_true", help="keep the deployment's directory (logs, lake, DB)")
     args = parser.parse_args(argv)
     landing = args.data_dir / "retail" / "by-day"
@@ -190,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"no landing file in {landing} between {args.start} and {args.end}")
     base = Path(tempfile.mkdtemp(prefix=f"bench-backfill-{args.backend}-"))
-    dep = Deployment(base, args.backend, args.data_dir)
+    dep = Deployment(base, args.backend, args.data_dir, args.reuse)
     t_setup = time.monotonic()
     try:
         dep.start()
@@ -215,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
         result = analyse(dep, days)
     finally:
-        dep.stop()
+        stop_s = dep.stop()
+    left = dep.leftovers()
     result.update({
+        "reuse": args.reuse or "shared (embedded default)", "stop_seconds": round(stop_s, 1), "processes_left": left,
+        "runs_per_minute": round(len(days) / wall * 60, 2), "load_at_end": round(os.getloadavg()[0], 2),
         "backend": args.backend, "from": args.start, "to": args.end, "days": len(days), "files": len(files),
         "max_active_runs": args.max_active_runs, "wall_seconds": round(wall, 1), "setup_seconds": round(setup_s, 1),
         "seconds_per_trading_day": round(wall / len(files), 1),
@@ -226,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"backfill-{args.backend}-{args.start}-{args.end}.json"
+    out = out_dir / f"backfill-{args.backend}-{args.reuse or 'shared'}-{args.start}-{args.end}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"| backend | days (files) | wall | per trading day | year (297 days) | run, trading | run, empty |\n"
           f"| --- | --- | --- | --- | --- | --- | --- |\n"
@@ -236,13 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| task | n | mean | median | share of task time |\n| --- | --- | --- | --- | --- |")
     for task, t in result["tasks"].items():
         print(f"| {task} | {t['n']} | {t['mean_s']} s | {t['median_s']} s | {t['share_of_task_time']:.0%} |")
-    print(f"\nstates {result['states']}; mean gap between a run's tasks (scheduling, process start) per run: "
+    print(f"\n{result['runs_per_minute']} runs per minute; {result['cluster_starts']} cluster start(s), "
+          f"{result['cluster_reuses']} reuse(s); bin/run stopped in {stop_s:.1f} s, processes left: {left or 'none'}")
+    print(f"states {result['states']}; mean gap between a run's tasks (scheduling, process start) per run: "
           f"{result['scheduling_gap_seconds_mean']} s; results in {out}")
     if args.keep:
         print(f"deployment kept in {base}")
     else:
         shutil.rmtree(base, ignore_errors=True)
-    return 0 if result["states"] == ["success"] else 1
+    return 0 if result["states"] == ["success"] and not left else 1
 
 
 if __name__ == "__main__":

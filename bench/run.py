@@ -3,8 +3,8 @@
     .venv/bin/python bench/run.py --rows 1000000 5000000 [--configs dask,spark,polars,duckdb,dag[,dagtest]]
                                   [--out docs/benchmarks] [--data-dir /tmp/bench-data]
 
-``dag`` is a whole olympics_etl run through the real scheduler and executor (``bin/airflow
-standalone``); ``dagtest`` the same DAG under ``airflow dags test`` (one process, no scheduler).
+``dag`` is a whole olympics_etl run through the real scheduler and executor (``bin/run``, the
+embedded runtime of ``make run``); ``dagtest`` the same DAG under ``airflow dags test`` (one process, no scheduler).
 
 For each row count the input set is generated once (cached in ``--data-dir`` by rows and seed).
 Each configuration then runs in its own child process (so memory figures do not mix), while
@@ -304,9 +304,11 @@ def _stop_group(pgid: int, grace: float) -> None:
 
 
 def run_dag(data: dict, work: Path, timeout: float) -> dict:
-    """A whole olympics_etl run through the real scheduler and executor (`bin/airflow standalone`).
+    """A whole olympics_etl run through the real scheduler and executor: ``bin/run``, as ``make run``.
 
-    Own AIRFLOW_HOME (SQLite, LocalExecutor) and lake. The scheduler's own cron runs are off
+    The embedded runtime (api-server, scheduler + LocalExecutor, dag-processor, triggerer, with
+    the embedded defaults of ``bin/env.sh``: the run's cluster is the shared local one, started on
+    demand by its ``start_cluster``). Own AIRFLOW_HOME (SQLite) and lake. The scheduler's own cron runs are off
     (``[scheduler] use_job_schedule = False``), so the one run is the triggered run (no
     concurrent @daily run competing for ``max_active_runs=1``). Time: from the trigger (the
     run's ``queued_at``) to the run's ``end_date``, as the scheduler recorded them; per task:
@@ -329,7 +331,7 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
 
     cli("version")  # initialise AIRFLOW_HOME (secrets, DB): not timed
     with open(work / "child.log", "wb") as log:
-        proc = subprocess.Popen([airflow, "standalone"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT),
+        proc = subprocess.Popen([str(ROOT / "bin" / "run")], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT),
                                 start_new_session=True)
     mon = RssMonitor(proc.pid, str(work))
     mon.start()
@@ -341,7 +343,7 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
             if value:
                 return value
             if proc.poll() is not None:
-                raise SystemExit(f"dag: airflow standalone exited ({proc.returncode}) waiting for {what}; "
+                raise SystemExit(f"dag: bin/run exited ({proc.returncode}) waiting for {what}; "
                                  f"see {work / 'child.log'}")
             time.sleep(poll)
         raise SystemExit(f"dag: timed out waiting for {what}; see {work / 'child.log'}")
@@ -367,8 +369,12 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
         tasks = _query(home, "select task_id, state, start_date, end_date, duration, queued_dttm from task_instance "
                              "where dag_id='olympics_etl' and run_id=?", run[0])
     finally:
-        _stop_group(proc.pid, 60)  # the whole group: the scheduler can outlive standalone's own exit
-        proc.wait()
+        proc.send_signal(signal.SIGTERM)  # bin/run stops its components, tasks and clusters
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc.pid, 10)
+            proc.wait()
         mem = mon.finish()
     if run[2] != "success" or len(runs) != 1:
         raise SystemExit(f"dag at {data['rows']:,} rows: runs {runs}, tasks {tasks}; see {work / 'child.log'}")
@@ -380,8 +386,8 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
         "jobs_s": {t[0]: t[4] for t in sorted(tasks, key=lambda t: t[2] or "")},
         "task_start_after_run_start_s": {t[0]: _seconds(started, t[2]) for t in tasks},
         "queued_to_running_s": _seconds(queued_at, started), "trigger_cli_s": trigger_cli_s,
-        "standalone_up_s": up_s, "run_id": run[0],
-        "note": "airflow standalone (scheduler + LocalExecutor, one process per task); wall: trigger (queued_at) "
+        "runtime_up_s": up_s, "run_id": run[0],
+        "note": "bin/run (scheduler + LocalExecutor, one process per task, embedded defaults); wall: trigger (queued_at) "
                 "to run end_date; includes cluster start/stop tasks; @daily runs off (use_job_schedule=False)",
     }
 
@@ -590,7 +596,7 @@ def write_reports(out: Path, rows_out: list[dict], meta: dict, extra: dict) -> N
     m = meta["machine"]
     lines += [
         "", "* wall s: the chain ingest x3 -> enrich -> aggregate, excluding cluster start/stop. For `dag`: a whole "
-        "olympics_etl run under `airflow standalone` (scheduler + LocalExecutor, a process per task), from the trigger "
+        "olympics_etl run under `bin/run` (scheduler + LocalExecutor, a process per task), from the trigger "
         "(the run's queued_at) to the run's end_date, including the start/stop cluster tasks and the scheduler's "
         "hand-offs between tasks; for `dagtest`: the whole `airflow dags test` command, including Airflow start-up, "
         "DAG parsing and cluster start/stop.",

@@ -1,6 +1,7 @@
 """retail_daily and the rollup through a real scheduler and LocalExecutor (every task its own process).
 
-A deployment like `make run` (SQLite, LocalExecutor: api-server, scheduler, dag-processor) with
+The real `make run` entry point, `bin/run` (SQLite, LocalExecutor: api-server, scheduler,
+dag-processor, triggerer; the embedded defaults, so the runs share one local Dask cluster) with
 `dags/retail_daily.py` and the weekly variant of `retail_monthly` (`tests/fixtures/dags/retail_weekly.py`,
 the same factory with a `WeekWindow`), over a landing directory holding copies of the real days
 of the week 2010-12-06 .. 2010-12-12 (the Saturday 2010-12-11 has no file). On Dask:
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -65,33 +67,22 @@ def deployment(migrated_home_template, tmp_path_factory):
             shutil.copy(DAYS_DIR / f"{day}.csv", landing)
     assert not (landing / f"{NO_FILE}.csv").exists() and len(list(landing.iterdir())) == 6
     port = free_port()
-    from cryptography.fernet import Fernet
-
-    env = project_env(
-        home,
-        # A key of this deployment's own: bin/airflow reads secrets.env with `IFS='=' read`, which drops
-        # the generated key's trailing "=" (its base64 padding), and an invalid key fails every deferral.
-        AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
-        ETL_DATA_DIR=str(data),
-        ETL_DEFAULT_BACKEND="dask",
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-    )
+    env = project_env(home, ETL_DATA_DIR=str(data), ETL_DEFAULT_BACKEND="dask", AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+                      AIRFLOW__API__PORT=str(port), AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5")
     stack = Stack(base)
-    bin_airflow = str(ROOT / "bin" / "airflow")
-    for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-        stack.start(component, [bin_airflow, component], env)
+    stack.start("run", [str(ROOT / "bin" / "run")], env)
     api = Api(port, home)
     try:
         wait("the DAGs to be parsed", lambda: all(api("GET", f"dags/{d}")["dag_id"] for d in ("retail_daily", "retail_weekly")),
              300, stack, interval=2)
         yield {"home": home, "api": api, "stack": stack, "landing": landing}
     finally:
-        stack.stop_all()
-    assert processes_with_env(str(home)) == [], "cluster processes survived the deployment"
+        stack.procs["run"].send_signal(signal.SIGTERM)  # bin/run's own shutdown stops the shared cluster
+        try:
+            stack.procs["run"].wait(60)
+        finally:
+            stack.stop_all()
+    assert processes_with_env(str(home)) == [], "cluster processes survived bin/run"
 
 
 def _runs(home: Path, dag_id: str) -> list[dict]:
@@ -134,7 +125,7 @@ def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployme
     def week_done():
         runs = _week_runs(home)
         failed = {k: _tis(home, "retail_daily", r["run_id"]) for k, r in runs.items() if r["state"] == "failed"}
-        assert not failed, (failed, stack.log("scheduler"))
+        assert not failed, (failed, stack.log("run"))
         done = sorted(k for k, r in runs.items() if r["state"] == "success")
         weekly = _runs(home, "retail_weekly")  # read before the events: a run seen here had its events
         if weekly and len(_day_events(home)) < len(WEEK):
@@ -154,13 +145,19 @@ def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployme
         else:
             assert tis["marts"] == "success" and tis["stop_cluster"] == "success", (day, tis)
             assert tis["publish_empty_day"] == "skipped", (day, tis)
+    # The embedded default: the 6 trading days ran on one shared cluster, started by the first of them.
+    starts = [f.read_text(errors="replace") for f in
+              (home / "logs" / "dag_id=retail_daily").glob("run_id=*/task_id=start_cluster/attempt=*.log")]
+    assert len(starts) == 6 and sum("Started the shared dask cluster" in t for t in starts) == 1, \
+        [t[-600:] for t in starts]
+    assert sum("Reusing the shared dask cluster" in t for t in starts) == 5
     last_daily = max(r["end_date"] for r in runs.values())
     events = _day_events(home)
     assert sorted(events) == WEEK, events  # every day emitted its event, the empty day too
 
     def weekly_done(n):
         weekly = _runs(home, "retail_weekly")
-        assert not [r for r in weekly if r["state"] == "failed"], (weekly, stack.log("scheduler"))
+        assert not [r for r in weekly if r["state"] == "failed"], (weekly, stack.log("run"))
         return len(weekly) >= n and all(r["state"] == "success" for r in weekly) and weekly
 
     weekly = wait("the weekly rollup", lambda: weekly_done(1), 300, stack, interval=1)

@@ -1,9 +1,10 @@
 """olympics_etl through a real scheduler and LocalExecutor: every task in its own process.
 
-`bin/airflow standalone` runs the api-server (Execution API), scheduler, dag-processor and
-triggerer as separate processes, exactly as `make run` does. The cluster started by
-`start_cluster` must serve the later tasks (other processes), and nothing may be left
-running afterwards.
+`bin/run`, the entry point of `make run`, runs the api-server (Execution API), scheduler,
+dag-processor and triggerer as separate processes. With ``ETL_CLUSTER_REUSE=per_run`` (the
+shared cluster of the embedded default is tested in test_cluster_reuse.py) each run's
+`start_cluster` starts a cluster that must serve the run's later tasks (other processes), and
+its teardown must leave nothing running.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _wait(what, predicate, timeout, proc, log):
         if value:
             return value
         if proc.poll() is not None:
-            pytest.fail(f"airflow standalone exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
+            pytest.fail(f"bin/run exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
         time.sleep(1)
     pytest.fail(f"timed out after {timeout} s waiting for {what}:\n{log.read_text()[-4000:]}")
 
@@ -67,11 +68,11 @@ def _wait(what, predicate, timeout, proc, log):
 def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
     home = airflow_home
     port = _free_port()
-    extra = {"AIRFLOW__API__PORT": str(port), "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5"}
-    log = home / "standalone.log"
+    extra = {"AIRFLOW__API__PORT": str(port), "ETL_CLUSTER_REUSE": "per_run"}
+    log = home / "run.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(ROOT / "bin" / "airflow"), "standalone"], env=project_env(home, **extra), cwd=ROOT,
+            [str(ROOT / "bin" / "run")], env=project_env(home, **extra), cwd=ROOT, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -100,4 +101,4 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
         links = _api(home, port, f"dags/olympics_etl/dagRuns/{quote(manual, safe='')}/taskInstances/ingest_athletes/links")
         assert links["extra_links"]["Cluster dashboard"].startswith("http://127.0.0.1:")
     finally:
-        stop_group(proc, 60)  # the whole group: the scheduler can outlive standalone's own exit
+        stop_group(proc, 60)  # SIGTERM: bin/run stops its components; then whatever is left of the group

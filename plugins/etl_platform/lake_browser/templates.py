@@ -82,7 +82,7 @@ def index(base: str, root: str, pipelines: list[dict], reports: list) -> str:
              num(p["tables"]), escape(p["latest"] or "–")] for p in pipelines]
     rep = [[f'<a class="report-link" href="{escape(report_url(base, r.path))}">{escape(r.name)}</a>',
             escape(r.pipeline), escape(r.table), escape(r.ds),
-            escape(dt.datetime.fromtimestamp(r.modified).strftime("%Y-%m-%d %H:%M"))] for r in reports]
+            escape(dt.datetime.fromtimestamp(r.modified, dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))] for r in reports]
     body = (
         f'<p class="muted">Read-only view of the lake at <code>{escape(root)}</code>.</p>'
         "<h2>Pipelines</h2>"
