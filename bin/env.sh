@@ -18,6 +18,11 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="${AIRFLOW__CORE__SIMPL
 export PATH="$ROOT/.venv/bin:$PATH"  # airflow standalone starts its components as `airflow ...`
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export ETL_LAKE_ROOT="${ETL_LAKE_ROOT:-$ROOT/lake}"
+# On SQLite (the embedded default) every Airflow process waits up to 60 s for the DB's lock,
+# not sqlite3's 5 s: a year's backfill created under load crashed the scheduler otherwise.
+case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" in
+  sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS:-include.etl.sqlite_db.CONNECT_ARGS}" ;;
+esac
 
 # Defaults of the embedded runtime (`make run` / bin/run only, see docs/runtime.md): sized for a
 # small machine. Not applied to plain bin/airflow commands (tests start their own components
