@@ -18,6 +18,14 @@ Isolation and cancellation, per job:
   task that is mid-way keeps its thread until it returns (a run's own cluster is stopped by its
   teardown anyway).
 
+One driver at a time per worker process, on Python < 3.12: there ``functools.cached_property``
+holds one lock per *class* attribute while it computes, and dask-expr computes ``_meta`` of
+nested expressions through it, so two drivers planning in one process can each hold the lock
+the other needs. Found in a year's backfill on the shared cluster: two ``marts`` jobs on one
+worker, both blocked in ``Merge._meta`` for good. A driver waits for :data:`_DRIVER_SLOT`
+(logged when it had to); the other workers' drivers, and every job's tasks, still run in
+parallel. Python 3.12 dropped that lock (and this one is then not taken).
+
 This module imports nothing heavy at import time: the task process imports it to name the
 function it submits.
 """
@@ -26,12 +34,29 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
 import threading
 import time
 import traceback
 from typing import Any
 
 JOB_LOGGER = "include"  # the platform's and the pipelines' code log below it
+_DRIVER_SLOT = threading.Lock()
+_ONE_DRIVER_PER_PROCESS = sys.version_info < (3, 12)
+
+
+def _take_driver_slot(client: Any, job: str) -> bool:
+    """Wait for this process's driver slot (see the module's docstring); False when not needed."""
+    if not _ONE_DRIVER_PER_PROCESS:
+        return False
+    t0 = time.perf_counter()
+    while not _DRIVER_SLOT.acquire(timeout=0.5):
+        if client.status in ("closing", "closed"):  # cancelled while waiting (the watcher closed it)
+            raise RuntimeError(f"job {job} was cancelled while it waited for this worker's other job to end")
+    waited = time.perf_counter() - t0
+    if waited > 0.05:
+        logging.getLogger(__name__).info("job %s waited %.1f s for this worker's other job driver to end", job, waited)
+    return True
 
 
 class _Capture(logging.Handler):
@@ -98,7 +123,12 @@ def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_roo
         registered = get_job(job)
         ctx = registered.context(engine=DaskEngine(client), lake_root=lake_root, ds=ds,
                                  max_reject_ratio=max_reject_ratio, block_bytes=block_bytes)
-        summary = registered(ctx, **job_kwargs)
+        slot = _take_driver_slot(client, job)
+        try:
+            summary = registered(ctx, **job_kwargs)
+        finally:
+            if slot:
+                _DRIVER_SLOT.release()
         return {"summary": summary, "elapsed_s": round(time.perf_counter() - t0, 3), "worker": worker.address,
                 "logs": capture.records}
     except BaseException as exc:  # noqa: BLE001 - reported to the task process, which re-raises it
