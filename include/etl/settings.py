@@ -25,6 +25,8 @@ variable                   meaning                                              
                            without work
 ``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``
                            the task process imports only ``distributed``
+``ETL_SPARK_THIN_TASKS``   Spark jobs on a locally started server run their       ``true``
+                           driver in its job endpoint: the task imports no pyspark
 ``ETL_MAX_REJECT_RATIO``   share of rejected rows above which an ingest fails     ``0.01``
 ``ETL_INGEST_BLOCK_BYTES`` bytes of input per parse block (partition) of ingest   ``64MiB`` (bytes, or with a
                                                                                   ``KiB``/``MiB``/``GiB`` suffix)
@@ -142,6 +144,7 @@ class Settings:
     cluster_reuse: str = "per_run"
     shared_idle_timeout: float = 600.0
     dask_thin_tasks: bool = True
+    spark_thin_tasks: bool = True
     max_reject_ratio: float = 0.01
     ingest_block_bytes: int = DEFAULT_BLOCK_BYTES
 
@@ -163,6 +166,7 @@ class Settings:
             cluster_reuse=check_reuse(env.get("ETL_CLUSTER_REUSE") or "per_run", "ETL_CLUSTER_REUSE"),
             shared_idle_timeout=_float(env, "ETL_CLUSTER_SHARED_IDLE_TIMEOUT", 600.0),
             dask_thin_tasks=_bool(env, "ETL_DASK_THIN_TASKS", True),
+            spark_thin_tasks=_bool(env, "ETL_SPARK_THIN_TASKS", True),
             max_reject_ratio=ratio,
             ingest_block_bytes=_bytes(env, "ETL_INGEST_BLOCK_BYTES", DEFAULT_BLOCK_BYTES, MIN_BLOCK_BYTES),
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, _sweep, is_shared
+from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, _sweep, is_shared, safe_path_part
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 
@@ -64,6 +64,10 @@ class SparkClusterHook(ClusterHook):
     on the server). Hence closing a task's client never releases the run's session, and
     :meth:`cancel` interrupts only the operations tagged with this hook's tag. The stop task
     releases the session on an attached server and kills a started one.
+
+    On a server the platform started, :meth:`run_job` hands the job to the job endpoint beside
+    the server (``ETL_SPARK_THIN_TASKS``), which joins the run's session in its own process: the
+    task process then imports no pyspark.
     """
 
     conn_name_attr = "conn_id"
@@ -77,6 +81,7 @@ class SparkClusterHook(ClusterHook):
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
         self._submit_hook = None
+        self._job: tuple[str, str] | None = None  # (endpoint, key) of the job handed to the server's job endpoint
         self._session = None
         self._shared = False  # joined the run's session (shared with the run's other tasks)
         self._tag = f"etl-task-{uuid.uuid4().hex[:16]}"  # marks this hook's operations, for cancel()
@@ -202,9 +207,89 @@ class SparkClusterHook(ClusterHook):
                              extra={"mode": "submit"})
 
     def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
-        if handle.extra.get("mode") != "submit":
+        """Run the job: through the server's job endpoint (thin task), by spark-submit, or with a client here.
+
+        A local server the platform started (per run, or the shared one) has a job endpoint
+        (``extra["jobs_url"]``, :mod:`include.etl.clusters.spark_jobs`) in the process beside it,
+        where the Spark Connect client, pandas and pyarrow are imported already: with
+        ``ETL_SPARK_THIN_TASKS`` (default) the job's driver runs there, joining the run's session,
+        and this process imports no pyspark at all. Attached servers and ``ETL_SPARK_THIN_TASKS=false``
+        run the driver here, through :meth:`engine`.
+        """
+        if handle.extra.get("mode") == "submit":
+            return self._submit(handle, job, job_kwargs, ds)
+        url = (handle.extra or {}).get("jobs_url")
+        if url and self.settings.spark_thin_tasks:
+            return self._run_on_endpoint(url, handle, job, job_kwargs, ds)
+        return super().run_job(handle, job, job_kwargs, ds)
+
+    def _run_on_endpoint(self, url: str, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any],
+                         ds: str) -> dict[str, Any]:
+        import time
+
+        from include.etl.clusters.dask_http import JobEndpointError, _raise, call_job
+
+        key = f"etl-job-{safe_path_part(job)}-{uuid.uuid4().hex[:12]}"  # also the Spark tag of its operations
+        s = self.settings
+        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": str(s.lake_root),
+                "max_reject_ratio": s.max_reject_ratio, "block_bytes": s.ingest_block_bytes, "key": key,
+                "session_id": (handle.extra or {}).get("session_id")}
+        log.info("Handing job %s to the job endpoint %s of the Spark Connect server %s (run session %s)", key, url,
+                 handle.address, spec["session_id"])
+        t0 = time.perf_counter()
+        self._job = (url, key)
+        failure: JobEndpointError | None = None
+        try:
+            result = call_job(url, spec)
+        except JobEndpointError as exc:
+            failure = exc
+        except BaseException:  # interrupted while waiting (execution timeout, SIGTERM): the job must not run on
+            if self._job is not None:
+                from include.etl.clusters.dask_http import cancel_job
+
+                cancel_job(*self._job)
+            raise
+        finally:
+            self._job = None
+        if failure is not None:
+            unreachable = self._unreachable(handle, failure)
+            if isinstance(unreachable, ClusterStartError) or not self._endpoint_refused(failure):
+                raise unreachable from None
+            # Nothing listens there, the server does: the job was never delivered, so running it here is safe.
+            log.warning("%s; running the job's driver in this task process instead", unreachable)
             return super().run_job(handle, job, job_kwargs, ds)
-        return self._submit(handle, job, job_kwargs, ds)
+        for _created, level, logger, message in result.get("logs", []):
+            log.log(level, "[%s] %s", logger, message)
+        if "error" in result:
+            error = result["error"]
+            log.info("The job's driver in the job endpoint failed after %.2f s:\n%s", result.get("elapsed_s") or 0,
+                     result.get("traceback", ""))
+            if error.get("class") == "ClusterStartError":  # the endpoint cannot reach its server: retryable
+                raise ClusterStartError(error.get("message", ""))
+            if not error.get("data_error"):  # never import the error's module here (pyspark's, mostly)
+                raise RuntimeError(f"{error.get('class')}: {error.get('message')}")
+            _raise(error)  # a data error, raised as its own class (not retried)
+        log.info("Job %s done in %.3f s in the job endpoint of %s (%.3f s from POST to answer)", job,
+                 result.get("elapsed_s") or 0, handle.address, time.perf_counter() - t0)
+        return result["summary"]
+
+    @staticmethod
+    def _endpoint_refused(exc: Exception) -> bool:
+        """Did the endpoint refuse the connection (nothing listens: the job cannot have started)?"""
+        cause = exc.__cause__
+        return isinstance(getattr(cause, "reason", cause), ConnectionRefusedError)
+
+    @staticmethod
+    def _unreachable(handle: ClusterHandle, exc: Exception) -> Exception:
+        """The error for an endpoint that failed: the server's own (retryable) if the server is gone too."""
+        from include.etl.clusters.spark_local import port_open, split_address
+
+        host, port = split_address(handle.address)
+        if not port_open(host, port, HEALTH_TIMEOUT):
+            return ClusterStartError(f"cannot reach the Spark Connect server at {handle.address}: nothing answers on "
+                                     f"{host}:{port} (nor does its job endpoint: {exc})")
+        return RuntimeError(f"the job endpoint of the Spark Connect server at {handle.address} failed "
+                            f"(the server still answers): {exc}")
 
     def _submit(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
         """Run the job as a Spark application through the provider's SparkSubmitHook (client mode)."""
@@ -321,6 +406,12 @@ class SparkClusterHook(ClusterHook):
 
     def cancel(self) -> None:
         """Interrupt the operations this hook started (not those of other tasks sharing the session), then close."""
+        job, self._job = self._job, None
+        if job is not None:  # the job runs in the server's job endpoint: DELETE interrupts its operations there
+            from include.etl.clusters.dask_http import cancel_job
+
+            if cancel_job(*job):
+                log.info("Cancelled the job %s in the job endpoint %s", job[1], job[0])
         if self._submit_hook is not None:
             self._submit_hook.on_kill()  # kills the spark-submit driver (and the app on the cluster)
         session = self._session
