@@ -74,7 +74,7 @@ with DAG(
         deadline_hours="{{ params.deadline_hours }}",
         if_present="start_cluster",
         if_absent="publish_empty_day",
-        poke_interval=60,
+        poke_interval=settings.landing_poke_interval,  # ETL_LANDING_POKE_INTERVAL
         execution_timeout=timedelta(days=3),  # it waits, deferred, until the day's deadline
     )
     publish_empty_day = LocalJobOperator(

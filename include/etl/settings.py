@@ -27,6 +27,8 @@ variable                   meaning                                              
                            the task process imports only ``distributed``
 ``ETL_SPARK_THIN_TASKS``   Spark jobs on a locally started server run their       ``true``
                            driver in its job endpoint: the task imports no pyspark
+``ETL_LANDING_POKE_INTERVAL`` how often a deferred landing-file sensor looks for   ``60`` (seconds)
+                           its file (in the triggerer)
 ``ETL_MAX_REJECT_RATIO``   share of rejected rows above which an ingest fails     ``0.01``
 ``ETL_INGEST_BLOCK_BYTES`` bytes of input per parse block (partition) of ingest   ``64MiB`` (bytes, or with a
                                                                                   ``KiB``/``MiB``/``GiB`` suffix)
@@ -68,6 +70,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not value > 0:
+        raise ConfigError(f"{name}={env.get(name)!r} must be a number of seconds > 0")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -145,6 +154,7 @@ class Settings:
     shared_idle_timeout: float = 600.0
     dask_thin_tasks: bool = True
     spark_thin_tasks: bool = True
+    landing_poke_interval: float = 60.0
     max_reject_ratio: float = 0.01
     ingest_block_bytes: int = DEFAULT_BLOCK_BYTES
 
@@ -167,6 +177,7 @@ class Settings:
             shared_idle_timeout=_float(env, "ETL_CLUSTER_SHARED_IDLE_TIMEOUT", 600.0),
             dask_thin_tasks=_bool(env, "ETL_DASK_THIN_TASKS", True),
             spark_thin_tasks=_bool(env, "ETL_SPARK_THIN_TASKS", True),
+            landing_poke_interval=_positive(env, "ETL_LANDING_POKE_INTERVAL", 60.0),
             max_reject_ratio=ratio,
             ingest_block_bytes=_bytes(env, "ETL_INGEST_BLOCK_BYTES", DEFAULT_BLOCK_BYTES, MIN_BLOCK_BYTES),
         )

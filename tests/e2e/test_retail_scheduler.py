@@ -68,7 +68,8 @@ def deployment(migrated_home_template, tmp_path_factory):
     assert not (landing / f"{NO_FILE}.csv").exists() and len(list(landing.iterdir())) == 6
     port = free_port()
     env = project_env(home, ETL_DATA_DIR=str(data), ETL_DEFAULT_BACKEND="dask", AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-                      AIRFLOW__API__PORT=str(port), AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5")
+                      AIRFLOW__API__PORT=str(port), AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+                      ETL_LANDING_POKE_INTERVAL="5")
     stack = Stack(base)
     stack.start("run", [str(ROOT / "bin" / "run")], env)
     api = Api(port, home)
@@ -229,7 +230,7 @@ def test_a_day_not_over_waits_deferred_and_goes_on_when_its_file_lands(deploymen
         assert state != "failed", _tis(home, "retail_daily", run["run_id"])
         return state == "success"
 
-    wait("today's run to go on once its file landed (the trigger checks every minute)", finished, 300, stack, interval=2)
+    wait("today's run to go on once its file landed (the trigger checks every 5 s here)", finished, 300, stack, interval=2)
     tis = _tis(home, "retail_daily", run["run_id"])
     assert tis["wait_for_file"] == "success" and tis["marts"] == "success" and tis["publish_empty_day"] == "skipped", tis
     rows = {r["country"]: r for r in read_table(home / "lake" / "retail" / "sales_by_country" / f"ds={today}")}

@@ -87,3 +87,11 @@ def test_ingest_block_bytes_setting():
             Settings.from_env({"ETL_INGEST_BLOCK_BYTES": bad})
     with pytest.raises(ConfigError, match="ETL_INGEST_BLOCK_BYTES='100' is below the minimum"):
         Settings.from_env({"ETL_INGEST_BLOCK_BYTES": "100"})
+
+
+def test_landing_poke_interval_setting():
+    assert Settings.from_env({}).landing_poke_interval == 60.0
+    assert Settings.from_env({"ETL_LANDING_POKE_INTERVAL": "5"}).landing_poke_interval == 5.0
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ConfigError, match=f"ETL_LANDING_POKE_INTERVAL='{bad}'"):
+            Settings.from_env({"ETL_LANDING_POKE_INTERVAL": bad})
