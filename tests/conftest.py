@@ -60,25 +60,27 @@ def airflow_home(migrated_home_template, tmp_path) -> Path:
     return home
 
 
-# The longest modules first (minutes in a full run here, roughly): pytest-xdist's loadfile
-# hands whole files to the two workers in collection order, so a long module collected last
-# would run alone at the end while the other worker idles.
+# The longest modules first (seconds of one full run with -n 2, on a machine loaded by other
+# work, roughly): pytest-xdist's loadfile hands whole files to the two workers in collection
+# order, so a long module collected last would run alone at the end while the other worker idles.
 LONGEST_FIRST = (
-    "tests/e2e/test_production_stack.py",  # ~4
-    "tests/e2e/test_retail_scheduler.py",  # ~4
-    "tests/e2e/test_executor_faults.py",  # ~3.5
-    "tests/e2e/test_reader_engines.py",  # ~3
-    "tests/e2e/test_engine_faults.py",  # ~2.5
-    "tests/e2e/test_cluster_reuse.py",  # ~2.5
-    "tests/e2e/test_spark_backend.py",  # ~2.5
-    "tests/e2e/test_nz_trade.py",  # ~2
-    "tests/e2e/test_spark_standalone.py",
-    "tests/e2e/test_run_entrypoint.py",
-    "tests/e2e/test_retail.py",
-    "tests/e2e/test_scheduler_run.py",
-    "tests/e2e/test_olympics_spark.py",
-    "tests/e2e/test_olympics_dask.py",
-    "tests/e2e/test_ui_browser.py",
+    "tests/e2e/test_spark_standalone.py",  # ~430
+    "tests/e2e/test_retail.py",  # ~390
+    "tests/e2e/test_production_stack.py",  # ~340
+    "tests/e2e/test_cluster_reuse.py",  # ~340
+    "tests/e2e/test_executor_faults.py",  # ~310
+    "tests/e2e/test_retail_scheduler.py",  # ~300 (on one shared cluster now)
+    "tests/e2e/test_reader_engines.py",  # ~290
+    "tests/e2e/test_scheduler_run.py",  # ~250 (bin/run now)
+    "tests/e2e/test_spark_backend.py",  # ~250
+    "tests/e2e/test_engine_faults.py",  # ~235
+    "tests/e2e/test_olympics_dask.py",  # ~170
+    "tests/e2e/test_nz_trade.py",  # ~140
+    "tests/e2e/test_spark_thin.py",  # ~100
+    "tests/e2e/test_olympics_spark.py",  # ~115
+    "tests/plugins/test_cluster_recovery.py",  # ~100
+    "tests/e2e/test_ui_browser.py",  # ~90
+    "tests/e2e/test_run_entrypoint.py",  # ~80
 )
 
 
