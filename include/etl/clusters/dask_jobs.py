@@ -18,13 +18,14 @@ Isolation and cancellation, per job:
   task that is mid-way keeps its thread until it returns (a run's own cluster is stopped by its
   teardown anyway).
 
-One driver at a time per worker process, on Python < 3.12: there ``functools.cached_property``
-holds one lock per *class* attribute while it computes, and dask-expr computes ``_meta`` of
-nested expressions through it, so two drivers planning in one process can each hold the lock
-the other needs. Found in a year's backfill on the shared cluster: two ``marts`` jobs on one
-worker, both blocked in ``Merge._meta`` for good. A driver waits for :data:`_DRIVER_SLOT`
-(logged when it had to); the other workers' drivers, and every job's tasks, still run in
-parallel. Python 3.12 dropped that lock (and this one is then not taken).
+Several drivers in one worker process, on Python 3.11: there ``functools.cached_property``
+holds one lock per *class attribute* (shared by every instance) while it computes, and dask-expr
+computes the ``_meta`` of nested expressions through it, so two drivers planning at once can
+each hold the lock the other needs. Found in a year's backfill on the shared cluster: two
+``marts`` jobs on one worker, blocked for good in ``Merge._meta``. Python 3.12 removed that lock
+(a value may then be computed twice by two threads, which for dask-expr's pure properties is
+harmless); :func:`allow_concurrent_cached_property` gives a worker 3.12's ``__get__`` before a
+driver runs.
 
 This module imports nothing heavy at import time: the task process imports it to name the
 function it submits.
@@ -41,21 +42,41 @@ import traceback
 from typing import Any
 
 JOB_LOGGER = "include"  # the platform's and the pipelines' code log below it
-_DRIVER_SLOT = threading.Lock()
-_ONE_DRIVER_PER_PROCESS = sys.version_info < (3, 12)
 
 
-def _take_driver_slot(client: Any, job: str) -> bool:
-    """Wait for this process's driver slot (see the module's docstring); False when not needed."""
-    if not _ONE_DRIVER_PER_PROCESS:
+def allow_concurrent_cached_property() -> bool:
+    """Python 3.12's lock-free ``functools.cached_property.__get__`` in this process (Python < 3.12 only).
+
+    Returns True when it patched (idempotent). See the module's docstring for the deadlock it avoids.
+    """
+    import functools
+
+    if sys.version_info >= (3, 12) or getattr(functools.cached_property.__get__, "_etl_unlocked", False):
         return False
-    t0 = time.perf_counter()
-    while not _DRIVER_SLOT.acquire(timeout=0.5):
-        if client.status in ("closing", "closed"):  # cancelled while waiting (the watcher closed it)
-            raise RuntimeError(f"job {job} was cancelled while it waited for this worker's other job to end")
-    waited = time.perf_counter() - t0
-    if waited > 0.05:
-        logging.getLogger(__name__).info("job %s waited %.1f s for this worker's other job driver to end", job, waited)
+    missing = object()
+
+    def __get__(self, instance, owner=None):  # noqa: N807 - CPython 3.12's Lib/functools.py, verbatim in behaviour
+        if instance is None:
+            return self
+        if self.attrname is None:
+            raise TypeError("Cannot use cached_property instance without calling __set_name__ on it.")
+        try:
+            cache = instance.__dict__
+        except AttributeError:
+            raise TypeError(f"No '__dict__' attribute on {type(instance).__name__!r} instance to cache "
+                            f"{self.attrname!r} property.") from None
+        val = cache.get(self.attrname, missing)
+        if val is missing:
+            val = self.func(instance)
+            try:
+                cache[self.attrname] = val
+            except TypeError:
+                raise TypeError(f"The '__dict__' attribute on {type(instance).__name__!r} instance does not support "
+                                f"item assignment for caching {self.attrname!r} property.") from None
+        return val
+
+    __get__._etl_unlocked = True
+    functools.cached_property.__get__ = __get__
     return True
 
 
@@ -97,6 +118,7 @@ def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_roo
     from include.etl.engines.dask import DaskEngine
     from include.etl.jobs import get_job
 
+    allow_concurrent_cached_property()  # before this driver builds any dask-expr expression
     worker = get_worker()
     key = thread_state.key
     capture = _Capture(threading.get_ident())
@@ -123,12 +145,7 @@ def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_roo
         registered = get_job(job)
         ctx = registered.context(engine=DaskEngine(client), lake_root=lake_root, ds=ds,
                                  max_reject_ratio=max_reject_ratio, block_bytes=block_bytes)
-        slot = _take_driver_slot(client, job)
-        try:
-            summary = registered(ctx, **job_kwargs)
-        finally:
-            if slot:
-                _DRIVER_SLOT.release()
+        summary = registered(ctx, **job_kwargs)
         return {"summary": summary, "elapsed_s": round(time.perf_counter() - t0, 3), "worker": worker.address,
                 "logs": capture.records}
     except BaseException as exc:  # noqa: BLE001 - reported to the task process, which re-raises it
