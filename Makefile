@@ -37,6 +37,11 @@ data: install
 bench: install
 	.venv/bin/uv pip install --quiet --python .venv/bin/python -r bench/requirements.txt
 	.venv/bin/python bench/run.py --rows $(BENCH_ROWS)
+	# The embedded runtime's figures (docs/runtime.md): per-task overhead through the scheduler
+	# on each backend, and a month of retail_daily backfilled (runs per minute, where time goes).
+	.venv/bin/python bench/overhead.py --backend dask --runs 3
+	.venv/bin/python bench/overhead.py --backend spark --runs 3
+	.venv/bin/python bench/backfill.py --backend dask --from 2011-11-01 --to 2011-11-30
 
 BENCH_ROWS ?= 1000000 5000000
 

@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no landing file in {landing} between {args.start} and {args.end}")
     base = Path(tempfile.mkdtemp(prefix=f"bench-backfill-{args.backend}-"))
     dep = Deployment(base, args.backend, args.data_dir, args.reuse)
+    load0 = os.getloadavg()[0]
     t_setup = time.monotonic()
     try:
         dep.start()
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     left = dep.leftovers()
     result.update({
         "reuse": args.reuse or "shared (embedded default)", "stop_seconds": round(stop_s, 1), "processes_left": left,
-        "runs_per_minute": round(len(days) / wall * 60, 2), "load_at_end": round(os.getloadavg()[0], 2),
+        "runs_per_minute": round(len(days) / wall * 60, 2), "load_at_start": round(load0, 2),
+        "load_at_end": round(os.getloadavg()[0], 2),
         "backend": args.backend, "from": args.start, "to": args.end, "days": len(days), "files": len(files),
         "max_active_runs": args.max_active_runs, "wall_seconds": round(wall, 1), "setup_seconds": round(setup_s, 1),
         "seconds_per_trading_day": round(wall / len(files), 1),
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for task, t in result["tasks"].items():
         print(f"| {task} | {t['n']} | {t['mean_s']} s | {t['median_s']} s | {t['share_of_task_time']:.0%} |")
     print(f"\n{result['runs_per_minute']} runs per minute; {result['cluster_starts']} cluster start(s), "
-          f"{result['cluster_reuses']} reuse(s); bin/run stopped in {stop_s:.1f} s, processes left: {left or 'none'}")
+          f"{result['cluster_reuses']} reuse(s); load {load0:.2f} at start, {result['load_at_end']:.2f} at end; bin/run stopped in {stop_s:.1f} s, processes left: {left or 'none'}")
     print(f"states {result['states']}; mean gap between a run's tasks (scheduling, process start) per run: "
           f"{result['scheduling_gap_seconds_mean']} s; results in {out}")
     if args.keep:
