@@ -123,7 +123,13 @@ def worker_env(workdir: Path | None = None) -> dict[str, str]:
     return env
 
 
-def start_local_dask(settings: Settings, workdir: Path, timeout: float = 60.0) -> ClusterHandle:
+# Three minutes, not one: on 2 cores with several runs starting clusters at once (the fault tests,
+# a busy day of runs), each scheduler's preload imports pandas and dask.dataframe while other
+# clusters do the same, and 60 s ran out in CI. A start that truly fails says so earlier.
+START_TIMEOUT_S = 180.0
+
+
+def start_local_dask(settings: Settings, workdir: Path, timeout: float = START_TIMEOUT_S) -> ClusterHandle:
     """Start a scheduler and ``settings.dask_workers`` workers bound to ``settings.bind_host``.
 
     The workers start at the same time as the scheduler and find it through the scheduler file
