@@ -25,7 +25,7 @@ run: install
 PYTEST_WORKERS ?= 2
 test: install
 	bin/install-browser
-	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 ROWS ?= 1000000
 OUT ?= data/generated

@@ -29,13 +29,27 @@ DATA_ROOT = Path(os.environ["ETL_DATA_DIR"])
 DATA = DATA_ROOT / "olympics"
 
 
+def require_data(path: Path) -> Path:
+    """``path`` under ETL_DATA_DIR; fails (never skips) naming it when it is absent."""
+    if not path.exists():
+        pytest.fail(f"a shared data set is missing: expected {path} (ETL_DATA_DIR={DATA_ROOT}); "
+                    "CI and dev machines have it in ../shared/data beside the checkout", pytrace=False)
+    return path
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """The Olympics inputs under ETL_DATA_DIR; fails naming the folder when they are absent."""
-    if not (DATA / "athlete_events_head.csv").is_file():
-        pytest.fail(f"the Olympics data set is missing: expected {DATA} (ETL_DATA_DIR={DATA_ROOT}); "
-                    "CI and dev machines have it in ../shared/data beside the checkout")
+    require_data(DATA / "athlete_events_head.csv")
     return DATA
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The root of the shared data sets (olympics, nz_trade, retail); fails when one is absent."""
+    for part in ("olympics/athlete_events.csv", "nz_trade", "retail/by-day"):
+        require_data(DATA_ROOT / part)
+    return DATA_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -60,35 +74,53 @@ def airflow_home(migrated_home_template, tmp_path) -> Path:
     return home
 
 
-# The longest modules first (seconds of one full run with -n 2, on a machine loaded by other
-# work, roughly): pytest-xdist's loadfile hands whole files to the two workers in collection
-# order, so a long module collected last would run alone at the end while the other worker idles.
-LONGEST_FIRST = (
-    "tests/e2e/test_spark_standalone.py",  # ~430
-    "tests/e2e/test_retail.py",  # ~390
-    "tests/e2e/test_production_stack.py",  # ~340
-    "tests/e2e/test_cluster_reuse.py",  # ~340
-    "tests/e2e/test_executor_faults.py",  # ~310
-    "tests/e2e/test_retail_scheduler.py",  # ~300 (on one shared cluster now)
-    "tests/e2e/test_reader_engines.py",  # ~290
-    "tests/e2e/test_scheduler_run.py",  # ~250 (bin/run now)
-    "tests/e2e/test_spark_backend.py",  # ~250
-    "tests/e2e/test_engine_faults.py",  # ~235
-    "tests/e2e/test_olympics_dask.py",  # ~170
-    "tests/e2e/test_nz_trade.py",  # ~140
-    "tests/e2e/test_spark_thin.py",  # ~100
-    "tests/e2e/test_olympics_spark.py",  # ~115
-    "tests/plugins/test_cluster_recovery.py",  # ~100
-    "tests/e2e/test_ui_browser.py",  # ~90
-    "tests/e2e/test_run_entrypoint.py",  # ~80
-)
+# Test files are scheduled longest first, from measured durations (tests/durations.json, seconds
+# of each file in a whole run of `make test`). `make test` runs xdist with `--dist loadfile
+# --no-loadscope-reorder`: xdist then hands out files in collection order (by default it re-sorts
+# them by their number of tests, which put the one-test modules of several minutes last). Refresh
+# the figures with `make test PYTEST_ARGS=--record-durations`.
+DURATIONS = ROOT / "tests" / "durations.json"
+UNMEASURED_S = 60.0  # a new file: assume an end-to-end module until measured
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--record-durations", action="store_true",
+                     help=f"write each test file's measured seconds to {DURATIONS.relative_to(ROOT)}")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    import json
 
-    def key(item):
-        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
-        return rank.get(path, len(rank))
+    measured = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    items.sort(key=lambda item: -measured.get(_file_of(item.nodeid), UNMEASURED_S))  # stable: a file stays together
 
-    items.sort(key=key)  # stable: a module's tests keep their order, and stay together
+
+_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    _seconds[_file_of(report.nodeid)] = _seconds.get(_file_of(report.nodeid), 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With --record-durations, in the controller (or a run without xdist): save the files' seconds."""
+    import json
+
+    if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):
+        DURATIONS.write_text(json.dumps({k: round(v, 1) for k, v in sorted(_seconds.items())}, indent=1) + "\n")
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_tests(tmp_path_factory):
+    """At the end of this test process: nothing a test started (Airflow components, clusters,
+    JVMs, Python workers) may still run. Survivors are killed, by pid, and fail the run."""
+    yield
+    from tests.procs import kill_started_under
+
+    left = kill_started_under(str(_HOME), str(tmp_path_factory.getbasetemp()))
+    assert not left, f"processes started by the tests outlived them (now killed): {left}"

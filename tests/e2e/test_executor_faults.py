@@ -29,7 +29,7 @@ from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
 from tests.e2e.stack import Api, Stack, free_port, wait
-from tests.procs import processes_with_env
+from tests.procs import kill_started_under, processes_with_env
 
 pytestmark = pytest.mark.slow
 
@@ -68,13 +68,22 @@ def deployment(migrated_home_template, tmp_path_factory):
         yield {"home": home, "api": api, "stack": stack, "env": env, "bin": bin_airflow}
     finally:
         stack.stop_all()
-    assert processes_with_env(str(home)) == [], "cluster processes survived the deployment"
+        # A test that failed half-way leaves its runs' clusters without a teardown: stop them here,
+        # by pid, so that nothing outlives the module, then report them.
+        left = kill_started_under(str(home))
+    assert left == [], f"processes survived the deployment (now killed): {left}"
 
 
 def _ti(home: Path, dag_id: str, run_id: str, task_id: str) -> tuple | None:
     with sqlite3.connect(home / "airflow.db", timeout=30) as db:
         return db.execute("select state, pid, try_number from task_instance where dag_id=? and run_id=? and task_id=?",
                           (dag_id, run_id, task_id)).fetchone()
+
+
+def _task_log(home: Path, run: dict, task_id: str, chars: int = 4000) -> str:
+    """The end of a task's log in this run (every try), to say why it failed."""
+    return "".join(f.read_text(errors="replace") for f in sorted((home / "logs" / f"dag_id={run['dag']}").rglob("*"))
+                   if f.is_file() and f"run_id={run['id']}" in str(f) and f"task_id={task_id}" in str(f))[-chars:]
 
 
 def _alive(pid: int) -> bool:
@@ -89,18 +98,21 @@ def test_killed_job_tasks_leave_no_cluster_process(deployment):
     for dag_id in ("long_job", "timeout_job"):
         assert api("PATCH", f"dags/{dag_id}", {"is_paused": False})["is_paused"] is False
     runs = []
+    # One run after the other: each cluster has started and its job runs before the next run is
+    # triggered (six JVMs and Dask clusters starting at once on 2 cores is a load test, not this one).
     for i, (backend, fault) in enumerate(FAULTS):
         dag_id = "timeout_job" if fault == "timeout" else "long_job"
         run = api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": f"2024-07-0{i + 1}T00:00:00Z", "conf": {"backend": backend}})
         workdir = home / "logs" / "clusters" / dag_id / safe_path_part(run["dag_run_id"]) / "start_cluster" / backend
-        runs.append({"dag": dag_id, "id": run["dag_run_id"], "backend": backend, "fault": fault, "workdir": workdir})
+        run = {"dag": dag_id, "id": run["dag_run_id"], "backend": backend, "fault": fault, "workdir": workdir}
+        runs.append(run)
 
-    for run in runs:
         def job_running(run=run):
             ti = _ti(home, run["dag"], run["id"], "long_job")
             if run["fault"] == "timeout" and ti and ti[0] == "failed":
                 return ti[1], []  # its 45 s ran out while the other runs were being started
-            assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (run, ti, stack.log("scheduler"))
+            assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (
+                run, ti, _task_log(home, run, "start_cluster"), stack.log("scheduler"))
             procs = processes_with_env(str(run["workdir"]))
             return ti and ti[0] == "running" and ti[1] and _alive(ti[1]) and procs and (ti[1], procs)
 
@@ -137,8 +149,7 @@ def test_killed_job_tasks_leave_no_cluster_process(deployment):
         assert left == [], f"cluster processes survived the {run['fault']} of a {run['backend']} job: {report}"
         assert not _alive(run["pid"]), f"the killed task process {run['pid']} still runs"
         if run["fault"] == "timeout":
-            logs = "".join(f.read_text(errors="replace") for f in (home / "logs" / f"dag_id={run['dag']}").rglob("*")
-                           if f.is_file() and f"run_id={run['id']}" in str(f) and "task_id=long_job" in str(f))
+            logs = _task_log(home, run, "long_job", 10**6)
             assert "timeout" in logs.lower() or "timed out" in logs.lower(), logs[-3000:]
     assert elapsed < 240, f"the 600 s jobs were waited for, not cancelled: {elapsed:.0f} s"
     print("killed runs:", report, f"ended {elapsed:.0f} s after the kills")

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from pathlib import Path
@@ -20,16 +19,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.etl.contract import Column, Dataset, on_partition_day
+from tests.conftest import DATA_ROOT
 from tests.include.test_reader import read as read_in_process
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("ETL_DATA_DIR") or ROOT.parent / "shared" / "data")
+SHARED = DATA_ROOT
 ATHLETES = SHARED / "olympics" / "athlete_events.csv"
 TRADE = SHARED / "nz_trade" / "effects-of-covid-19-on-trade-at-15-december-2021-provisional.csv"
 RETAIL = SHARED / "retail" / "by-day"
-needs_data = pytest.mark.skipif(not ATHLETES.exists(), reason=f"the shared data sets are not in {SHARED}")
+needs_data = pytest.mark.usefixtures("shared_data")  # missing data fails, never skips
 
 
 @pytest.fixture(scope="module")

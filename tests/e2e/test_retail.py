@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sqlite3
 import time
@@ -29,15 +28,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import DATA_ROOT
 from tests.e2e.airflow_env import bin_airflow
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("ETL_DATA_DIR") or ROOT.parent / "shared" / "data")
+SHARED = DATA_ROOT
 DAYS_DIR = SHARED / "retail" / "by-day"
-needs_data = pytest.mark.skipif(not DAYS_DIR.is_dir(), reason=f"the retail data set is not in {DAYS_DIR}")
+needs_data = pytest.mark.usefixtures("shared_data")  # missing data fails, never skips
 # Two real days per engine: a plain one, and the one with the two negative-price lines (rejected).
 REAL_DAYS = ("2010-12-07", "2011-08-12")
 BAD_DAY = "2011-11-16"

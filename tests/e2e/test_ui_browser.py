@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA_ROOT, ROOT
+from tests.conftest import DATA_ROOT, ROOT, require_data
 from tests.e2e.airflow_env import project_env
 from tests.e2e.stack import Api, Stack, free_port, wait
 
@@ -68,13 +68,13 @@ def _week_days() -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range(7)]
 
 
-pytestmark = [
-    pytest.mark.slow,
-    # Checked at collection: without the data set nothing is started (no Airflow home, no deployment).
-    pytest.mark.skipif(not any((DAYS_DIR / f"{d}.csv").is_file() for d in _week_days()),
-                       reason=f"the retail data set (day files of the week {WEEK}) is not in {DAYS_DIR} "
-                              f"(ETL_DATA_DIR={DATA_ROOT}): no real report to open"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _week_files():
+    """Before anything starts: the week's day files are there, else the module fails (never skips)."""
+    require_data(DAYS_DIR / f"{WEEK}.csv")
 
 
 # ---------------------------------------------------------------- the lake: the real jobs, in this process

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import os
-from pathlib import Path
 
 import narwhals as nw
 import pandas as pd
@@ -14,9 +12,9 @@ import pytest
 from include.pipelines.retail import periods, quality, report
 from include.pipelines.retail import transforms as T
 from include.pipelines.retail.datasets import COUNTRIES, COUNTRIES_FILE, DAILY_TABLES, INVOICE_LINES, TABLE_SCHEMAS
+from tests.conftest import DATA_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("ETL_DATA_DIR") or ROOT.parent / "shared" / "data")
+SHARED = DATA_ROOT
 
 
 def lazy(df: pd.DataFrame) -> nw.LazyFrame:
@@ -129,7 +127,7 @@ def test_the_shipped_reference_reads_through_its_contract():
     assert rows["Channel Islands"][0] is None and rows["Unspecified"] == (None, "Unknown")
 
 
-@pytest.mark.skipif(not (SHARED / "retail" / "by-day").is_dir(), reason="the retail data set is not here")
+@pytest.mark.usefixtures("shared_data")  # missing data fails, never skips
 def test_the_reference_covers_every_country_of_the_data():
     seen = set()
     for path in sorted((SHARED / "retail" / "by-day").glob("*.csv")):
