@@ -49,7 +49,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from include.etl.clusters import WORKDIR_VAR, sweep_workdir  # noqa: E402
+from include.etl.clusters import WORKDIR_VAR, group_members, sweep_workdir  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -129,8 +129,8 @@ class Supervisor:
         while time.monotonic() < deadline and not self._signals:
             self._pump(0.1)
             try:
-                exe = os.path.basename(os.readlink(f"/proc/{comp.proc.pid}/exe"))
-            except OSError:
+                exe = os.path.basename(psutil.Process(comp.proc.pid).exe())
+            except psutil.Error:
                 return
             if comp.proc.poll() is not None or not exe.startswith(("bash", "sh", "dash")):
                 return
@@ -379,18 +379,7 @@ def _pgid(pid: int) -> int | None:
 
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return group_members({pgid})
 
 
 def _alive(pid: int) -> bool:

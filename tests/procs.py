@@ -51,3 +51,11 @@ def kill_started_under(*prefixes: str, grace: float = 10.0) -> list[str]:
         except psutil.Error:
             pass
     return described
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

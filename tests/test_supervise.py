@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT
+from tests.procs import kill_started_under
 
 PY = sys.executable
 IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
@@ -159,16 +160,18 @@ def test_a_component_that_exits_stops_the_platform(home):
 def test_components_get_sigterm_when_the_supervisor_is_killed(home):
     sup = _start(home, "scheduler")
     try:
-        _pid(home / "task.pid")
+        _pid(home / "task.pid"), _pid(home / "orphan.pid")  # both started: nothing is spawned after the cleanup
         component = psutil.Process(sup.pid).children()[0]
         sup.kill()  # no shutdown at all: the kernel's parent-death signal still stops the component
         sup.wait()
         assert _wait(lambda: not _alive(component.pid), 10), "the component outlived a SIGKILLed supervisor"
     finally:
         sup.kill()
+        # Without a supervisor nothing stops the task and its fake cluster (a real one idles out).
         for name in ("task.pid", "orphan.pid"):
             if (home / name).exists():
                 try:
                     os.kill(int((home / name).read_text()), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        kill_started_under(str(home))

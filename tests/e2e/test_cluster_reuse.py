@@ -29,7 +29,7 @@ from etl_platform.hooks.cluster import safe_path_part
 from tests.conftest import ROOT
 from tests.e2e.airflow_env import bin_airflow, project_env
 from tests.e2e.stack import Api, Stack, free_port, wait
-from tests.procs import processes_with_env
+from tests.procs import alive, processes_with_env
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +49,7 @@ def _ti(home: Path, dag_id: str, run_id: str, task_id: str) -> tuple | None:
 
 
 def _alive(pids) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if "State:\tZ" not in Path(f"/proc/{pid}/status").read_text():
-                alive.append(pid)
-        except OSError:
-            pass
-    return alive
+    return [pid for pid in pids if alive(pid)]
 
 
 @pytest.fixture(scope="module")

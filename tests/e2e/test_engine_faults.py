@@ -23,6 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from include.etl.clusters import ClusterHandle
@@ -146,14 +147,13 @@ def _stages(handle: ClusterHandle, app: str) -> list[dict]:
 
 def _cmdline(pid: int) -> bytes:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline()).encode()
+    except psutil.Error:
         return b""
 
 
 def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+    return psutil.Process(pid).ppid()
 
 
 def _daemons(workdir: Path) -> list[int]:
@@ -163,25 +163,24 @@ def _daemons(workdir: Path) -> list[int]:
         try:
             if b"pyspark.daemon" in _cmdline(pid) and b"pyspark.daemon" not in _cmdline(_parent(pid)):
                 found.append(pid)
-        except (OSError, ValueError):
+        except psutil.Error:
             continue
     return found
 
 
 def _cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` in clock ticks, or None once it is gone."""
+    """CPU time (user + system) of ``pid`` in hundredths of a second, or None once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
+    return round((times.user + times.system) * 100)
 
 
 def _children(pid: int) -> list[int]:
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.Error:
         return []
 
 
@@ -199,7 +198,7 @@ def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inp
     def kill_busy_python_workers(done: threading.Event) -> None:
         """SIGKILL a Python worker while it computes: one whose CPU time grows by >= 60 % of a core.
 
-        Watching the workers' CPU time (cheap: /proc of the daemons' children, every 50 ms)
+        Watching the workers' CPU time (cheap: psutil on the daemons' children, every 50 ms)
         catches the parse however fast it is; Spark's stage API lags its tasks by up to a
         second, and with the fast parser the Python part of the athletes stage can be shorter
         than that (an earlier version of this test, which waited for an ACTIVE stage, then

@@ -29,7 +29,7 @@ from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
 from tests.e2e.stack import Api, Stack, free_port, wait
-from tests.procs import kill_started_under, processes_with_env
+from tests.procs import alive, kill_started_under, processes_with_env
 
 pytestmark = pytest.mark.slow
 
@@ -86,13 +86,6 @@ def _task_log(home: Path, run: dict, task_id: str, chars: int = 4000) -> str:
                    if f.is_file() and f"run_id={run['id']}" in str(f) and f"task_id={task_id}" in str(f))[-chars:]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
 def test_killed_job_tasks_leave_no_cluster_process(deployment):
     home, api, stack = deployment["home"], deployment["api"], deployment["stack"]
     for dag_id in ("long_job", "timeout_job"):
@@ -114,7 +107,7 @@ def test_killed_job_tasks_leave_no_cluster_process(deployment):
             assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (
                 run, ti, _task_log(home, run, "start_cluster"), stack.log("scheduler"))
             procs = processes_with_env(str(run["workdir"]))
-            return ti and ti[0] == "running" and ti[1] and _alive(ti[1]) and procs and (ti[1], procs)
+            return ti and ti[0] == "running" and ti[1] and alive(ti[1]) and procs and (ti[1], procs)
 
         pid, procs = wait(f"the {run['backend']} job of {run['id']} to run", job_running, 300, stack)
         run["pid"] = pid
@@ -147,7 +140,7 @@ def test_killed_job_tasks_leave_no_cluster_process(deployment):
         assert states[run["id"]] == "failed" and job[0] == "failed", report
         assert stop[0] == "success", f"the teardown did not run or failed: {report}\n{stack.log('scheduler')}"
         assert left == [], f"cluster processes survived the {run['fault']} of a {run['backend']} job: {report}"
-        assert not _alive(run["pid"]), f"the killed task process {run['pid']} still runs"
+        assert not alive(run["pid"]), f"the killed task process {run['pid']} still runs"
         if run["fault"] == "timeout":
             logs = _task_log(home, run, "long_job", 10**6)
             assert "timeout" in logs.lower() or "timed out" in logs.lower(), logs[-3000:]

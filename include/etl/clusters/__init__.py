@@ -55,31 +55,29 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def _cmdline(pid: int) -> str:
+def _process(pid: int):
+    import psutil
+
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def is_alive(pid: int, marker: str = "") -> bool:
     """True if ``pid`` runs and (when given) its command line contains ``marker`` (guards pid reuse)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    import psutil
+
     _reap(pid)
-    if not Path(f"/proc/{pid}").exists():
-        return False
-    status = Path(f"/proc/{pid}/status")
+    proc = _process(pid)
     try:
-        if "State:\tZ" in status.read_text():
+        if proc is None or proc.status() == psutil.STATUS_ZOMBIE:
             return False
-    except OSError:
+        return marker in " ".join(proc.cmdline()) if marker else True
+    except psutil.AccessDenied:
+        return True
+    except psutil.Error:
         return False
-    return marker in _cmdline(pid) if marker else True
 
 
 def _reap(pid: int) -> None:
@@ -96,19 +94,17 @@ def _is_group_leader(pid: int) -> bool:
         return False
 
 
-def _group_members(pgids: set[int]) -> list[int]:
+def group_members(pgids: set[int]) -> list[int]:
     """Live processes (not zombies) whose process group is one of ``pgids``."""
+    import psutil
+
     members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter(["status"]):
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) in pgids:
+                members.append(proc.pid)
+        except ProcessLookupError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if fields[0] != "Z" and int(fields[2]) in pgids:
-            members.append(int(entry.name))
     return members
 
 
@@ -127,18 +123,18 @@ def kill_groups(pids: list[int], marker: str, grace: float = 10.0) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and (any(is_alive(p) for p in alive) or _group_members(groups)):
+        while time.monotonic() < deadline and (any(is_alive(p) for p in alive) or group_members(groups)):
             time.sleep(0.1)
-        if not any(is_alive(p) for p in alive) and not _group_members(groups):
+        if not any(is_alive(p) for p in alive) and not group_members(groups):
             break
         log.warning("processes of groups %s did not stop on SIGTERM within %.0f s; sending SIGKILL", sorted(groups), grace)
     # Leaders that already exited (a polite shutdown) can leave children of their group
     # behind for a moment: wait for those that are ours, then kill what remains.
     leftovers = set(pids) - groups
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and [m for m in _group_members(leftovers) if is_alive(m, marker)]:
+    while time.monotonic() < deadline and [m for m in group_members(leftovers) if is_alive(m, marker)]:
         time.sleep(0.1)
-    for member in [m for m in _group_members(leftovers) if is_alive(m, marker)]:
+    for member in [m for m in group_members(leftovers) if is_alive(m, marker)]:
         try:
             os.kill(member, signal.SIGKILL)
         except ProcessLookupError:
@@ -153,17 +149,18 @@ WORKDIR_VAR = "ETL_CLUSTER_WORKDIR"
 
 def processes_of_workdir(workdir: str | Path) -> list[int]:
     """Live processes of this user that inherited ``ETL_CLUSTER_WORKDIR=workdir`` (every cluster process does)."""
-    needle = f"{WORKDIR_VAR}={workdir}".encode()
+    import psutil
+
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()  # readable for our own processes only
-        except OSError:
+            inherited = proc.environ().get(WORKDIR_VAR)  # readable for our own processes only
+        except psutil.Error:
             continue
-        if needle in environ.split(b"\0") and is_alive(int(entry.name)):
-            found.append(int(entry.name))
+        if inherited == str(workdir) and is_alive(proc.pid):
+            found.append(proc.pid)
     return found
 
 
