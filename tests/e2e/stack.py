@@ -90,8 +90,10 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def wait(what: str, predicate, timeout: float, stack: Stack, interval: float = 1.0):
-    """Poll ``predicate`` until truthy; fail with every component's log tail on timeout or a dead component."""
+def wait(what: str, predicate, timeout: float, stack: Stack | None = None, interval: float = 1.0):
+    """Poll ``predicate`` until truthy; fail on timeout or, given a ``stack``, when one of its
+    components dies (with every component's log tail)."""
+    stack = stack or Stack(Path("."))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

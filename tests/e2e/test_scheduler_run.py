@@ -9,12 +9,7 @@ its teardown must leave nothing running.
 
 from __future__ import annotations
 
-import json
-import socket
 import sqlite3
-import subprocess
-import time
-import urllib.request
 from urllib.parse import quote
 
 import pytest
@@ -22,16 +17,10 @@ import pytest
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import bin_airflow, project_env
 from tests.e2e.expected import assert_marts_match
-from tests.e2e.stack import stop_group
+from tests.e2e.stack import Api, Stack, free_port, stop_group, wait
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _query(home, sql, *args):
@@ -39,44 +28,14 @@ def _query(home, sql, *args):
         return db.execute(sql, args).fetchall()
 
 
-def _api(home, port, path):
-    """GET /api/v2/<path> with a JWT from /auth/token, as the UI and any client do."""
-    password = json.loads((home / "simple_auth_manager_passwords.json").read_text())["admin"]
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/auth/token", data=json.dumps({"username": "admin", "password": password}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        token = json.load(resp)["access_token"]
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/{path}", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.load(resp)
-
-
-def _wait(what, predicate, timeout, proc, log):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"bin/run exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}:\n{log.read_text()[-4000:]}")
-
-
 def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
     home = airflow_home
-    port = _free_port()
+    port = free_port()
     extra = {"AIRFLOW__API__PORT": str(port), "ETL_CLUSTER_REUSE": "per_run"}
-    log = home / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(ROOT / "bin" / "run")], env=project_env(home, **extra), cwd=ROOT, stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    stack = Stack(home)
+    stack.start("run", [str(ROOT / "bin" / "run")], project_env(home, **extra))
     try:
-        _wait("the DAG to be parsed", lambda: _query(home, "select 1 from dag where dag_id='olympics_etl'"), 240, proc, log)
+        wait("the DAG to be parsed", lambda: _query(home, "select 1 from dag where dag_id='olympics_etl'"), 240, stack)
         assert bin_airflow(home, "dags", "unpause", "olympics_etl", **extra).returncode == 0
         out = bin_airflow(home, "dags", "trigger", "olympics_etl", "--logical-date", "2024-07-08T00:00:00+00:00",
                           "-c", '{"backend": "dask"}', **extra)
@@ -84,11 +43,11 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
 
         def finished():
             runs = _query(home, "select run_type, state, logical_date from dag_run where dag_id='olympics_etl'")
-            assert not [r for r in runs if r[1] == "failed"], (runs, log.read_text()[-4000:])
+            assert not [r for r in runs if r[1] == "failed"], (runs, stack.log("run", 4000))
             types = {r[0] for r in runs if r[1] == "success"}
             return runs if {"manual", "scheduled"} <= types else None
 
-        runs = _wait("a scheduled and a triggered run to succeed", finished, 420, proc, log)
+        runs = wait("a scheduled and a triggered run to succeed", finished, 420, stack)
         # each task ran in its own process: distinct pids recorded per task instance
         pids = _query(home, "select task_id, pid from task_instance where dag_id='olympics_etl' and state='success'")
         assert len({pid for _, pid in pids}) == len(pids) >= 14, pids
@@ -98,7 +57,7 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
         assert processes_with_env(str(home)) == [], "cluster processes left running after the runs"
         # The UI's extra link of a cluster task, through the REST API the UI uses.
         manual = _query(home, "select run_id from dag_run where dag_id='olympics_etl' and run_type='manual'")[0][0]
-        links = _api(home, port, f"dags/olympics_etl/dagRuns/{quote(manual, safe='')}/taskInstances/ingest_athletes/links")
+        links = Api(port, home)("GET", f"dags/olympics_etl/dagRuns/{quote(manual, safe='')}/taskInstances/ingest_athletes/links")
         assert links["extra_links"]["Cluster dashboard"].startswith("http://127.0.0.1:")
     finally:
-        stop_group(proc, 60)  # SIGTERM: bin/run stops its components; then whatever is left of the group
+        stop_group(stack.procs["run"], 60)  # SIGTERM: bin/run stops its components; then whatever is left of the group

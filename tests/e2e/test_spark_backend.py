@@ -26,6 +26,7 @@ from include.etl.jobs import JobContext, resolve_job
 from include.etl.lake import Lake
 from include.etl.settings import ConfigError, Settings
 from tests.conftest import DATA as _DATA
+from tests.e2e.stack import free_port
 from tests.procs import processes_with_env
 
 DS = "2024-07-07"
@@ -37,12 +38,6 @@ SHIPPED = {
     "venues": str(DATA / "host_city_locations.csv"),
 }
 TABLES = ("athletes", "regions", "venues", "enriched", "avg_age_by_year", "medals_by_region")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kill_leftovers(prefix: str) -> list[int]:
@@ -206,7 +201,7 @@ def test_ports_are_read_from_this_start_s_part_of_the_log(tmp_path):
 
 
 def test_unreachable_connection_fails_fast_naming_its_address(tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", f"sc://127.0.0.1:{port}")
     t0 = time.monotonic()
     with pytest.raises(ClusterStartError, match=rf"Spark Connect server at sc://127.0.0.1:{port}.*'spark_connect_default'"):

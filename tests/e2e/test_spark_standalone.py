@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,17 +15,12 @@ import pytest
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import bin_airflow
 from tests.e2e.expected import assert_marts_match
+from tests.e2e.stack import free_port
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 DS = "2024-07-07"
 SPARK_CLASS = str(ROOT / ".venv" / "bin" / "spark-class")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def standalone(tmp_path_factory):
     marker = str(tmp_path / "standalone")
     env = dict(os.environ, SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=marker,
                SPARK_LOG_DIR=marker, SPARK_WORKER_DIR=marker + "/work")
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     procs = []
     log = open(tmp_path / "standalone.log", "wb")
     try:
@@ -48,7 +42,7 @@ def standalone(tmp_path_factory):
              "--webui-port", str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         procs.append(subprocess.Popen(
             [SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
-             "--memory", "2g", "--webui-port", str(_free_port()), f"spark://127.0.0.1:{port}"],
+             "--memory", "2g", "--webui-port", str(free_port()), f"spark://127.0.0.1:{port}"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         deadline = time.monotonic() + 120
         while True:
@@ -117,7 +111,7 @@ def test_unreachable_master_fails_the_start_with_its_address(tmp_path, monkeypat
     from include.etl.clusters import ClusterStartError
     from include.etl.settings import Settings
 
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", f"spark://127.0.0.1:{port}")
     hook = SparkClusterHook(settings=Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path)}))
     with pytest.raises(ClusterStartError) as err:

@@ -32,6 +32,7 @@ from include.etl.clusters.idle_watch import last_activity
 from include.etl.errors import InputFileError
 from include.etl.settings import Settings
 from tests.conftest import DATA, ROOT
+from tests.e2e.stack import wait
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -74,16 +75,6 @@ def _health(handle) -> dict:
     url = handle.extra["jobs_url"].rsplit("/etl/jobs", 1)[0] + "/health"
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.load(resp)
-
-
-def _wait(what: str, predicate, timeout: float = 60.0, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _spark_busy(handle) -> bool:
@@ -168,7 +159,7 @@ def test_on_kill_interrupts_a_long_job_and_the_server_serves_the_next_one(spark)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    _wait("the long job's Spark job to run", lambda: _spark_busy(handle))
+    wait("the long job's Spark job to run", lambda: _spark_busy(handle), 60, interval=0.2)
     assert _health(handle)["jobs"] == 1
     t0 = time.monotonic()
     hook.cancel()  # on_kill: DELETE {jobs_url}/<key>
@@ -176,7 +167,7 @@ def test_on_kill_interrupts_a_long_job_and_the_server_serves_the_next_one(spark)
     assert not thread.is_alive(), "the job did not end after DELETE"
     print(f"DELETE -> job ended in {time.monotonic() - t0:.1f} s")
     assert isinstance(outcome.get("error"), RuntimeError) and "JobCancelled" in str(outcome["error"]), outcome
-    _wait("the Spark job to stop", lambda: not _spark_busy(handle), 30)
+    wait("the Spark job to stop", lambda: not _spark_busy(handle), 30, interval=0.2)
     assert _hook(settings).run_job(handle, "noop", {}, DS) == {"job": "noop"}
 
 
@@ -184,14 +175,14 @@ def test_a_sigkilled_task_process_cancels_its_job(spark):
     settings, handle = spark
     proc = _task(settings, handle, LONG_JOB, {})
     try:
-        _wait("the long job's Spark job to run", lambda: _spark_busy(handle), 120)
+        wait("the long job's Spark job to run", lambda: _spark_busy(handle), 120, interval=0.2)
         assert _health(handle)["jobs"] == 1
     finally:
         proc.kill()  # SIGKILL: no on_kill, only the closed socket tells
         proc.communicate(timeout=30)
     t0 = time.monotonic()
-    _wait("the endpoint to drop the job", lambda: _health(handle)["jobs"] == 0, 30)
-    _wait("the Spark job to stop", lambda: not _spark_busy(handle), 30)
+    wait("the endpoint to drop the job", lambda: _health(handle)["jobs"] == 0, 30, interval=0.2)
+    wait("the Spark job to stop", lambda: not _spark_busy(handle), 30, interval=0.2)
     print(f"SIGKILL -> job ended in {time.monotonic() - t0:.1f} s")
     watch_log = Path(handle.workdir, "idle-watch.log").read_text()
     assert "its client disconnected" in watch_log, watch_log[-3000:]
@@ -224,7 +215,7 @@ def test_once_the_server_died_jobs_fail_retryably_naming_it(spark):
     from include.etl.clusters.spark_local import port_open, split_address
 
     kill_groups(handle.pids[:1], MARKER, grace=5)  # the JVM only: its watcher (the endpoint) notices within 5 s
-    _wait("the server's port to close", lambda: not port_open(*split_address(handle.address), 1.0), 30)
+    wait("the server's port to close", lambda: not port_open(*split_address(handle.address), 1.0), 30, interval=0.2)
     hook = _hook(settings)
     assert hook.lost(handle) and handle.address in hook.lost(handle)  # the operator fails such a task first
     for _ in range(2):  # while the endpoint still runs, and once it has exited with its server
@@ -232,4 +223,4 @@ def test_once_the_server_died_jobs_fail_retryably_naming_it(spark):
         with pytest.raises(ClusterStartError, match=f"cannot reach the Spark Connect server at {handle.address}"):
             hook.run_job(handle, "noop", {}, DS)
         assert time.monotonic() - t0 < 30
-        _wait("the watcher to exit with its server", lambda: not processes_with_env(str(handle.workdir)), 30)
+        wait("the watcher to exit with its server", lambda: not processes_with_env(str(handle.workdir)), 30, interval=0.2)
