@@ -7,10 +7,10 @@ Spark standalone (or YARN, Kubernetes) cluster reached through the provider's Sp
 
 The job code is the same as on Spark Connect (``SparkEngine`` over a classic session), on the
 lake of the job's pipeline. The summary, or the error, is written as JSON to ``--summary`` for
-the submitting task to read: ``{"summary": {...}}`` or ``{"error": class name, "message": ...,
-"data_error": name of its platform data-error class or null}``. On an error the application
-exits 1; the submitting hook re-raises a data error as such, so it is not retried
-(``etl_platform.hooks.spark.submit_result``).
+the submitting task to read: ``{"summary": {...}}``, or the error as every job path encodes it
+(:func:`include.etl.jobs.errors.encode`: class, module, message, whole traceback, data-error
+class) plus ``"error"``: its class name. On an error the application exits 1; the submitting
+hook re-raises a data error as such, so it is not retried (``etl_platform.hooks.spark.submit_result``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ from typing import Any
 
 
 def error_report(exc: BaseException) -> dict[str, Any]:
-    """What the submitting task needs to re-raise ``exc``: its class, message, and data-error class."""
-    from include.etl.errors import DATA_ERRORS
+    """What the submitting task needs to re-raise ``exc``: its encoding, and ``"error"``: its class name."""
+    from include.etl.jobs.errors import encode
 
-    # The nearest platform data-error class (a pipeline may raise its own subclass).
-    base = next((cls.__name__ for cls in type(exc).__mro__ if DATA_ERRORS.get(cls.__name__) is cls), None)
-    return {"error": type(exc).__name__, "message": str(exc), "data_error": base}
+    return {"error": type(exc).__name__, **encode(exc)}
 
 
 def main(argv: list[str] | None = None) -> int:

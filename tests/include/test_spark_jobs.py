@@ -21,6 +21,7 @@ from etl_platform.hooks.spark import SparkClusterHook
 from include.etl.clusters import ClusterHandle, ClusterStartError, idle_watch
 from include.etl.clusters.spark_jobs import JobServer
 from include.etl.errors import RejectThresholdExceeded
+from include.etl.jobs.errors import RemoteJobError
 from include.etl.settings import Settings
 
 DS = "2024-07-01"
@@ -163,9 +164,9 @@ def test_a_data_error_is_raised_as_its_own_class_with_its_logs(server, settings,
 
 
 def test_other_errors_stay_retryable_runtime_errors(server, settings):
-    with pytest.raises(RuntimeError, match=r"^KeyError: 'no such column'") as info:
+    with pytest.raises(RemoteJobError, match=r"^KeyError: 'no such column'$") as info:
         SparkClusterHook(settings=settings).run_job(_handle(server), f"{JOB}:broken_job", {}, DS)
-    assert type(info.value) is RuntimeError
+    assert ", in broken_job\n" in info.value.remote_traceback  # the endpoint's traceback, for the operator to log
 
 
 def test_delete_interrupts_the_job_operations(server, settings):

@@ -3,7 +3,8 @@
 ``POST {scheduler http}/etl/jobs`` with ``{"job", "job_kwargs", "ds", "lake_root", "max_reject_ratio",
 "block_bytes", "key"}``: the scheduler submits :func:`include.etl.clusters.dask_jobs.run_job_on_worker`
 (through a client of its own, in its event loop) and answers once the job ended, with
-``{"summary", "elapsed_s", "worker", "logs"}`` or ``{"error": {...}, "logs", ...}``.
+``{"summary", "elapsed_s", "worker", "logs"}`` or ``{"error": {...}, "logs", ...}`` (the error as
+:func:`include.etl.jobs.errors.encode` gives it: class, message, whole traceback, data error).
 ``DELETE {…}/etl/jobs/<key>`` cancels that job (``on_kill``); a client that disconnects before
 the answer (a task process SIGKILLed) cancels its job too. Only that job's future is cancelled:
 other jobs on the cluster keep running.
@@ -30,14 +31,6 @@ JOBS_PATH = "/etl/jobs"
 # ---- in the scheduler -------------------------------------------------------------------
 
 
-def _describe_error(exc: BaseException) -> dict[str, Any]:
-    from include.etl.errors import DataError
-
-    data_error = next((c.__name__ for c in type(exc).__mro__ if c.__module__ == "include.etl.errors"
-                       and issubclass(c, DataError)), None)
-    return {"class": type(exc).__name__, "module": type(exc).__module__, "message": str(exc), "data_error": data_error}
-
-
 def add_routes(scheduler: Any) -> None:
     """Add the job endpoint to ``scheduler``'s HTTP server (called by the scheduler's preload)."""
     import asyncio
@@ -45,6 +38,7 @@ def add_routes(scheduler: Any) -> None:
     from tornado import web
 
     from include.etl.clusters.dask_jobs import run_job_on_worker
+    from include.etl.jobs.errors import encode
 
     state: dict[str, Any] = {"client": None, "futures": {}}
 
@@ -80,12 +74,10 @@ def add_routes(scheduler: Any) -> None:
             state["futures"][key] = future
             try:
                 result = await future
-            except BaseException as exc:  # noqa: BLE001 - cancelled, worker lost too often, unpicklable...
-                result = {"error": exc, "logs": []}
+            except BaseException as exc:  # noqa: BLE001 - cancelled, worker lost too often...
+                result = {"error": encode(exc), "logs": []}
             finally:
                 state["futures"].pop(key, None)
-            if "error" in result:
-                result["error"] = _describe_error(result["error"])
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps(result, default=str))
 
@@ -106,26 +98,6 @@ def add_routes(scheduler: Any) -> None:
 
 class JobEndpointError(RuntimeError):
     """The job endpoint could not be reached or answered nonsense (retryable)."""
-
-
-def _raise(error: dict[str, Any]) -> None:
-    """Raise the job's error here: a data error as its own class (not retried), anything else retryable."""
-    import importlib
-
-    from include.etl.errors import DataError
-
-    cls = None
-    try:
-        cls = getattr(importlib.import_module(error["module"]), error["class"])
-    except Exception:  # noqa: BLE001 - a class only the worker knows
-        pass
-    if cls is None and error.get("data_error"):
-        cls = getattr(importlib.import_module("include.etl.errors"), error["data_error"], None)
-    if isinstance(cls, type) and issubclass(cls, DataError):
-        exc = cls.__new__(cls)
-        exc.args = (error["message"],)
-        raise exc
-    raise RuntimeError(f"{error['class']}: {error['message']}")
 
 
 def call_job(url: str, spec: dict[str, Any]) -> dict[str, Any]:

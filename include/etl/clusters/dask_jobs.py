@@ -34,11 +34,9 @@ function it submits.
 from __future__ import annotations
 
 import logging
-import pickle
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
 JOB_LOGGER = "include"  # the platform's and the pipelines' code log below it
@@ -96,27 +94,20 @@ class _Capture(logging.Handler):
                 pass
 
 
-def _picklable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-
-
 def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_root: str, max_reject_ratio: float,
                       block_bytes: int, client_name: str) -> dict[str, Any]:
     """On a Dask worker: run the registered ``job`` for ``ds`` with a client of its own.
 
-    Returns ``{"summary", "elapsed_s", "worker", "logs"}``, or ``{"error", "traceback", "logs", ...}``
-    when the job raised (the exception itself, re-raised by the task process, so a data error
-    stays a data error).
+    Returns ``{"summary", "elapsed_s", "worker", "logs"}``, or ``{"error", "elapsed_s", "worker", "logs"}``
+    when the job raised: ``error`` is :func:`include.etl.jobs.errors.encode` of the exception
+    (class, message, whole traceback), which the task process raises again.
     """
     from distributed import Client, get_worker, secede
     from distributed.worker import thread_state
 
     from include.etl.engines.dask import DaskEngine
     from include.etl.jobs import get_job
+    from include.etl.jobs.errors import encode
 
     allow_concurrent_cached_property()  # before this driver builds any dask-expr expression
     worker = get_worker()
@@ -149,7 +140,7 @@ def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_roo
         return {"summary": summary, "elapsed_s": round(time.perf_counter() - t0, 3), "worker": worker.address,
                 "logs": capture.records}
     except BaseException as exc:  # noqa: BLE001 - reported to the task process, which re-raises it
-        return {"error": _picklable(exc), "traceback": traceback.format_exc(), "worker": worker.address,
+        return {"error": encode(exc), "worker": worker.address,
                 "elapsed_s": round(time.perf_counter() - t0, 3), "logs": capture.records}
     finally:
         done.set()

@@ -118,6 +118,8 @@ def worker_env(workdir: Path | None = None) -> dict[str, str]:
     if workdir is not None:
         env["ETL_CLUSTER_WORKDIR"] = str(workdir)
     env["SPT_NOENV"] = "1"  # setproctitle must not overwrite the environment (it holds the marker above)
+    # A failed Dask task's traceback travels whole to the job's driver (Dask cuts it at 10 kB).
+    env.setdefault("DASK_DISTRIBUTED__ADMIN__MAX_ERROR_LENGTH", "1000000")
     paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env

@@ -13,10 +13,10 @@ its own on the server, *joining* the run's server-side session ``session_id`` (a
 when that one is gone, or none is given), tags its operations with ``key``, runs the registered
 job as :meth:`ClusterHook.run_job` would (``get_job(job).context(engine=SparkEngine(session),
 ...)``) and answers once it ended, with ``{"summary", "elapsed_s", "logs", "session_id"}`` or
-``{"error": {...}, "traceback", "elapsed_s", "logs"}`` (the wire format of
-:mod:`include.etl.clusters.dask_http`; ``logs`` are the records the job's code logged below
-``include``, as on Dask). Closing the job's client never releases the run's session (the run's
-teardown does); a session the job had to open for itself is released.
+``{"error": {...}, "elapsed_s", "logs"}`` (the wire format of :mod:`include.etl.clusters.dask_http`:
+the error as :func:`include.etl.jobs.errors.encode` gives it; ``logs`` are the records the job's
+code logged below ``include``, as on Dask). Closing the job's client never releases the run's
+session (the run's teardown does); a session the job had to open for itself is released.
 
 ``DELETE {jobs_url}/<key>`` interrupts that job (``on_kill``): ``interruptTag(key)`` on the
 job's session, repeated every second until the job ended, so an operation the job starts
@@ -42,14 +42,14 @@ import select
 import socket
 import threading
 import time
-import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from include.etl.clusters.dask_http import JOBS_PATH, _describe_error
+from include.etl.clusters.dask_http import JOBS_PATH
 from include.etl.clusters.dask_jobs import JOB_LOGGER, _Capture
+from include.etl.jobs.errors import encode
 
 log = logging.getLogger("etl.spark_jobs")
 
@@ -163,9 +163,10 @@ class _Job:
             result = {"summary": summary, "session_id": getattr(session, "session_id", None)}
         except BaseException as exc:  # noqa: BLE001 - reported to the task process, which re-raises it
             if self.cancelled.is_set() and not isinstance(exc, JobCancelled):
-                exc = JobCancelled(f"job {self.key} was cancelled ({self.why}): {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:500] if str(exc) else ''}")
-            result = {"error": _describe_error(exc), "traceback": traceback.format_exc()}
+                cancelled = JobCancelled(f"job {self.key} was cancelled ({self.why}): {type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0][:500] if str(exc) else ''}")
+                cancelled.__cause__, exc = exc, cancelled  # the traceback keeps the interrupted operation's
+            result = {"error": encode(exc)}
         finally:
             job_logger.removeHandler(capture)
             with self._lock:
@@ -239,8 +240,8 @@ class JobServer(ThreadingHTTPServer):
         job = _Job(spec)
         with self.lock:
             if job.key in self.jobs:
-                return {"error": {"class": "RuntimeError", "module": "builtins", "data_error": None,
-                                  "message": f"a job with key {job.key!r} runs already on this endpoint"}, "logs": []}
+                return {"error": encode(RuntimeError(f"a job with key {job.key!r} runs already on this endpoint")),
+                        "logs": []}
             self.jobs[job.key] = job
             self.last_activity = time.time()
         log.info("job %s (%s) for %s: starting", spec["job"], job.key, spec["ds"])
@@ -262,8 +263,7 @@ class JobServer(ThreadingHTTPServer):
             with self.lock:
                 self.jobs.pop(job.key, None)
                 self.last_activity = time.time()
-        result = job.result or {"error": _describe_error(RuntimeError(f"job {job.key} ended without a result")),
-                                "logs": []}
+        result = job.result or {"error": encode(RuntimeError(f"job {job.key} ended without a result")), "logs": []}
         log.info("job %s (%s): %s in %.3f s", spec["job"], job.key,
                  f"failed ({result['error']['class']})" if "error" in result else "done", result.get("elapsed_s") or 0)
         return result

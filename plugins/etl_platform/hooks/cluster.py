@@ -274,7 +274,7 @@ class DaskClusterHook(ClusterHook):
         ``include.etl.clusters.dask_jobs``). A local cluster takes the job through its scheduler's
         HTTP job endpoint (``include.etl.clusters.dask_http``), so this process imports no Dask
         at all; an attached cluster through a ``distributed`` client. The job's log records are
-        logged here, and a data error is raised here as itself.
+        logged here, and its error raised here (:func:`include.etl.jobs.errors.decode`).
         """
         if not self.settings.dask_thin_tasks:
             return super().run_job(handle, job, job_kwargs, ds)
@@ -304,19 +304,12 @@ class DaskClusterHook(ClusterHook):
                                          client_name=key, key=key, pure=False, retries=0)
             result = self._future.result()
             self._future = None
-            if "error" in result:
-                from include.etl.clusters.dask_http import _describe_error
-
-                result["error"] = _describe_error(result["error"])
         for _created, level, logger, message in result.get("logs", []):
             log.log(level, "[%s] %s", logger, message)
-        if "error" in result:
-            from include.etl.clusters.dask_http import _raise
+        if "error" in result:  # the operator logs what went wrong, then the traceback from the worker
+            from include.etl.jobs.errors import decode
 
-            if result.get("worker"):
-                log.info("The job's driver on worker %s failed after %.2f s:\n%s", result["worker"],
-                         result.get("elapsed_s") or 0, result.get("traceback", ""))
-            _raise(result["error"])
+            raise decode(result["error"])
         log.info("Job %s done in %.3f s on worker %s (%.3f s from submit to result)", job, result["elapsed_s"],
                  result.get("worker"), time.perf_counter() - t0)
         return result["summary"]

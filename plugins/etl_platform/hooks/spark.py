@@ -30,7 +30,7 @@ def submit_result(result: dict[str, Any] | None, *, job: str, address: str,
     failure, so the operator fails the task without retries, as on the other backends. Any
     other error stays retryable.
     """
-    from include.etl.errors import DATA_ERRORS
+    from include.etl.jobs.errors import decode
 
     if result is None:  # the application died before reporting (driver lost, killed, bad Python path...)
         if failure is not None:
@@ -40,11 +40,7 @@ def submit_result(result: dict[str, Any] | None, *, job: str, address: str,
         if failure is not None:  # a summary but a failed submit: do not trust the summary
             raise failure
         return result["summary"]
-    name, message = result["error"], result.get("message", "")
-    data_error = DATA_ERRORS.get(name) or DATA_ERRORS.get(result.get("data_error") or "")
-    if data_error is not None:
-        raise data_error(message) from failure
-    raise RuntimeError(f"spark-submit of {job} on {address} failed: {name}: {message}") from failure
+    raise decode(result) from failure  # the application's error_report: the error's encoding
 
 
 class SparkClusterHook(ClusterHook):
@@ -227,7 +223,7 @@ class SparkClusterHook(ClusterHook):
                          ds: str) -> dict[str, Any]:
         import time
 
-        from include.etl.clusters.dask_http import JobEndpointError, _raise, call_job
+        from include.etl.clusters.dask_http import JobEndpointError, call_job
 
         key = f"etl-job-{safe_path_part(job)}-{uuid.uuid4().hex[:12]}"  # also the Spark tag of its operations
         s = self.settings
@@ -262,13 +258,11 @@ class SparkClusterHook(ClusterHook):
             log.log(level, "[%s] %s", logger, message)
         if "error" in result:
             error = result["error"]
-            log.info("The job's driver in the job endpoint failed after %.2f s:\n%s", result.get("elapsed_s") or 0,
-                     result.get("traceback", ""))
             if error.get("class") == "ClusterStartError":  # the endpoint cannot reach its server: retryable
                 raise ClusterStartError(error.get("message", ""))
-            if not error.get("data_error"):  # never import the error's module here (pyspark's, mostly)
-                raise RuntimeError(f"{error.get('class')}: {error.get('message')}")
-            _raise(error)  # a data error, raised as its own class (not retried)
+            from include.etl.jobs.errors import decode
+
+            raise decode(error)  # the operator logs what went wrong, then the traceback from the endpoint
         log.info("Job %s done in %.3f s in the job endpoint of %s (%.3f s from POST to answer)", job,
                  result.get("elapsed_s") or 0, handle.address, time.perf_counter() - t0)
         return result["summary"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,21 @@ from airflow.sdk import BaseOperator
 from etl_platform.hooks.cluster import ClusterHook, get_cluster_hook
 from etl_platform.operators.links import ClusterDashboardLink
 from include.etl.clusters import ClusterHandle
+
+
+def log_job_failure(task_log: Any, job: str, exc: BaseException) -> bool:
+    """Log what went wrong first, in one line (``<job> failed: <Class>: <message>``), then the traceback
+    from where the job ran (a worker, an endpoint, a spark-submit driver) if it ran elsewhere.
+    True for a data error (:class:`include.etl.errors.DataError`): the task must fail without retries."""
+    from include.etl.errors import DataError
+    from include.etl.jobs.errors import headline
+
+    data_error = isinstance(exc, DataError)
+    task_log.error("%s failed: %s", job, headline(exc))
+    remote = getattr(exc, "remote_traceback", "")
+    if remote:  # a data error's traceback is for the platform's developers: below, at INFO
+        task_log.log(logging.INFO if data_error else logging.ERROR, "Traceback where the job ran:\n%s", remote.rstrip())
+    return data_error
 
 
 def describe_backend(cluster: Any) -> str:
@@ -39,7 +55,8 @@ class SparkJobOperator(BaseOperator):
     pipeline's lake; its small summary (paths and row counts) is the task's XCom. Data errors
     (:class:`include.etl.errors.DataError`: unusable file, too many rejected rows, failed
     quality checks, contract errors) fail the task without retries, on every backend:
-    retrying cannot fix the data.
+    retrying cannot fix the data. A failed task's log says first what went wrong
+    (``<job> failed: <Class>: <message>``), then the traceback from where the job ran.
     """
 
     template_fields: Sequence[str] = ("job_kwargs", "cluster", "backend")
@@ -62,7 +79,6 @@ class SparkJobOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from include.etl.errors import DataError
         from include.etl.jobs import get_job
 
         get_job(self.job)  # an unknown job fails before touching the cluster
@@ -81,8 +97,10 @@ class SparkJobOperator(BaseOperator):
         try:
             self.log.info("Running job %s on %s with %s", self.job, describe_backend(handle.to_dict()), self.job_kwargs)
             summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"])
-        except DataError as exc:  # the data is at fault: the same run would fail the same way
-            raise AirflowFailException(str(exc)) from exc
+        except Exception as exc:
+            if log_job_failure(self.log, self.job, exc):  # the data is at fault: the same run would fail the same way
+                raise AirflowFailException(str(exc)) from exc
+            raise
         finally:
             self._hook.close()
         self.log.info("Job %s done: %s", self.job, summary)
