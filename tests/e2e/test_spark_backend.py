@@ -332,6 +332,7 @@ def test_olympics_jobs_on_spark_equal_dask(spark, spark_engine, dask_engine, bas
     assert pd.api.types.is_float_dtype(ages["avg_age"]) and (ages["n"] >= 0).all()
 
 
+@pytest.mark.slow  # real engines (a JVM)
 def test_generated_edge_cases_give_identical_tables_on_both_engines(spark_engine, dask_engine, base):
     """20,000 generated rows with the generator's edge cases (names with quotes, commas and
     non-ASCII letters, NOCs absent from the regions, missing values): every table, rejects

@@ -95,6 +95,18 @@ def test_rendered_backend_names_the_engine():
     assert "backend" in SparkJobOperator.template_fields
 
 
+def test_the_ui_operator_column_names_the_engine():
+    from airflow.sdk import DAG
+
+    with DAG("engines", schedule=None):
+        for backend in ("dask", "spark", "{{ params.backend }}"):
+            start = StartClusterOperator(task_id=f"start_{len(backend)}", backend=backend)
+            job = SparkJobOperator(task_id=f"job_{len(backend)}", job="olympics.enrich", cluster=start.output)
+            assert job.operator_name == {"dask": "Dask job", "spark": "Spark job"}.get(
+                backend, "Dask or Spark job (param backend)"), backend
+            assert job.task_type == "SparkJobOperator"  # the class keeps its name
+
+
 # --- spark-submit mode: the provider's SparkSubmitHook replaced by a fake ----------------------
 
 

@@ -39,6 +39,15 @@ def describe_backend(cluster: Any) -> str:
     return f"{backend} (at {cluster.get('address')})"
 
 
+def engine_label(cluster: Any) -> str:
+    """What the UI's Operator column says of a job task: its engine when the start task names one,
+    else that the run's ``backend`` param chooses (the task's rendered ``backend`` then says which)."""
+    backend = getattr(getattr(cluster, "operator", None), "backend", None)
+    if backend in ("dask", "spark"):
+        return f"{backend.capitalize()} job"
+    return "Dask or Spark job (param backend)"
+
+
 class SparkJobOperator(BaseOperator):
     """Run a registered job (``<pipeline>.<job>``, see ``include.etl.jobs``) on a cluster.
 
@@ -70,6 +79,7 @@ class SparkJobOperator(BaseOperator):
         self.cluster = cluster
         self.job_kwargs = job_kwargs or {}
         self.backend = ""  # rendered from the cluster handle: which engine runs the job
+        self.custom_operator_name = engine_label(cluster)  # the UI's Operator column
         self._hook: ClusterHook | None = None
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
