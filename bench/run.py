@@ -169,7 +169,7 @@ def child_platform(backend: str, sources: dict[str, str], work: Path) -> dict:
     else:
         Hook = DaskClusterHook
     settings = Settings.from_env({**os.environ, "ETL_LAKE_ROOT": str(work / "lake"), "ETL_CLUSTER_IDLE_TIMEOUT": "900"})
-    result: dict = {"dask_workers": settings.dask_workers, "dask_threads": settings.dask_threads}
+    result: dict = {"local_workers": settings.local_workers, "local_threads": settings.local_threads}
     hook = Hook(settings=settings)
     t0 = time.perf_counter()
     handle = hook.start_or_attach(work / "cluster")

@@ -13,8 +13,9 @@ variable                   meaning                                              
                                                                                   ``<project>/data``
 ``ETL_DEFAULT_BACKEND``    backend a run uses unless its trigger form says other  ``dask``
 ``ETL_BIND_HOST``          interface that locally started clusters listen on      ``127.0.0.1``
-``ETL_DASK_WORKERS``       worker processes of a locally started Dask cluster     ``2``
-``ETL_DASK_THREADS``       threads per local Dask worker                          ``1``
+``ETL_LOCAL_WORKERS``      size of a locally started engine: Dask worker          ``2``
+                           processes; Spark runs ``local[workers x threads]``
+``ETL_LOCAL_THREADS``      threads per local Dask worker (see above for Spark)    ``1``
 ``ETL_DASK_MEMORY_LIMIT``  memory limit per local Dask worker                     ``4GiB``
 ``ETL_CLUSTER_IDLE_TIMEOUT`` a run's own cluster stops itself after this long    ``3600`` (seconds)
                            idle (leak safety net when no teardown ran)
@@ -34,17 +35,23 @@ variable                   meaning                                              
                                                                                   ``KiB``/``MiB``/``GiB`` suffix)
 =========================  =====================================================  ==========================
 
+``ETL_DASK_WORKERS`` and ``ETL_DASK_THREADS``, the names before they sized Spark too, are still
+read (with a warning) when the new names are not set.
+
 A pipeline's own input paths are not settings: the pipeline declares them relative to
 ``ETL_DATA_DIR`` (see :class:`include.etl.jobs.Pipeline`) and the trigger form overrides them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("dask", "spark")
@@ -140,14 +147,27 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={env.get(name)!r} is not a boolean (true/false)")
 
 
+RENAMED = {"ETL_DASK_WORKERS": "ETL_LOCAL_WORKERS", "ETL_DASK_THREADS": "ETL_LOCAL_THREADS"}
+
+
+def _renamed(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with each setting set under its old name only (:data:`RENAMED`) under its new name too."""
+    old = [name for name in RENAMED if env.get(name) and not env.get(RENAMED[name])]
+    if not old:
+        return env
+    for name in old:
+        log.warning("%s is deprecated: it sizes both engines now, set %s instead", name, RENAMED[name])
+    return {**env, **{RENAMED[name]: env[name] for name in old}}
+
+
 @dataclass(frozen=True)
 class Settings:
     lake_root: Path
     data_dir: Path
     default_backend: str = "dask"
     bind_host: str = "127.0.0.1"
-    dask_workers: int = 2
-    dask_threads: int = 1
+    local_workers: int = 2
+    local_threads: int = 1
     dask_memory_limit: str = "4GiB"
     cluster_idle_timeout: float = 3600.0
     cluster_reuse: str = "per_run"
@@ -160,7 +180,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        env = _renamed(os.environ if env is None else env)
         ratio = _float(env, "ETL_MAX_REJECT_RATIO", 0.01)
         if not 0 <= ratio <= 1:
             raise ConfigError(f"ETL_MAX_REJECT_RATIO={ratio} must be between 0 and 1")
@@ -169,8 +189,8 @@ class Settings:
             data_dir=_path(env, "ETL_DATA_DIR", default_data_dir()),
             default_backend=check_backend(env.get("ETL_DEFAULT_BACKEND") or "dask", "ETL_DEFAULT_BACKEND"),
             bind_host=env.get("ETL_BIND_HOST") or "127.0.0.1",
-            dask_workers=_int(env, "ETL_DASK_WORKERS", 2),
-            dask_threads=_int(env, "ETL_DASK_THREADS", 1),
+            local_workers=_int(env, "ETL_LOCAL_WORKERS", 2),
+            local_threads=_int(env, "ETL_LOCAL_THREADS", 1),
             dask_memory_limit=env.get("ETL_DASK_MEMORY_LIMIT") or "4GiB",
             cluster_idle_timeout=_float(env, "ETL_CLUSTER_IDLE_TIMEOUT", 3600.0),
             cluster_reuse=check_reuse(env.get("ETL_CLUSTER_REUSE") or "per_run", "ETL_CLUSTER_REUSE"),

@@ -40,7 +40,7 @@ def local_engines(base: Path) -> Iterator[dict[str, Any]]:
     from include.etl.engines.dask import DaskEngine
     from include.etl.settings import Settings
 
-    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_DASK_WORKERS": "2", "ETL_DASK_THREADS": "1"})
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_LOCAL_WORKERS": "2", "ETL_LOCAL_THREADS": "1"})
     dask_handle = start_local_dask(settings, base / "dask")
     spark_hook = SparkClusterHook(settings=settings)
     job_hook = SparkClusterHook(settings=settings)  # as SparkJobOperator does: a separate hook for the jobs

@@ -62,7 +62,7 @@ def deployment(tmp_path_factory):
     port = free_port()
     env = project_env(home, AIRFLOW__API__PORT=str(port), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                       AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False", AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-                      ETL_CLUSTER_SHARED_IDLE_TIMEOUT=str(IDLE), ETL_DASK_WORKERS="2")
+                      ETL_CLUSTER_SHARED_IDLE_TIMEOUT=str(IDLE), ETL_LOCAL_WORKERS="2")
     stack = Stack(base)
     stack.start("run", [str(ROOT / "bin" / "run")], env)
     api = Api(port, home)

@@ -92,7 +92,7 @@ def test_dask_worker_killed_during_ingest_job_still_completes(base, inputs):
     from include.etl.clusters.dask_local import start_local_dask, stop_local_dask
     from include.etl.engines.dask import DaskEngine
 
-    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "dask-lake"), "ETL_DASK_WORKERS": "2"})
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "dask-lake"), "ETL_LOCAL_WORKERS": "2"})
     handle = start_local_dask(settings, base / "dask")
     killed: dict = {}
     try:
@@ -125,7 +125,7 @@ def spark(base):
     """A local Spark Connect server with a short idle timeout (the watcher's test needs it)."""
     from etl_platform.hooks.spark import SparkClusterHook
 
-    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "spark-lake"), "ETL_DASK_WORKERS": "2",
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "spark-lake"), "ETL_LOCAL_WORKERS": "2",
                                   "ETL_CLUSTER_IDLE_TIMEOUT": "15"})
     hook = SparkClusterHook(settings=settings)
     handle = hook.start_or_attach(base / "spark")

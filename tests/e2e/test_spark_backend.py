@@ -60,7 +60,7 @@ def base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(base):
-    return Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_DASK_WORKERS": "2", "ETL_DASK_THREADS": "1"})
+    return Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_LOCAL_WORKERS": "2", "ETL_LOCAL_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")

@@ -50,8 +50,8 @@ def test_settings_defaults_and_errors(tmp_path):
     assert relative.lake_root.is_absolute() and relative.lake_root.name == "lake2"
     with pytest.raises(ConfigError, match="ETL_DEFAULT_BACKEND='flink'"):
         Settings.from_env({"ETL_DEFAULT_BACKEND": "flink"})
-    with pytest.raises(ConfigError, match="ETL_DASK_WORKERS='two'"):
-        Settings.from_env({"ETL_DASK_WORKERS": "two"})
+    with pytest.raises(ConfigError, match="ETL_LOCAL_WORKERS='two'"):
+        Settings.from_env({"ETL_LOCAL_WORKERS": "two"})
     with pytest.raises(ConfigError, match="ETL_MAX_REJECT_RATIO"):
         Settings.from_env({"ETL_MAX_REJECT_RATIO": "5"})
 
@@ -95,3 +95,13 @@ def test_landing_poke_interval_setting():
     for bad in ("0", "-1", "soon"):
         with pytest.raises(ConfigError, match=f"ETL_LANDING_POKE_INTERVAL='{bad}'"):
             Settings.from_env({"ETL_LANDING_POKE_INTERVAL": bad})
+
+
+def test_the_old_engine_size_names_still_work_with_a_warning(caplog):
+    from include.etl.settings import Settings
+
+    old = Settings.from_env({"ETL_DASK_WORKERS": "3", "ETL_DASK_THREADS": "2"})
+    assert (old.local_workers, old.local_threads) == (3, 2)
+    assert "ETL_DASK_WORKERS is deprecated" in caplog.text and "ETL_LOCAL_WORKERS" in caplog.text
+    new = Settings.from_env({"ETL_DASK_WORKERS": "3", "ETL_LOCAL_WORKERS": "4"})
+    assert new.local_workers == 4  # the new name wins

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), "ETL_DASK_WORKERS": "1"})
+    return Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), "ETL_LOCAL_WORKERS": "1"})
 
 
 class _TI:
@@ -38,7 +38,7 @@ def _context(task_id: str) -> dict:
 
 def test_rerun_of_start_task_stops_the_earlier_tries_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    monkeypatch.setenv("ETL_DASK_WORKERS", "1")
+    monkeypatch.setenv("ETL_LOCAL_WORKERS", "1")
     monkeypatch.setenv("ETL_LAKE_ROOT", str(tmp_path / "lake"))
     start = StartClusterOperator(task_id="start_cluster", backend="dask")
     first = ClusterHandle.from_dict(start.execute(_context("start_cluster")))

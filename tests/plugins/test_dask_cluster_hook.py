@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), "ETL_DASK_WORKERS": "2"})
+    return Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), "ETL_LOCAL_WORKERS": "2"})
 
 
 def _listening_addresses(pid: int) -> set[str]:

@@ -94,6 +94,18 @@ class _Capture(logging.Handler):
                 pass
 
 
+def _client_security(worker):
+    """A client's security for the job's driver on ``worker``: on a TLS cluster (dask-gateway), the
+    worker's own certificate; else none."""
+    from distributed.security import Security
+
+    sec = worker.security
+    if not sec.require_encryption:
+        return None
+    return Security(require_encryption=True, tls_ca_file=sec.tls_ca_file, tls_client_cert=sec.tls_worker_cert,
+                    tls_client_key=sec.tls_worker_key)
+
+
 def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_root: str, max_reject_ratio: float,
                       block_bytes: int, client_name: str) -> dict[str, Any]:
     """On a Dask worker: run the registered ``job`` for ``ds`` with a client of its own.
@@ -122,7 +134,8 @@ def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_roo
     client = None
     t0 = time.perf_counter()
     try:
-        client = Client(worker.scheduler.address, set_as_default=False, name=client_name, timeout=30)
+        client = Client(worker.scheduler.address, security=_client_security(worker), set_as_default=False,
+                        name=client_name, timeout=30)
 
         def watch() -> None:
             while not done.wait(0.2):

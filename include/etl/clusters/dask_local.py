@@ -132,7 +132,7 @@ START_TIMEOUT_S = 180.0
 
 
 def start_local_dask(settings: Settings, workdir: Path, timeout: float = START_TIMEOUT_S) -> ClusterHandle:
-    """Start a scheduler and ``settings.dask_workers`` workers bound to ``settings.bind_host``.
+    """Start a scheduler and ``settings.local_workers`` workers bound to ``settings.bind_host``.
 
     The workers start at the same time as the scheduler and find it through the scheduler file
     (they wait for it to appear), so the two Python start-ups overlap instead of adding up.
@@ -155,7 +155,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = START_T
         started.append(sched.pid)
         workers = _spawn(
             [py, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file), "--host", host,
-             "--nworkers", str(settings.dask_workers), "--nthreads", str(settings.dask_threads),
+             "--nworkers", str(settings.local_workers), "--nthreads", str(settings.local_threads),
              "--memory-limit", settings.dask_memory_limit, "--dashboard-address", f"{host}:0",
              "--death-timeout", "60", "--local-directory", str(workdir / "workers"),
              "--preload", "include.etl.clusters.dask_local"],
@@ -186,7 +186,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = START_T
             dashboard_url=f"http://{host}:{dash_port}/status" if dash_port else None,
             extra={"jobs_url": f"http://{host}:{dash_port}/etl/jobs"} if dash_port else {},
         )
-        wait_for_workers(address, settings.dask_workers, max(1.0, deadline - time.monotonic()), workdir, workers)
+        wait_for_workers(address, settings.local_workers, max(1.0, deadline - time.monotonic()), workdir, workers)
         return handle
     except BaseException:
         kill_groups(started, MARKER, grace=5)

@@ -7,7 +7,7 @@ It runs in its own session (process group), so it outlives the Airflow task that
 and later tasks of the run attach to it over gRPC; the teardown task kills the process group,
 which also takes the Python workers the JVM forked.
 
-Master ``local[N,F]``: ``N`` task threads (``ETL_DASK_WORKERS`` x ``ETL_DASK_THREADS``, the same
+Master ``local[N,F]``: ``N`` task threads (``ETL_LOCAL_WORKERS`` x ``ETL_LOCAL_THREADS``, the same
 parallelism a local Dask cluster gets; 2 by default) and ``F`` = :data:`TASK_ATTEMPTS` attempts
 per task (a plain ``local[N]`` never retries a failed task).
 
@@ -297,7 +297,7 @@ logger.parquet.level = error
 
 def server_command(settings: Settings, workdir: Path, port: int, ui_port: int, home: Path) -> list[str]:
     host = settings.bind_host
-    threads = settings.dask_workers * settings.dask_threads
+    threads = settings.local_workers * settings.local_threads
     conf = {
         "spark.connect.grpc.binding.address": host,
         "spark.connect.grpc.binding.port": str(port),

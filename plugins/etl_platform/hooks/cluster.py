@@ -229,7 +229,7 @@ class DaskClusterHook(ClusterHook):
         s = settings
         log.info(
             "No connection %r: starting a local Dask cluster (%s workers x %s threads, %s each) on %s, logs in %s",
-            self.conn_id, s.dask_workers, s.dask_threads, s.dask_memory_limit, s.bind_host, workdir,
+            self.conn_id, s.local_workers, s.local_threads, s.dask_memory_limit, s.bind_host, workdir,
         )
         handle = start_local_dask(s, workdir)
         log.info("Local Dask cluster up at %s (dashboard %s), processes %s", handle.address, handle.dashboard_url, handle.pids)
@@ -341,7 +341,9 @@ def get_cluster_hook(backend: str, conn_id: str | None = None, settings: Setting
     """The hook for ``backend`` ("dask" or "spark")."""
     backend = check_backend(backend)
     if backend == "dask":
-        return DaskClusterHook(conn_id, settings)
+        from etl_platform.hooks.gateway import gateway_hook_for
+
+        return gateway_hook_for(conn_id, settings) or DaskClusterHook(conn_id, settings)
     from etl_platform.hooks.spark import SparkClusterHook
 
     return SparkClusterHook(conn_id, settings)

@@ -150,7 +150,7 @@ class SparkClusterHook(ClusterHook):
         s = settings
         log.info(
             "No connection %r: starting a local Spark Connect server (local[%s] task threads) on %s, logs in %s",
-            self.conn_id, s.dask_workers * s.dask_threads, s.bind_host, workdir,
+            self.conn_id, s.local_workers * s.local_threads, s.bind_host, workdir,
         )
         handle = start_local_spark_connect(s, workdir)
         log.info("Local Spark Connect server up at %s (UI %s), process %s", handle.address, handle.dashboard_url, handle.pids)
