@@ -1,11 +1,13 @@
 """Processes of an Airflow deployment started natively by a test, and its REST API.
 
 Each component runs in its own session (process group), is recorded by name and stopped by
-process group, so a test never leaves a scheduler, worker or JVM behind.
+process group, so a test never leaves a scheduler, worker or JVM behind. :func:`ui_deployment`
+starts the components of a UI test (tests/e2e/test_ui_browser.py, test_ui_dashboard.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +16,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -130,3 +134,99 @@ class Api:
                                      headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.load(resp)
+
+
+# ---------------------------------------------------------------- a UI deployment (api-server, scheduler, dag-processor)
+
+
+def http_status(url: str, **headers: str) -> tuple[int, dict]:
+    """Status and headers of a GET without following redirects (a 302 to the login stays a 302)."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=30) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def artifacts_dir(name: str) -> Path:
+    """``$ETL_TEST_ARTIFACTS/<name>`` (default ``tests/artifacts/<name>``), emptied: a test's screenshots."""
+    import shutil
+
+    out = Path(os.environ.get("ETL_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts") / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return out
+
+
+@dataclass
+class Deployment:
+    """An Airflow deployment like `make run`'s, started by :func:`ui_deployment`."""
+
+    base: Path
+    home: Path
+    lake: Path
+    env: dict[str, str]
+    stack: Stack
+    api: Api
+
+    @property
+    def url(self) -> str:
+        return self.api.base
+
+    def password(self, user: str = "admin") -> str:
+        return json.loads((self.home / "simple_auth_manager_passwords.json").read_text())[user]
+
+
+UI_COMPONENTS = {  # no log server: the scheduler's would bind 0.0.0.0:8793 (the UI reads the local log files)
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
+@contextlib.contextmanager
+def ui_deployment(template: Path, base: Path, dag_files: list[Path],
+                  components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor"),
+                  **env_extra: str) -> Iterator[Deployment]:
+    """api-server, scheduler and dag-processor (SQLite, LocalExecutor) on a fresh AIRFLOW_HOME, a free loopback port.
+
+    ``template``: a migrated AIRFLOW_HOME (the ``migrated_home_template`` fixture), copied to
+    ``base/airflow``; the DAG folder ``base/dags`` holds links to ``dag_files`` only; the lake is
+    ``base/lake``. No scheduled runs (``use_job_schedule`` off: runs are triggered by the test),
+    DAG files re-scanned every 5 s. ``env_extra`` adds or overrides environment variables. Every
+    component is stopped (by process group) when the context exits.
+    """
+    import shutil
+
+    from tests.e2e.airflow_env import project_env
+
+    home = base / "airflow"
+    shutil.copytree(template, home, ignore=shutil.ignore_patterns("airflow.cfg", "logs"))
+    dags = base / "dags"
+    dags.mkdir()
+    for f in dag_files:
+        (dags / f.name).symlink_to(f)
+    lake = base / "lake"
+    port = free_port()
+    env = project_env(home, **{
+        "ETL_LAKE_ROOT": str(lake),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        **env_extra,
+    })
+    stack = Stack(base)
+    try:
+        for component in components:
+            stack.start(component, [str(ROOT / "bin" / "airflow"), *UI_COMPONENTS[component]], env)
+        yield Deployment(base=base, home=home, lake=lake, env=env, stack=stack, api=Api(port, home))
+    finally:
+        stack.stop_all()

@@ -30,22 +30,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
-import os
 import re
-import shutil
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import DATA_ROOT, ROOT, require_data
-from tests.e2e.airflow_env import project_env
-from tests.e2e.stack import Api, Stack, free_port, wait
+from tests.e2e.browser import launch, login, open_trigger_form
+from tests.e2e.stack import artifacts_dir, http_status, ui_deployment, wait
 
-CHROMIUM = os.environ.get("ETL_CHROMIUM", "/usr/bin/chromium")
 # The DAG whose trigger form is opened: a fixture DAG of the platform's operators (its params are
 # read from the REST API, so the form check does not depend on which params it has).
 DAG_FILE = ROOT / "dags" / "retail_daily.py"
@@ -180,58 +174,19 @@ def _negative_price_lines(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    out = Path(os.environ.get("ETL_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts") / "ui_browser"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    return out
+    return artifacts_dir("ui_browser")
 
 
 @pytest.fixture(scope="module")
 def deployment(migrated_home_template, tmp_path_factory):
-    base = tmp_path_factory.mktemp("ui-browser")
-    home = base / "airflow"
-    shutil.copytree(migrated_home_template, home, ignore=shutil.ignore_patterns("airflow.cfg", "logs"))
-    dags = base / "dags"
-    dags.mkdir()
-    (dags / DAG_FILE.name).symlink_to(DAG_FILE)
-    lake = base / "lake"
-    port = free_port()
-    env = project_env(
-        home,
-        ETL_LAKE_ROOT=str(lake),
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-    )
-    stack = Stack(base)
-    for component in ("api-server", "scheduler", "dag-processor"):
-        stack.start(component, [str(ROOT / "bin" / "airflow"), component], env)
-    api = Api(port, home)
-    try:
+    with ui_deployment(migrated_home_template, tmp_path_factory.mktemp("ui-browser"), [DAG_FILE]) as d:
         # The lake browser reads the lake on each request: fill it while the components boot.
         t = time.monotonic()
-        rollup = _build_lake(lake)
+        rollup = _build_lake(d.lake)
         lake_s = time.monotonic() - t
-        wait(f"the DAG {DAG_ID} to be parsed", lambda: api("GET", f"dags/{DAG_ID}")["dag_id"], 180, stack)
-        yield {"api": api, "base": api.base, "home": home, "stack": stack, "lake": lake, "rollup": rollup,
-               "lake_s": lake_s}
-    finally:
-        stack.stop_all()
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def _status(url: str, **headers: str) -> tuple[int, dict]:
-    opener = urllib.request.build_opener(_NoRedirect)
-    try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=30) as resp:
-            return resp.status, dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers)
+        wait(f"the DAG {DAG_ID} to be parsed", lambda: d.api("GET", f"dags/{DAG_ID}")["dag_id"], 180, d.stack)
+        yield {"api": d.api, "base": d.url, "home": d.home, "stack": d.stack, "lake": d.lake, "rollup": rollup,
+               "lake_s": lake_s, "password": d.password()}
 
 
 # ---------------------------------------------------------------- the browser steps
@@ -240,11 +195,7 @@ def _status(url: str, **headers: str) -> tuple[int, dict]:
 def _trigger_form(page, api, params: list[str]) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"/dags/{DAG_ID}")
-    page.get_by_role("button", name="Trigger").first.click()
-    dialog = page.get_by_role("dialog")
-    expect(dialog.get_by_text(f"Trigger Dag - {DAG_ID}")).to_be_visible()
-    expect(dialog.get_by_text("Run Parameters")).to_be_visible()
+    dialog = open_trigger_form(page, DAG_ID)
     details = api("GET", f"dags/{DAG_ID}/details")["params"]
     for name in params:
         # required params carry a '*' after their name
@@ -354,8 +305,6 @@ def _report_isolation(page, lake, report_frame, report_file: Path, report_url: s
 def test_login_trigger_form_and_real_report(deployment, artifacts):
     from playwright.sync_api import expect, sync_playwright
 
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: run bin/install-browser (make test does) to install Debian's chromium")
     base, api, lake_root = deployment["base"], deployment["api"], deployment["lake"]
     report_path = f"{PIPELINE}/{MART}/ds={WEEK}/report.html"
     report_file = lake_root / report_path
@@ -365,30 +314,25 @@ def test_login_trigger_form_and_real_report(deployment, artifacts):
     assert rejects[REJECTS_DAY] == _negative_price_lines(DAYS_DIR / f"{REJECTS_DAY}.csv") > 0, rejects
 
     # Behind Airflow's login: no session, no lake.
-    assert _status(f"{base}/lake/api/pipelines")[0] == 401
-    assert _status(f"{base}/lake/files/{report_path}")[0] == 401
-    code, headers = _status(f"{base}/lake/", Accept="text/html")
+    assert http_status(f"{base}/lake/api/pipelines")[0] == 401
+    assert http_status(f"{base}/lake/files/{report_path}")[0] == 401
+    code, headers = http_status(f"{base}/lake/", Accept="text/html")
     assert code == 302 and headers["location"].startswith("/auth/login"), (code, headers)
 
-    password = json.loads((deployment["home"] / "simple_auth_manager_passwords.json").read_text())["admin"]
+    password = deployment["password"]
     params = list(api("GET", f"dags/{DAG_ID}/details")["params"])
     assert params, f"{DAG_ID} has no params to show in its trigger form"
     timings = {"lake (real jobs)": deployment["lake_s"]}
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        browser = launch(pw)
         page = browser.new_page(base_url=base, viewport={"width": 1400, "height": 900})
         page.set_default_timeout(30_000)
         step = "login"
         try:
             t = time.monotonic()
-            page.goto("/lake/")  # a bookmark of the lake browser, without a session: Airflow's login page
-            expect(page).to_have_url(re.compile(r"/auth/login"))
-            page.locator("input[name=username]").fill("admin")
-            page.locator("input[name=password]").fill(password)
-            page.screenshot(path=artifacts / "01-login.png")
-            page.locator("button[type=submit]").click()
-            expect(page).to_have_url(re.compile(r"/lake/$"))  # back where the login was asked for
+            # a bookmark of the lake browser, without a session: Airflow's login page, then back there
+            login(page, password, "/lake/", screenshot=artifacts / "01-login.png")
             expect(page.get_by_role("heading", name="Lake")).to_be_visible()
             timings["login"] = time.monotonic() - t
 

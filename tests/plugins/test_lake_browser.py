@@ -82,11 +82,16 @@ def auth():
     return token
 
 
+def _no_runs(**query) -> list:
+    return []
+
+
 @pytest.fixture
 def client(lake, auth) -> TestClient:
     from etl_platform.lake_browser.app import create_app
 
-    c = TestClient(create_app(lake_root=lake), root_path="/lake", follow_redirects=False)
+    # No Airflow DB in this process: the runs' clusters come from the tests (below).
+    c = TestClient(create_app(lake_root=lake, cluster_runs=_no_runs), root_path="/lake", follow_redirects=False)
     c.headers["Authorization"] = f"Bearer {auth('viewer')}"
     return c
 
@@ -285,3 +290,216 @@ def test_loading_the_plugin_imports_nothing_heavy():
     assert out.returncode == 0, out.stderr[-2000:]
     (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY=")]
     assert line == "HEAVY=", f"loading the plugin imported: {line[6:]}"
+
+
+# ---------------------------------------------------------------- the runs' clusters (clusters.py)
+
+DASK_URL, SPARK_URL = "http://127.0.0.1:8787/status", "http://127.0.0.1:4040"
+
+
+def _records():
+    """What Airflow recorded of six runs' cluster setups: every kind of cluster and status."""
+    import datetime as dt
+
+    from etl_platform.lake_browser.clusters import RunRecord
+
+    t = dt.datetime(2024, 7, 8, 12, 0, tzinfo=dt.UTC)
+
+    def handle(backend, url, owned=True, **kw):
+        return {"backend": backend, "address": f"tcp://127.0.0.1:1{len(kw)}", "owned": owned, "dashboard_url": url,
+                "pids": [1, 2], "workdir": f"/w/{backend}", "conn_id": None, "extra": {}, **kw}
+
+    return [
+        RunRecord("olympics_etl", "manual__own_running", "running", t, "start_cluster", start_state="success",
+                  handle=handle("dask", DASK_URL)),
+        RunRecord("olympics_etl", "manual__<script>alert(1)</script>", "running", t, "start_cluster",
+                  start_state="running"),
+        RunRecord("retail_daily", "scheduled__shared", "success", t, "start_cluster", start_state="success",
+                  handle=handle("spark", SPARK_URL, owned=False, extra={"reuse": "shared"})),
+        RunRecord("olympics_etl", "manual__own_stopped", "success", t, "start_cluster", start_state="success",
+                  handle=handle("dask", "http://127.0.0.1:9999/status", workdir="/w/stopped"),
+                  teardown_states=["success"]),
+        RunRecord("nz_trade_etl", "manual__attached", "failed", t, "start_cluster", start_state="success",
+                  handle=handle("dask", "javascript:alert(1)", owned=False, conn_id="dask_default")),
+        RunRecord("secret_dag", "manual__hidden", "running", t, "start_cluster", start_state="success",
+                  handle=handle("dask", DASK_URL)),
+    ]
+
+
+@pytest.fixture
+def cluster_client(lake, auth, monkeypatch) -> tuple[TestClient, list]:
+    """The app over :func:`_records`; the auth manager lets nobody read ``secret_dag``'s XComs."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    from etl_platform.lake_browser.app import create_app
+
+    queries: list[dict] = []
+
+    def runs(**query):
+        queries.append(query)
+        rows = [r for r in _records() if query.get("dag_id") in (None, r.dag_id) and query.get("run_id") in (None, r.run_id)]
+        return rows[:query.get("limit") or None]
+
+    am = get_auth_manager()
+    allowed = am.is_authorized_dag
+    monkeypatch.setattr(am, "is_authorized_dag", lambda **kw: kw["details"].id != "secret_dag" and allowed(**kw))
+    checks = {
+        "local": lambda handle: handle["workdir"] != "/w/stopped",  # the stopped run's processes are gone
+        "shared": lambda backend: {"backend": backend, "address": "sc://127.0.0.1:15099", "dashboard_url": "http://127.0.0.1:4041"},
+    }
+    c = TestClient(create_app(lake_root=lake, cluster_runs=runs, cluster_checks=checks), root_path="/lake",
+                   follow_redirects=False)
+    c.headers["Authorization"] = f"Bearer {auth('viewer')}"
+    return c, queries
+
+
+def test_clusters_of_runs_with_their_status_and_dashboard(cluster_client):
+    client, _ = cluster_client
+    rows = {r["run_id"]: r for r in client.get("/api/clusters").json()["clusters"]}
+    assert "manual__hidden" not in rows  # a DAG whose XComs the user may not read
+    own = rows["manual__own_running"]
+    assert (own["mode"], own["status"], own["dashboard_url"], own["dashboard_name"]) == ("own", "running", DASK_URL,
+                                                                                         "Dask dashboard")
+    assert own["run_start"] == "2024-07-08T12:00:00+00:00"
+    starting = rows["manual__<script>alert(1)</script>"]
+    assert (starting["status"], starting["dashboard_url"]) == ("starting", None)
+    shared = rows["scheduled__shared"]  # the shared cluster running now, which replaced the run's
+    assert (shared["mode"], shared["status"], shared["dashboard_url"]) == ("shared", "running", "http://127.0.0.1:4041")
+    assert shared["address"] == "sc://127.0.0.1:15099" and "replaced since this run started" in shared["note"]
+    stopped = rows["manual__own_stopped"]  # a dead address is not linked
+    assert (stopped["status"], stopped["dashboard_url"]) == ("stopped", None)
+    attached = rows["manual__attached"]  # never a link that is not http(s)
+    assert (attached["status"], attached["dashboard_url"]) == ("attached", None)
+    assert "connection dask_default" in attached["note"]
+
+
+def test_clusters_page_links_each_running_dashboard(cluster_client):
+    client, _ = cluster_client
+    page = client.get("/clusters", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-security-policy"].startswith("default-src 'self'")
+    text = page.text
+    # On a page of its own a dashboard opens in a new tab: another origin, a plain link.
+    assert f'<a class="dashboard-link" href="{DASK_URL}" target="_blank" rel="noopener noreferrer">Dask dashboard</a>' in text
+    assert 'href="http://127.0.0.1:4041" target="_blank"' in text and ">Spark UI</a>" in text
+    assert text.count('class="dashboard-link"') == 2  # not the stopped, starting, attached (javascript:) or hidden ones
+    assert "9999" not in text.split("manual__own_stopped")[1].split("</tr>")[0].replace("tcp://", "")
+    assert "javascript:" not in text and "<script>" not in text and "&lt;script&gt;" in text
+    assert "secret_dag" not in text
+    for status in ("running", "starting", "stopped", "attached"):
+        assert f'class="status status-{status}"' in text
+    # In the UI's frame (sandboxed without allow-popups, where target=_blank is blocked) it opens in the frame.
+    framed = client.get("/clusters", headers={"Accept": "text/html", "Sec-Fetch-Dest": "iframe"}).text
+    assert f'<a class="dashboard-link" href="{DASK_URL}">Dask dashboard</a>' in framed and 'target="_blank"' not in framed
+    assert "Ctrl-click" in framed and "The Spark UI refuses to be shown inside another page" in framed
+
+
+def test_lake_index_shows_the_clusters_of_running_runs(cluster_client):
+    client, _ = cluster_client
+    text = client.get("/", headers={"Accept": "text/html"}).text
+    section = text.split('id="clusters"')[1].split("<h2>")[0]
+    assert "manual__own_running" in section and f'href="{DASK_URL}"' in section
+    assert "scheduled__shared" not in section and "manual__own_stopped" not in section  # their runs ended
+    assert 'href="/lake/clusters"' in text
+
+
+def test_a_runs_cluster_tab(cluster_client):
+    client, queries = cluster_client
+    resp = client.get("/clusters/run", params={"dag_id": "olympics_etl", "run_id": "manual__own_running"},
+                      headers={"Accept": "text/html", "Sec-Fetch-Dest": "iframe"})
+    assert resp.status_code == 200
+    assert queries[-1] == {"dag_id": "olympics_etl", "run_id": "manual__own_running"}
+    assert f'<a class="dashboard-link" href="{DASK_URL}">Dask dashboard</a>' in resp.text
+    none = client.get("/clusters/run", params={"dag_id": "olympics_etl", "run_id": "manual__nothing"}).text
+    assert "This run has no cluster task" in none and 'class="dashboard-link"' not in none
+    hidden = client.get("/clusters/run", params={"dag_id": "secret_dag", "run_id": "manual__hidden"}).text
+    assert 'class="dashboard-link"' not in hidden and "This run has no cluster task" in hidden
+    assert client.get("/clusters/run", params={"dag_id": "olympics_etl"}).status_code == 422
+
+
+def test_clusters_need_the_login_and_are_read_only(lake, auth):
+    from etl_platform.lake_browser.app import create_app
+
+    anon = TestClient(create_app(lake_root=lake, cluster_runs=lambda **q: _records()), root_path="/lake",
+                      follow_redirects=False)
+    for url in ("/clusters", "/api/clusters", "/clusters/run?dag_id=olympics_etl&run_id=manual__own_running"):
+        resp = anon.get(url)
+        assert resp.status_code == 401 and "olympics_etl" not in resp.text, url
+        assert anon.post(url).status_code == 405
+    resp = anon.get("/clusters", headers={"Accept": "text/html"})
+    assert resp.status_code == 302 and resp.headers["location"] == "/auth/login?next=%2Flake%2Fclusters"
+    assert anon.get("/api/clusters", headers={"Authorization": f"Bearer {auth(None)}"}).status_code == 403
+
+
+def test_an_unreadable_airflow_db_is_shown_not_a_failed_page(lake, auth):
+    from etl_platform.lake_browser.app import create_app
+
+    def broken(**query):
+        raise RuntimeError("database is locked")
+
+    c = TestClient(create_app(lake_root=lake, cluster_runs=broken), root_path="/lake",
+                   headers={"Authorization": f"Bearer {auth('viewer')}"})
+    for url in ("/", "/clusters"):
+        resp = c.get(url, headers={"Accept": "text/html"})
+        assert resp.status_code == 200 and "RuntimeError: database is locked" in resp.text, url
+    assert "shop" in c.get("/").text  # the lake itself is still listed
+    assert c.get("/api/clusters").status_code == 503
+
+
+def test_local_cluster_found_running_by_pid_marker_and_workdir(tmp_path):
+    """A run's own cluster runs while its processes run, are the backend's, and carry its ETL_CLUSTER_WORKDIR."""
+    from etl_platform.lake_browser.clusters import local_cluster_runs
+
+    workdir = tmp_path / "logs" / "clusters" / "dag" / "run" / "start_cluster" / "dask"
+    workdir.mkdir(parents=True)
+    env = dict(os.environ, ETL_CLUSTER_WORKDIR=str(workdir))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dask-scheduler"], env=env)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dask-scheduler"],
+                             env=dict(env, ETL_CLUSTER_WORKDIR=str(tmp_path / "other")))
+    try:
+        handle = {"backend": "dask", "pids": [proc.pid], "workdir": str(workdir)}
+        assert local_cluster_runs(handle) is True
+        assert local_cluster_runs({**handle, "pids": [other.pid]}) is False  # a reused pid: another cluster's
+        assert local_cluster_runs({**handle, "backend": "spark"}) is False  # not a SparkConnectServer
+        assert local_cluster_runs({**handle, "workdir": str(tmp_path / "elsewhere")}) is None  # not on this host
+        assert local_cluster_runs({**handle, "pids": []}) is None
+    finally:
+        for p in (proc, other):
+            p.kill()
+            p.wait()
+    assert local_cluster_runs(handle) is False
+
+
+def test_shared_cluster_read_from_the_registry(tmp_path, monkeypatch):
+    """The shared cluster of this AIRFLOW_HOME: its registry's handle while its processes run."""
+    import json
+
+    import psutil
+
+    from etl_platform.lake_browser.clusters import shared_cluster
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    assert shared_cluster("dask") is False  # no registry here: clusters run elsewhere (or never ran)
+    registry = tmp_path / "logs" / "clusters" / "_shared" / "dask"
+    registry.mkdir(parents=True)
+    assert shared_cluster("dask") is None  # a registry, no cluster
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dask-scheduler"])
+    try:
+        handle = {"backend": "dask", "address": "tcp://127.0.0.1:8786", "owned": True, "dashboard_url": DASK_URL,
+                  "pids": [proc.pid], "workdir": str(registry), "conn_id": None, "extra": {}}
+        (registry / "cluster.json").write_text(json.dumps(
+            {"handle": handle, "start_times": {str(proc.pid): psutil.Process(proc.pid).create_time()}}))
+        current = shared_cluster("dask")
+        assert current["dashboard_url"] == DASK_URL and current["extra"]["reuse"] == "shared"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert shared_cluster("dask") is None
+
+
+def test_the_run_page_gets_a_cluster_tab():
+    from airflow import plugins_manager
+
+    external, _ = plugins_manager._get_ui_plugins()
+    tab = next(v for v in external if v["name"] == "Cluster")
+    assert tab["destination"] == "dag_run" and tab["url_route"] == "lake-cluster"
+    assert tab["href"] == "/lake/clusters/run?dag_id={DAG_ID}&run_id={RUN_ID}"

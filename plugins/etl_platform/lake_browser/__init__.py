@@ -5,7 +5,8 @@ Two extension points of an Airflow 3 plugin:
 
 * ``fastapi_apps``: the FastAPI app of ``app.py``, which the api-server mounts under ``/lake``;
 * ``external_views``: a "Lake" entry in the UI's navigation that shows ``/lake/`` inside the UI
-  (at ``/plugin/lake``).
+  (at ``/plugin/lake``), and a "Cluster" tab on every DAG run's page that shows the run's cluster
+  with the link to its dashboard (``/lake/clusters/run?dag_id=...&run_id=...``).
 
 Plugins are loaded by every Airflow component (scheduler, dag-processor, task processes), but only
 the api-server reads ``fastapi_apps``: the FastAPI app, and with it FastAPI itself, is built the
@@ -29,6 +30,14 @@ ICON = (
     "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='none' stroke='%23718096' stroke-width='2'>"
     "<ellipse cx='12' cy='5' rx='8' ry='3'/><path d='M4 5v14c0 1.7 3.6 3 8 3s8-1.3 8-3V5'/>"
     "<path d='M4 12c0 1.7 3.6 3 8 3s8-1.3 8-3'/></svg>"
+)
+CLUSTER_ROUTE = "lake-cluster"  # the run's tab: /dags/{dag}/runs/{run}/plugin/lake-cluster
+# Three linked nodes: a cluster.
+CLUSTER_ICON = (
+    "data:image/svg+xml;utf8,"
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='none' stroke='%23718096' stroke-width='2'>"
+    "<circle cx='12' cy='5' r='3'/><circle cx='5' cy='19' r='3'/><circle cx='19' cy='19' r='3'/>"
+    "<path d='M10.5 7.6 6.5 16.4M13.5 7.6l4 8.8M8 19h8'/></svg>"
 )
 
 
@@ -57,5 +66,13 @@ class LakeBrowserPlugin(AirflowPlugin):
             "url_route": ROUTE,
             "nav_top_level": True,
             "icon": ICON,
-        }
+        },
+        {
+            "name": "Cluster",
+            # The UI fills in {DAG_ID} and {RUN_ID} (URL-encoded) for a view on a run's page.
+            "href": f"{URL_PREFIX}/clusters/run?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": CLUSTER_ROUTE,
+            "icon": CLUSTER_ICON,
+        },
     ]

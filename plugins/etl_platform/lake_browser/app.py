@@ -6,10 +6,17 @@ to read the custom view ``LakeBrowser``; a page requested by a browser without a
 redirected to Airflow's login, anything else gets Airflow's own 401/403.
 
 Pages (HTML)                                   JSON
-  /                      pipelines, reports     /api/pipelines
+  /                      pipelines, reports,    /api/pipelines
+                         clusters in use
   /pipelines/{p}         tables                 /api/pipelines/{p}
   /pipelines/{p}/tables/{t}  partitions         /api/pipelines/{p}/tables/{t}
   /reports/{path}        a report in a frame    /files/{path}  any file under the lake root
+  /clusters              clusters of running    /api/clusters[?dag_id=&run_id=]
+                         and recent runs
+  /clusters/run?dag_id=&run_id=  one run's cluster (the run page's "Cluster" tab)
+
+The clusters are read from Airflow's metadata DB (``clusters.py``), and shown only for the DAGs
+whose XComs the user may read.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from etl_platform.lake_browser import clusters as cluster_status
 from etl_platform.lake_browser import templates
 from etl_platform.lake_browser.catalog import REPORT_SUFFIXES, Catalog, partition_ds
 
@@ -72,6 +80,7 @@ async def require_reader(request: Request) -> Any:
         raise
     if not get_auth_manager().is_authorized_custom_view(method="GET", resource_name=RESOURCE_NAME, user=user):
         raise HTTPException(status_code=403, detail="Forbidden: this user may not read the lake browser")
+    request.state.user = user
     return user
 
 
@@ -108,6 +117,32 @@ def _table(cat: Catalog, pipeline: str, table: str) -> str:
     return table
 
 
+def _readable_dags(request: Request, dag_ids: set[str]) -> set[str]:
+    """The DAGs of ``dag_ids`` whose XComs (a cluster handle is one) the request's user may read."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    am, user = get_auth_manager(), request.state.user
+    return {d for d in dag_ids
+            if am.is_authorized_dag(method="GET", access_entity=DagAccessEntity.XCOM, details=DagDetails(id=d), user=user)}
+
+
+def _clusters(request: Request, **query: Any) -> tuple[list[cluster_status.RunCluster], str | None]:
+    """The rows of the clusters the user may see, or an error message when Airflow's DB cannot be read."""
+    source = request.app.state.cluster_runs or cluster_status.airflow_runs
+    try:
+        records = source(**query)
+    except Exception as exc:  # noqa: BLE001 - the page says what failed instead of failing
+        return [], f"cannot read the runs' clusters from Airflow's database: {type(exc).__name__}: {exc}"
+    readable = _readable_dags(request, {r.dag_id for r in records})
+    return cluster_status.clusters([r for r in records if r.dag_id in readable], **request.app.state.cluster_checks), None
+
+
+def framed(request: Request) -> bool:
+    """Is the page shown in a frame (the UI's view of the plugin)? Browsers say so in ``Sec-Fetch-Dest``."""
+    return request.headers.get("sec-fetch-dest") == "iframe"
+
+
 def _pipelines(cat: Catalog) -> list[dict]:
     return [{"name": p, "tables": len(cat.tables(p)), "latest": cat.latest_ds(p)} for p in cat.pipelines()]
 
@@ -120,7 +155,22 @@ router = APIRouter()
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request):
     cat = catalog(request)
-    return html(templates.index(base(request), str(cat.root), _pipelines(cat), cat.reports(limit=50)))
+    rows, error = _clusters(request, limit=cluster_status.DEFAULT_LIMIT)
+    in_use = [r for r in rows if r.run_state in cluster_status.ACTIVE_RUN_STATES]
+    return html(templates.index(base(request), str(cat.root), _pipelines(cat), cat.reports(limit=50),
+                                clusters=in_use, clusters_error=error, framed=framed(request)))
+
+
+@router.get("/clusters", response_class=HTMLResponse)
+def clusters_page(request: Request, limit: int = Query(cluster_status.DEFAULT_LIMIT, ge=1, le=500)):
+    rows, error = _clusters(request, limit=limit)
+    return html(templates.clusters(base(request), rows, error, framed=framed(request)))
+
+
+@router.get("/clusters/run", response_class=HTMLResponse)
+def run_cluster_page(request: Request, dag_id: str = Query(..., min_length=1), run_id: str = Query(..., min_length=1)):
+    rows, error = _clusters(request, dag_id=dag_id, run_id=run_id)
+    return html(templates.run_clusters(base(request), dag_id, run_id, rows, error, framed=framed(request)))
 
 
 @router.get("/pipelines/{pipeline}", response_class=HTMLResponse)
@@ -185,6 +235,15 @@ def api_table(request: Request, pipeline: str, table: str):
     return {"pipeline": pipeline, "table": table, "partitions": [p.to_dict() for p in cat.partitions(pipeline, table)]}
 
 
+@router.get("/api/clusters")
+def api_clusters(request: Request, dag_id: str | None = None, run_id: str | None = None,
+                 limit: int = Query(cluster_status.DEFAULT_LIMIT, ge=1, le=500)):
+    rows, error = _clusters(request, limit=limit, dag_id=dag_id, run_id=run_id)
+    if error:
+        raise HTTPException(503, error)
+    return {"clusters": [r.to_dict() for r in rows]}
+
+
 async def _to_login(request: Request, exc: _LoginRequired):
     from airflow.api_fastapi.app import get_auth_manager
 
@@ -199,11 +258,18 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
-def create_app(lake_root: Path | None = None) -> FastAPI:
-    """The app; ``lake_root`` fixed (tests), else ``ETL_LAKE_ROOT`` read through Settings on each request."""
+def create_app(lake_root: Path | None = None, cluster_runs: Any = None, cluster_checks: dict | None = None) -> FastAPI:
+    """The app; ``lake_root`` fixed (tests), else ``ETL_LAKE_ROOT`` read through Settings on each request.
+
+    ``cluster_runs`` (tests): what Airflow recorded of the runs' cluster setups, instead of its DB
+    (:func:`.clusters.airflow_runs`'s signature); ``cluster_checks``: keyword arguments of
+    :func:`.clusters.describe` (how a local or shared cluster is found running).
+    """
     app = FastAPI(title="Lake browser", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(require_reader)])
     app.state.lake_root = lake_root
+    app.state.cluster_runs = cluster_runs
+    app.state.cluster_checks = cluster_checks or {}
     app.add_exception_handler(_LoginRequired, _to_login)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)

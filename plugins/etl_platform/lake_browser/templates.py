@@ -22,6 +22,9 @@ th, td { border-bottom: 1px solid var(--line); padding: 6px 12px; text-align: le
 th { background: var(--head); font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .muted { color: var(--muted); } .bad { color: var(--bad); }
 .report-frame { width: 100%; height: calc(100vh - 110px); border: 1px solid var(--line); border-radius: 4px; }
+.status { font-weight: 600; } .status-running, .status-attached { color: #2f855a; }
+.status-starting, .status-unknown { color: #b7791f; } .status-stopped, .status-not-started { color: var(--muted); }
+a.dashboard-link { font-weight: 600; } code { font-size: 12px; }
 """
 
 
@@ -77,15 +80,20 @@ def report_links(base: str, reports: list[str]) -> str:
     ) or '<span class="muted">–</span>'
 
 
-def index(base: str, root: str, pipelines: list[dict], reports: list) -> str:
+def index(base: str, root: str, pipelines: list[dict], reports: list, clusters: list | None = None,
+          clusters_error: str | None = None, framed: bool = False) -> str:
     rows = [[f'<a class="pipeline-link" href="{escape(url(base, "pipelines", p["name"]))}">{escape(p["name"])}</a>',
              num(p["tables"]), escape(p["latest"] or "–")] for p in pipelines]
     rep = [[f'<a class="report-link" href="{escape(report_url(base, r.path))}">{escape(r.name)}</a>',
             escape(r.pipeline), escape(r.table), escape(r.ds),
             escape(dt.datetime.fromtimestamp(r.modified, dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))] for r in reports]
+    all_clusters = f'<a class="clusters-link" href="{escape(url(base, "clusters"))}">clusters of recent runs</a>'
     body = (
         f'<p class="muted">Read-only view of the lake at <code>{escape(root)}</code>.</p>'
-        "<h2>Pipelines</h2>"
+        f'<h2 id="clusters">Clusters of running runs</h2>'
+        + cluster_table(clusters or [], clusters_error, framed, "No run is using a cluster now.")
+        + f'<p>All {all_clusters}, with their dashboards.</p>'
+        + "<h2>Pipelines</h2>"
         + table(["pipeline", "tables", "latest ds"], rows, {1}, "The lake has no pipelines yet.", "pipelines")
         + "<h2>Latest reports</h2>"
         + table(["report", "pipeline", "table", "ds", "written"], rep, set(), "No reports in the lake yet.", "reports")
@@ -135,6 +143,67 @@ def report(base: str, pipeline_name: str | None, table_name: str | None, ds: str
         f'src="{escape(src)}" title="{escape(relative)}"></iframe>'
     )
     return page(relative.rsplit("/", 1)[-1], crumbs, body)
+
+
+def dashboard_link(row, framed: bool) -> str:
+    """The link to a cluster's dashboard (another origin: a plain link, never fetched by this page).
+
+    In the UI's frame (sandboxed without ``allow-popups``) a ``target="_blank"`` link is blocked, so
+    there it opens in the frame (Ctrl/⌘-click: a new tab); on a page of its own, in a new tab.
+    """
+    if not row.live:
+        return '<span class="muted">–</span>'
+    target = "" if framed else ' target="_blank" rel="noopener noreferrer"'
+    return (f'<a class="dashboard-link" href="{escape(row.dashboard_url)}"{target}>{escape(row.dashboard_name)}</a>'
+            f'<br><code class="muted">{escape(row.dashboard_url)}</code>')
+
+
+def cluster_table(rows: list, error: str | None, framed: bool, empty: str) -> str:
+    if error:
+        return f'<p class="bad">{escape(error)}</p>'
+    cells = [[
+        f'{escape(r.dag_id)}<br><code class="muted">{escape(r.run_id)}</code>',
+        escape(r.run_state or "–"),
+        escape(r.run_start.replace("T", " ").replace("+00:00", " UTC") if r.run_start else "–"),
+        escape(r.backend or "–"),
+        (f'{escape(r.mode)}<br><code class="muted">{escape(r.address)}</code>' if r.address else escape(r.mode or "–")),
+        f'<span class="status status-{escape(r.status.replace(" ", "-"))}">{escape(r.status)}</span>',
+        dashboard_link(r, framed),
+        f'<span class="muted">{escape(r.note)}</span>',
+    ] for r in rows]
+    return table(["run", "run state", "run started", "backend", "cluster", "status", "dashboard", "note"], cells,
+                 set(), empty, "clusters")
+
+
+def _frame_hint(rows: list, framed: bool) -> str:
+    if not framed or not any(r.live for r in rows):
+        return ""
+    spark = " The Spark UI refuses to be shown inside another page: open it with Ctrl-click." \
+        if any(r.live and r.backend == "spark" for r in rows) else ""
+    return (f'<p class="muted">A dashboard opens here, inside Airflow (the browser\'s Back returns); Ctrl-click '
+            f'(⌘-click) opens it in a new tab.{spark}</p>')
+
+
+def clusters(base: str, rows: list, error: str | None, framed: bool = False) -> str:
+    body = (
+        '<p class="muted">The cluster of each running and recent run (running runs first), as its '
+        '<code>start_cluster</code> task recorded it, with the link to its dashboard while it runs.</p>'
+        + _frame_hint(rows, framed)
+        + cluster_table(rows, error, framed, "No run has started a cluster yet.")
+    )
+    return page("Clusters", [("Lake", base + "/"), ("Clusters", None)], body)
+
+
+def run_clusters(base: str, dag_id: str, run_id: str, rows: list, error: str | None, framed: bool = False) -> str:
+    body = (
+        f'<p class="muted">{escape(dag_id)} · <code>{escape(run_id)}</code></p>'
+        + _frame_hint(rows, framed)
+        + cluster_table(rows, error, framed, "This run has no cluster task (StartClusterOperator), or it has not been "
+                                             "created yet.")
+        + f'<p><a class="clusters-link" href="{escape(url(base, "clusters"))}">All clusters of recent runs</a></p>'
+    )
+    return page("Cluster of this run", [("Lake", base + "/"), ("Clusters", url(base, "clusters")), (run_id, None)],
+                body)
 
 
 def error(base: str, status: int, message: str) -> str:
