@@ -9,7 +9,9 @@ previous year).
 
 **Cluster:** `start_cluster` brings up a Dask or Spark cluster (or attaches to the one the
 `dask_default` / `spark_connect_default` connection names); `stop_cluster` is its teardown and
-runs even when a job fails, stopping only what was started.
+runs even when a job fails, stopping only what was started. While a run is running, its
+cluster's dashboard (Dask dashboard or Spark UI) is one click away: the run's **Cluster** tab, or
+**Lake** in the navigation (clusters of running runs).
 
 **Outputs:** Parquet partitions `{ETL_LAKE_ROOT}/nz_trade/{table}/ds={ds}/`, replaced atomically
 on rerun. Rejected input rows, with the reason and line, are kept in

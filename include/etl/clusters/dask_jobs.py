@@ -18,14 +18,9 @@ Isolation and cancellation, per job:
   task that is mid-way keeps its thread until it returns (a run's own cluster is stopped by its
   teardown anyway).
 
-Several drivers in one worker process, on Python 3.11: there ``functools.cached_property``
-holds one lock per *class attribute* (shared by every instance) while it computes, and dask-expr
-computes the ``_meta`` of nested expressions through it, so two drivers planning at once can
-each hold the lock the other needs. Found in a year's backfill on the shared cluster: two
-``marts`` jobs on one worker, blocked for good in ``Merge._meta``. Python 3.12 removed that lock
-(a value may then be computed twice by two threads, which for dask-expr's pure properties is
-harmless); :func:`allow_concurrent_cached_property` gives a worker 3.12's ``__get__`` before a
-driver runs.
+Several drivers may plan in one worker process at once: :func:`allow_concurrent_cached_property`
+gives the worker Python 3.12's lock-free ``cached_property`` first (why: docs/runtime.md,
+"Dask cluster notes").
 
 This module imports nothing heavy at import time: the task process imports it to name the
 function it submits.

@@ -43,15 +43,9 @@ WARM_MODULES = ("numpy", "pandas", "pyarrow", "pyarrow.csv", "pyarrow.compute", 
 def dask_setup(server) -> None:
     """Preload hook of the scheduler and the workers (``--preload include.etl.clusters.dask_local``).
 
-    Imports :data:`WARM_MODULES` before a worker joins the scheduler, so the first job's tasks
-    find them loaded. The scheduler needs them too: a client sends its graph pickled, and the
-    scheduler unpickles it, importing whatever the tasks reference (pandas, dask.dataframe,
-    the job code); without the preload the first job of a new cluster waited ~2 s for those
-    imports before any task started (measured at 5 M rows, docs/benchmarks/). Synchronously on purpose: importing them in a background thread
-    while a task unpickles ``dask.dataframe`` objects raced on the half-initialised module
-    (``ImportError: cannot import name 'dataframe' from 'dask'``), which broke every worker a
-    nanny restarted under load (found by ``tests/e2e/test_engine_faults.py``). The imports
-    overlap the scheduler's own start, since the workers start at the same time.
+    Imports :data:`WARM_MODULES`, synchronously, before a worker joins the scheduler (the
+    scheduler too: it unpickles the graphs), so the first job's tasks find them loaded. Why
+    synchronously: docs/runtime.md, "Dask cluster notes".
     """
     import importlib
 
@@ -125,9 +119,8 @@ def worker_env(workdir: Path | None = None) -> dict[str, str]:
     return env
 
 
-# Three minutes, not one: on 2 cores with several runs starting clusters at once (the fault tests,
-# a busy day of runs), each scheduler's preload imports pandas and dask.dataframe while other
-# clusters do the same, and 60 s ran out in CI. A start that truly fails says so earlier.
+# Generous: several clusters starting at once on 2 cores each import pandas and dask.dataframe
+# (docs/runtime.md, "Dask cluster notes"). A start that truly fails says so earlier.
 START_TIMEOUT_S = 180.0
 
 
@@ -231,10 +224,32 @@ def check_dask(address: str, timeout: float = 10.0) -> dict:
     return {"workers": len(workers), "threads": sum(w.get("nthreads", 0) for w in workers.values())}
 
 
+# Clusters inside this process (one-off runs), by scheduler address: kept alive until stopped.
+_IN_PROCESS: dict[str, object] = {}
+
+
+def start_in_process_dask(settings: Settings) -> ClusterHandle:
+    """A Dask cluster inside this process (a scheduler and ``local_workers`` workers as threads), for
+    a one-off run whose tasks all run here (``airflow dags test``): it ends with the process."""
+    from distributed import LocalCluster
+
+    host = settings.bind_host
+    cluster = LocalCluster(n_workers=settings.local_workers, threads_per_worker=settings.local_threads,
+                           processes=False, protocol="tcp://", host=host, dashboard_address=f"{host}:0",
+                           memory_limit=settings.dask_memory_limit)
+    _IN_PROCESS[cluster.scheduler_address] = cluster
+    return ClusterHandle("dask", cluster.scheduler_address, owned=True, dashboard_url=cluster.dashboard_link,
+                         extra={"in_process": os.getpid()})
+
+
 def stop_local_dask(handle: ClusterHandle, timeout: float = 10.0) -> list[int]:
     """Stop a cluster this platform started: a polite shutdown, then its process groups. Idempotent."""
     if not handle.owned:
         raise ValueError(f"refusing to stop the Dask cluster at {handle.address}: it was attached, not started here")
+    in_process = _IN_PROCESS.pop(handle.address, None)
+    if in_process is not None:
+        in_process.close()
+        return []
     if any(is_alive(p, MARKER) for p in handle.pids):
         try:
             from distributed import Client

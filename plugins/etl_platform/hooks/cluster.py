@@ -81,6 +81,12 @@ class ClusterHook(BaseHook):
             return attached
         if reuse == "shared":
             return self.shared(shared_root)
+        if reuse == "in_process":
+            return self.start_in_process(workdir)
+        return self.start_local(workdir, self.settings)
+
+    def start_in_process(self, workdir: Path) -> ClusterHandle:
+        """An engine for a one-off run (every task in this process), ending with it; by default a local cluster."""
         return self.start_local(workdir, self.settings)
 
     def attach(self) -> ClusterHandle | None:
@@ -235,6 +241,14 @@ class DaskClusterHook(ClusterHook):
         log.info("Local Dask cluster up at %s (dashboard %s), processes %s", handle.address, handle.dashboard_url, handle.pids)
         return handle
 
+    def start_in_process(self, workdir: Path) -> ClusterHandle:
+        from include.etl.clusters.dask_local import start_in_process_dask
+
+        handle = start_in_process_dask(self.settings)
+        log.info("A Dask cluster in this process (%s workers x %s threads) at %s, dashboard %s: it ends with the run",
+                 self.settings.local_workers, self.settings.local_threads, handle.address, handle.dashboard_url)
+        return handle
+
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.dask_local import stop_local_dask
 
@@ -247,8 +261,12 @@ class DaskClusterHook(ClusterHook):
                      handle.address, handle.conn_id)
             return []
         killed = stop_local_dask(handle)
-        log.info("Stopped the local Dask cluster at %s (processes %s; still running before the kill: %s)",
-                 handle.address, handle.pids, killed or "none")
+        if killed:
+            log.info("Stopped the local Dask cluster at %s (processes %s; %s did not stop on their own and were killed)",
+                     handle.address, handle.pids, killed)
+        else:
+            log.info("Stopped the local Dask cluster at %s (%s)", handle.address,
+                     f"processes {handle.pids}" if handle.pids else "it ran in this process")
         return killed + _sweep(handle)
 
     def _connect(self, handle: ClusterHandle, **kwargs: Any):

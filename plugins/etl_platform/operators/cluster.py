@@ -41,15 +41,18 @@ def one_off_run(context: Any) -> bool:
 
 
 def reuse_mode(requested: str | None, context: Any, settings: Any, log: Any = None) -> str:
-    """``per_run`` or ``shared``: the operator's ``reuse`` if given, else ``ETL_CLUSTER_REUSE``; one-off runs: ``per_run``."""
+    """``per_run`` or ``shared``: the operator's ``reuse`` if given, else ``ETL_CLUSTER_REUSE``.
+
+    A one-off run gets ``in_process``: the engine lives in this process (which runs every task of
+    the run) and ends with it, where the engine can (Dask); else a cluster of its own (Spark)."""
     from include.etl.settings import check_reuse
 
     mode = check_reuse(requested, "reuse") if requested else settings.cluster_reuse
-    if mode == "shared" and one_off_run(context):
+    if one_off_run(context):
         if log is not None:
-            log.info("A one-off run (airflow dags test): starting a cluster of its own, not the shared one, so that "
-                     "nothing keeps running after it")
-        return "per_run"
+            log.info("A one-off run (airflow dags test): its engine starts for it alone, in this process where it "
+                     "can, so that nothing keeps running after it")
+        return "in_process"
     return mode
 
 
