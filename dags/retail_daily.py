@@ -21,7 +21,23 @@ without starting a cluster.
 (`lake://retail/<table>`), with its row count, the rejected lines and `empty_day` in `extra`.
 `retail_monthly` rolls the days of `sales_by_country` up to months.
 
-**Backfill:** `airflow backfill create --dag-id retail_daily --from-date 2010-12-01 --to-date 2011-11-30`
+**From the UI** (the run's day is its partition key; this DAG's trigger form has no Logical Date):
+
+* *A day:* **Trigger** → **Single Run** → **Advanced Options** → **Partition Key**: the day as
+  `YYYY-MM-DD` (`2011-11-05`) → **Trigger**. Airflow refuses any other form of key (400,
+  "does not match the timetable's key_format '%Y-%m-%d'"). A day run again replaces its partitions and re-runs
+  its month's rollup in `retail_monthly`. A past day decides at once (file or no file).
+* *A range of days:* **Trigger** → **Backfill** → **Date Range**: **From** and **To**, each a date
+  picker whose **Date** field takes `YYYY/MM/DD` (`2011/11/01` and `2011/11/30`; leave **Time**
+  empty: From is the start of its day, To the end of its day, both days included) → the dialog
+  says how many runs it makes ("30 runs will be triggered.") → **Reprocess Behavior** (**Missing
+  Runs** skips the days already run; **All Runs** runs them again) and **Max Active Runs** →
+  **Run Backfill**. The dates are read in the UI's timezone: set it to **UTC** first (user menu →
+  **Timezone**), else a timezone west of UTC shifts the range by a day.
+* Either way the DAG must be unpaused for its runs to start (the dialog's "Unpause retail_daily on
+  trigger" box, ticked by default, does it); once unpaused, it also runs every new day at midnight UTC.
+
+**CLI:** `airflow backfill create --dag-id retail_daily --from-date 2010-12-01 --to-date 2011-11-30`
 (one run per day; each decides at once). `airflow dags test retail_daily 2011-12-05` runs the
 day 2011-12-05.
 

@@ -8,6 +8,7 @@ written by the pipelines.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -25,6 +26,11 @@ class Engine(Protocol):
 
     def read_parquet(self, path: str) -> Any:
         """A native lazy frame over a Parquet dataset directory."""
+
+    def read_parquets(self, paths: Sequence[str], schema: Any) -> Any:
+        """One native lazy frame over several Parquet dataset directories (e.g. a period's daily
+        partitions) with exactly ``schema`` (a ``pyarrow.Schema``: its columns, in its order, of its
+        types, whatever each file's own types or metadata)."""
 
     def write_parquet(self, frame: Any, path: str) -> int:
         """Write a native frame as Parquet into ``path`` (a new directory); return the row count."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.etl.reader import REJECT_COLUMNS
@@ -22,6 +24,25 @@ def parse_block_frame(path: str, block: Block, header: Header, dataset: Dataset,
     from include.etl.reader import parse_block, to_pandas
 
     return to_pandas(parse_block(path, block, header, dataset, ds))
+
+
+def text_as_string(frame: Any) -> dict[str, Any]:
+    """``to_parquet`` overrides: the frame's text columns written as Arrow ``string``.
+
+    Group-bys and joins hand back pandas ``string[pyarrow]`` (``StringDtype``, Dask's string
+    conversion), which pyarrow writes as ``large_string``: the same frame would then be written
+    with other types than by Spark, and than the empty partitions of a day without data, both
+    ``string``. Other columns keep Dask's inference.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    def is_text(dtype: Any) -> bool:
+        if isinstance(dtype, pd.ArrowDtype):
+            return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+        return isinstance(dtype, pd.StringDtype)
+
+    return {str(name): pa.string() for name, dtype in frame.dtypes.items() if is_text(dtype)}
 
 
 class DaskEngine:
@@ -59,8 +80,8 @@ class DaskEngine:
         accepted = parsed[ok][names]
         rejects = parsed[~ok][list(REJECT_COLUMNS)]
         _, _, n_ok, n_bad = dask.compute(
-            accepted.to_parquet(accepted_dir, write_index=False, compute=False),
-            rejects.to_parquet(rejects_dir, write_index=False, compute=False),
+            accepted.to_parquet(accepted_dir, write_index=False, schema=text_as_string(accepted), compute=False),
+            rejects.to_parquet(rejects_dir, write_index=False, schema=text_as_string(rejects), compute=False),
             ok.sum(),
             (~ok).sum(),
             scheduler=self.client,
@@ -73,10 +94,30 @@ class DaskEngine:
         # No hive partitioning: the ``ds=...`` directory name must not become a column.
         return dd.read_parquet(path, dataset={"partitioning": None})
 
+    def read_parquets(self, paths: Sequence[str], schema: Any) -> Any:
+        """The Parquet files of several dataset directories (a period's daily partitions) as one
+        frame of exactly ``schema`` (a ``pyarrow.Schema``): each file read as, or cast to, its
+        types whatever the file's own metadata says, as Arrow-backed columns.
+
+        Small files are read together (:data:`BLOCK_BYTES` per partition), not one partition per
+        directory: a month of days is one partition. Over 16 partitions or more, Dask (2026.8)
+        gives a group-by several output partitions (``split_out``) and then fails to plan a join
+        of a named aggregation's result (how narwhals aggregates): ``KeyError: "['<key>'] not in
+        index"`` (``ColumnsSetter`` looks the group keys up among the aggregated columns).
+        """
+        import dask.dataframe as dd
+
+        files = [str(f) for p in paths for f in sorted(Path(p).glob("*.parquet"))]
+        if not files:
+            raise FileNotFoundError(f"no Parquet file in {', '.join(paths)}")
+        return dd.read_parquet(files, columns=list(schema.names), dataset={"partitioning": None, "schema": schema},
+                               dtype_backend="pyarrow", aggregate_files=True, blocksize=BLOCK_BYTES)
+
     def write_parquet(self, frame: Any, path: str) -> int:
         import dask
 
-        _, n = dask.compute(frame.to_parquet(path, write_index=False, compute=False), frame.shape[0], scheduler=self.client)
+        write = frame.to_parquet(path, write_index=False, schema=text_as_string(frame), compute=False)
+        _, n = dask.compute(write, frame.shape[0], scheduler=self.client)
         return int(n)
 
     def write_parquets(self, frames: dict[str, Any]) -> dict[str, int]:
@@ -84,7 +125,7 @@ class DaskEngine:
         import dask
 
         paths = list(frames)
-        writes = [frames[p].to_parquet(p, write_index=False, compute=False) for p in paths]
+        writes = [frames[p].to_parquet(p, write_index=False, schema=text_as_string(frames[p]), compute=False) for p in paths]
         counts = dask.compute(*writes, *[frames[p].shape[0] for p in paths], scheduler=self.client)[len(paths):]
         return {p: int(n) for p, n in zip(paths, counts, strict=True)}
 

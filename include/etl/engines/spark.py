@@ -11,7 +11,7 @@ this project importable (the local server is started with it on ``PYTHONPATH``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from include.etl.reader import REJECT_COLUMNS
@@ -118,6 +118,14 @@ class SparkEngine:
     def read_parquet(self, path: str) -> Any:
         # Reading the partition directory itself: ``ds=...`` does not become a column.
         return self.session.read.parquet(path)
+
+    def read_parquets(self, paths: Sequence[str], schema: Any) -> Any:
+        """The ``*.parquet`` files of several dataset directories as one frame of exactly ``schema``
+        (a ``pyarrow.Schema``; a timestamp without time zone is Spark's ``timestamp_ntz``)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return (self.session.read.schema(from_arrow_schema(schema, prefer_timestamp_ntz=True))
+                .option("pathGlobFilter", "*.parquet").parquet(*paths))
 
     def write_parquet(self, frame: Any, path: str) -> int:
         frame.write.mode("overwrite").parquet(path)

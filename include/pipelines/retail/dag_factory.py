@@ -7,12 +7,15 @@ Imported at parse time: Airflow and the platform's operators only.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pendulum
 from airflow.sdk import (
     DAG,
     Asset,
+    ChainMapper,
+    IdentityMapper,
     MonthWindow,
     Param,
     PartitionedAssetTimetable,
@@ -28,7 +31,7 @@ from etl_platform.operators.partitioned import LocalJobOperator, PartitionedJobO
 from include.etl.settings import BACKENDS, Settings
 from include.pipelines.retail import ASSET_PREFIX, RERUN_URI
 from include.pipelines.retail.jobs import RERUN_SUFFIX, ROLLUP_SOURCE
-from include.pipelines.retail.periods import check_period, mart_table
+from include.pipelines.retail.periods import check_period, key_start, mart_table
 
 DEFAULT_ARGS = {
     "owner": "data-platform",
@@ -59,16 +62,27 @@ def rollup_schedule(period: str) -> PartitionedAssetTimetable:
       day again. This asset maps the re-run day to the period's key with a `` re-run`` suffix (a
       run of its own, which cannot take the pending window of a period still filling up) and
       fires at once; the run checks in the lake that the period is complete (else it skips).
+
+    A key typed in the trigger form (``2011-11``) is checked by Airflow against the mapper of
+    *every* asset (``PartitionedAssetTimetable._decode_partition_date``: each mapper's
+    ``to_partition_date`` must accept it). A temporal re-run mapper would only accept
+    ``2011-11 re-run``, the rollup's only ``2011-11``: no key could pass both. So the re-run
+    mapper ends with an ``IdentityMapper`` (``ChainMapper``'s date is its last mapper's, and an
+    identity key has none): it maps a day exactly as before, accepts any key, and leaves the
+    rollup's ``StartOfMonthMapper`` to validate the typed key and give the run its
+    ``partition_date``. A re-run run therefore has no ``partition_date``: its tasks take the
+    period from the key (:func:`.periods.key_start`).
     """
     check_period(period)
     if period == "month":
         rollup = RollupMapper(upstream_mapper=StartOfMonthMapper(input_format=DAY_KEY_FORMAT), window=MonthWindow(),
                               wait_policy=WaitForAll())
-        rerun = StartOfMonthMapper(input_format=DAY_KEY_FORMAT, output_format=f"%Y-%m {RERUN_SUFFIX}")
+        rerun_key = StartOfMonthMapper(input_format=DAY_KEY_FORMAT, output_format=f"%Y-%m {RERUN_SUFFIX}")
     else:
         rollup = RollupMapper(upstream_mapper=StartOfWeekMapper(input_format=DAY_KEY_FORMAT), window=WeekWindow(),
                               wait_policy=WaitForAll())
-        rerun = StartOfWeekMapper(input_format=DAY_KEY_FORMAT, output_format=f"%Y-%m-%d (W%V) {RERUN_SUFFIX}")
+        rerun_key = StartOfWeekMapper(input_format=DAY_KEY_FORMAT, output_format=f"%Y-%m-%d (W%V) {RERUN_SUFFIX}")
+    rerun = ChainMapper(rerun_key, IdentityMapper())
     days, reruns = daily_asset(ROLLUP_SOURCE), Asset(RERUN_URI)
     return PartitionedAssetTimetable(assets=days | reruns, partition_mapper_config={days: rollup, reruns: rerun})
 
@@ -77,9 +91,17 @@ def rollup_dag(*, dag_id: str, period: str, doc_md: str, tags: list[str], filelo
     """``check_period`` (in the task's process) >> ``start_cluster`` >> ``rollup`` >> ``stop_cluster`` (teardown).
 
     ``fileloc``: the DAG file calling this (``__file__``); Airflow re-parses the DAG from there.
+
+    The DAG is created *unpaused* (``is_paused_upon_creation=False``, unless ``dag_kwargs`` say
+    otherwise): Airflow does not queue an asset event for a paused consumer at all
+    (``AssetManager.register_asset_change`` keeps only DAGs ``not is_paused``), so a rollup
+    created paused would silently lose every day published before someone unpauses it, and
+    unpausing does not bring them back. It runs on data only, so unpaused it does nothing until
+    a period is complete.
     """
     settings = Settings.from_env()  # environment only: no I/O at parse time
     table = mart_table(period)
+    dag_kwargs.setdefault("is_paused_upon_creation", False)
     with DAG(
         dag_id=dag_id,
         description=f"{table} + report once every day of the {period} is in (partitioned assets, not a clock)",
@@ -92,11 +114,15 @@ def rollup_dag(*, dag_id: str, period: str, doc_md: str, tags: list[str], filelo
         tags=tags,
         default_args=DEFAULT_ARGS,
         params={"backend": Param(settings.default_backend, enum=list(BACKENDS), description="Engine that runs the jobs.")},
+        user_defined_macros={"period_start": partial(key_start, period)},
         **dag_kwargs,
     ) as dag:
         check = LocalJobOperator(
             task_id="check_period",
             job="retail.check_period",
+            # The period from the key (a re-run's key too, which has no partition_date); without a
+            # key, the run's logical date (`dags test`), else the task fails at once (no retries).
+            ds="{{ period_start(partition_key) }}",
             job_kwargs={"period": period, "partition_key": "{{ partition_key or '' }}"},
             skip_unless="complete",
         )

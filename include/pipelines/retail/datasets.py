@@ -8,8 +8,9 @@ fall on the run's day (the partition). Exact duplicate lines are real lines and 
 
 The schemas of the tables the pipeline publishes are declared here too (:data:`TABLE_SCHEMAS`),
 as Arrow types written as text: a day without trading publishes an empty partition of every
-table with exactly these columns, and the engines write the same ones (the transforms cast to
-them), so a month of partitions always reads as one table.
+table with exactly these columns; the engines write text as Arrow ``string`` on both engines, and
+the rollup reads a period's partitions with these types (``Engine.read_parquets``), so a month of
+partitions always reads as one table (``tests/e2e/test_retail_month.py`` checks every file).
 """
 
 from __future__ import annotations

@@ -64,6 +64,17 @@ def _row_count(path) -> int:
     return lakelib.row_count(path) if path.is_dir() else 0
 
 
+def read_days(lake: lakelib.Lake, table: str, days: list[str]):
+    """The daily partitions of ``table`` for ``days`` as one pandas frame of the table's declared
+    schema (:data:`TABLE_SCHEMAS`), in this process: small tables (the daily marts of a period)."""
+    import pyarrow.dataset as pads
+
+    from include.etl.landing import schema
+
+    files = [str(f) for d in days for f in sorted(lake.partition(table, d).glob("*.parquet"))]
+    return pads.dataset(files, schema=schema(TABLE_SCHEMAS[table]), format="parquet").to_table().to_pandas()
+
+
 @job("retail.ingest_day")
 def ingest_day(ctx: JobContext, *, source: str) -> dict[str, Any]:
     """The day's landing file -> ``invoice_lines`` (rejected lines kept aside with their reason)."""
@@ -153,9 +164,12 @@ def check_period(ctx: JobContext, *, period: str, partition_key: str = "") -> di
     """Which days of the period containing ``ds`` have their daily partitions.
 
     A rollup run (the period complete in Airflow's eyes, or a manual run) fails naming the
-    missing days; a run caused by a re-run day (``partition_key`` ending in ``re-run``) of a
-    period not complete yet is skipped: its rollup comes when the period is complete.
+    missing days (a data error: the task fails at once, without retries); a run caused by a
+    re-run day (``partition_key`` ending in ``re-run``) of a period not complete yet is
+    skipped: its rollup comes when the period is complete.
     """
+    from include.pipelines.retail.periods import day_ranges
+
     lake = ctx.pipeline_lake
     days = period_days(period, ctx.ds)
     label = period_label(period, ctx.ds)
@@ -165,12 +179,12 @@ def check_period(ctx: JobContext, *, period: str, partition_key: str = "") -> di
                "missing": missing, "rerun": rerun}
     if missing and not rerun:
         raise InputFileError(
-            f"the {period} {label} ({days[0]} to {days[-1]}) lacks the daily partitions of {', '.join(missing)} in "
-            f"{lake.root / lake.domain}: run retail_daily for those days first (a day without a landing file "
-            "publishes empty partitions)")
+            f"the {period} {label} ({days[0]} to {days[-1]}) is not complete: {len(missing)} of its {len(days)} days "
+            f"lack their daily partitions in {lake.root / lake.domain}: {day_ranges(missing)}. Run retail_daily for "
+            f"those days first (a day without a landing file publishes empty partitions), then this {period} again")
     if missing:
         summary["reason"] = (f"a day of the {period} {label} was re-run, but the {period} is not complete yet (no daily "
-                             f"partitions for {', '.join(missing)}): its rollup runs once every day is in")
+                             f"partitions for {day_ranges(missing)}): its rollup runs once every day is in")
     else:
         summary["reason"] = f"every day of the {period} {label} is published" + (" (a day was re-run)" if rerun else "")
     log.info("%s", summary["reason"])
@@ -183,6 +197,7 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
     import narwhals as nw
     import pandas as pd
 
+    from include.etl.landing import schema as arrow_schema
     from include.etl.quality import gate
     from include.pipelines.retail.quality import check_period_mart
     from include.pipelines.retail.report import PRODUCT_CODE, render
@@ -203,12 +218,13 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
     table, label, column = mart_table(period), period_label(period, ctx.ds), period_column(period)
     counts = {d: lakelib.row_count(lake.partition("invoice_lines", d)) for d in days}
     trading = [d for d in days if counts[d]]
-    frames = [
-        nw.from_native(ctx.engine.read_parquet(str(lake.partition("invoice_lines", d))))
-        .select(*MART_INPUTS, "Description").with_columns(nw.lit(d, nw.String).alias("_day"))
-        for d in days
-    ]
-    classified = classify(nw.concat(frames, how="vertical"))
+    # The period's partitions in one read, as the table's declared schema (whatever each day's
+    # files say about their types), in few engine partitions rather than one per day. ``_day``:
+    # the line's InvoiceDate day, its partition's day (a rule of the contract).
+    lines = nw.from_native(ctx.engine.read_parquets([str(lake.partition("invoice_lines", d)) for d in days],
+                                                    arrow_schema(TABLE_SCHEMAS["invoice_lines"])))
+    classified = classify(lines.select(*MART_INPUTS, "Description",
+                                       nw.col("InvoiceDate").dt.to_string("%Y-%m-%d").alias("_day")))
     mart = period_sales_by_country(classified, column, label)
 
     def collect(frame) -> pd.DataFrame:
@@ -219,7 +235,7 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
     try:
         rows = ctx.engine.write_parquets({str(staging): mart.to_native()})[str(staging)]
         staged = pd.read_parquet(staging)
-        daily = pd.concat([pd.read_parquet(lake.partition(ROLLUP_SOURCE, d)) for d in days], ignore_index=True)
+        daily = read_days(lake, ROLLUP_SOURCE, days)
         gate(check_period_mart(table, staged, daily), ds=ctx.ds)
         # The report's figures: the period's classified lines once from the engine (a month is at
         # most ~100k small rows), then the same narwhals transforms on pandas.

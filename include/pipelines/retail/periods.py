@@ -2,7 +2,8 @@
 
 Pure Python (the DAG factory uses it at parse time). The period's partition in the lake is
 ``ds=<first day>``; its label in the mart is ``2011-01`` for a month, ``2011-01-03`` (the
-Monday) for a week.
+Monday) for a week. A rollup run's partition key names its period: ``2011-01`` (a month),
+``2010-12-06 (W49)`` (a week), with `` re-run`` appended for a run caused by a re-run day.
 """
 
 from __future__ import annotations
@@ -36,6 +37,32 @@ def period_days(period: str, day: str | dt.date) -> list[str]:
 def period_label(period: str, day: str | dt.date) -> str:
     start = period_start(period, day)
     return start.strftime("%Y-%m") if period == "month" else start.isoformat()
+
+
+def key_start(period: str, key: str | None) -> str:
+    """First day (ISO) of the period a rollup run's partition key names; ``''`` when it names none.
+
+    ``2011-11`` and ``2011-11 re-run`` -> ``2011-11-01``; ``2010-12-06 (W49)`` and its re-run ->
+    ``2010-12-06`` (a week key naming another day of the week -> its Monday).
+    """
+    check_period(period)
+    head = (key or "").strip()[: 7 if period == "month" else 10]
+    try:
+        day = dt.date.fromisoformat(f"{head}-01" if period == "month" else head)
+    except ValueError:
+        return ""
+    return period_start(period, day).isoformat()
+
+
+def day_ranges(days: list[str]) -> str:
+    """ISO days as runs of consecutive days: ``2011-11-01 .. 2011-11-04, 2011-11-09`` (sorted)."""
+    runs: list[list[dt.date]] = []
+    for day in sorted({dt.date.fromisoformat(d) for d in days}):
+        if runs and day - runs[-1][-1] == dt.timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(r[0].isoformat() if len(r) == 1 else f"{r[0].isoformat()} .. {r[-1].isoformat()}" for r in runs)
 
 
 def period_column(period: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from etl_platform.operators.job import SparkJobOperator
+from etl_platform.operators.job import SparkJobOperator, log_job_failure
 
 ASSET_SCHEME = "lake://"
 
@@ -44,8 +44,12 @@ def partition_day(context: Any) -> str:
         value = context.get(name)
         if value is not None:
             return value.strftime("%Y-%m-%d")
-    raise ValueError(f"the run has no day: partition key {key!r} is not a date and it has neither a partition "
-                     "date nor a logical date")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    # A run's key and dates are fixed: a retry would get the same answer, so no retries.
+    raise AirflowFailException(f"the run has no day: partition key {key!r} is not a date and it has neither a "
+                               "partition date nor a logical date; trigger a new run with a partition key (the "
+                               "trigger form's Advanced Options -> Partition Key)")
 
 
 def table_of(asset: Any) -> str | None:
@@ -101,7 +105,8 @@ class LocalJobOperator(BaseOperator):
     """Run a registered job in the task's own process, without a cluster (``ctx.engine`` is None).
 
     For jobs that need no engine: publishing the empty partitions of a day without data,
-    checking which partitions of a period exist. Data errors fail the task without retries.
+    checking which partitions of a period exist. Data errors, and a run without a day (no partition
+    key, partition date or logical date), fail the task without retries.
 
     :param job: registered job name (``<pipeline>.<job>``).
     :param job_kwargs: keyword arguments of the job (templated).
@@ -126,12 +131,15 @@ class LocalJobOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from include.etl.errors import DataError
         from include.etl.jobs import get_job
         from include.etl.lake import check_ds
         from include.etl.settings import Settings
 
-        ds = check_ds(self.ds or partition_day(context))
+        try:
+            ds = check_ds(self.ds or partition_day(context))
+        except ValueError as exc:  # the run's partition key and dates are fixed: a retry gets the same answer
+            raise AirflowFailException(f"{exc}. Retrying cannot change that: trigger a new run with a partition key "
+                                       "(the trigger form's Advanced Options -> Partition Key)") from exc
         registered = get_job(self.job)
         s = Settings.from_env()
         ctx = registered.context(engine=None, lake_root=s.lake_root, ds=ds, max_reject_ratio=s.max_reject_ratio,
@@ -139,8 +147,10 @@ class LocalJobOperator(BaseOperator):
         self.log.info("Running job %s for ds=%s in this process with %s", self.job, ds, self.job_kwargs)
         try:
             summary = registered(ctx, **self.job_kwargs)
-        except DataError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        except Exception as exc:
+            if log_job_failure(self.log, self.job, exc):
+                raise AirflowFailException(str(exc)) from exc
+            raise
         self.log.info("Job %s done: %s", self.job, summary)
         if self.skip_unless and not summary.get(self.skip_unless):
             raise AirflowSkipException(str(summary.get("reason") or f"{self.skip_unless} is false"))
