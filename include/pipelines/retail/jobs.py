@@ -200,7 +200,7 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
     from include.etl.landing import schema as arrow_schema
     from include.etl.quality import gate
     from include.pipelines.retail.quality import check_period_mart
-    from include.pipelines.retail.report import PRODUCT_CODE, render
+    from include.pipelines.retail.report import PRODUCT_CODE, best_description, render
     from include.pipelines.retail.transforms import (
         CANCELLATION,
         MART_INPUTS,
@@ -252,14 +252,15 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
             local.filter(nw.col("StockCode").is_in(shown) & ~nw.col("Description").is_null())
             .select("StockCode", "Description").unique()
         )
-        descriptions = {code: " ".join(sorted(g["Description"].astype(str))[0].split())
-                        for code, g in described.groupby("StockCode")}
+        descriptions = {code: best_description(g["Description"].astype(str)) for code, g in described.groupby("StockCode")}
         customers = len(collect(
             local.filter((nw.col("line_kind") == SALE) & ~nw.col("CustomerID").is_null()).select("CustomerID").unique()
         ))
+        unknown = collect(local.filter((nw.col("line_kind") == SALE) & nw.col("CustomerID").is_null()).select("_milli"))
         title = f"Retail sales, {period} {label}"
         html = render(title=title, period_label=label, days=days, daily=activity, mart=staged, top_products=products,
                       cancelled_products=cancelled, descriptions=descriptions, customers=customers,
+                      unknown_customer=(len(unknown), int(unknown["_milli"].sum()) / 1000),
                       generated=dt.datetime.now(dt.UTC))
         (staging / "report.html").write_text(html, encoding="utf-8")
         lakelib.publish(staging, target)
