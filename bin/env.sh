@@ -17,6 +17,11 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MA
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json}"
 export PATH="$ROOT/.venv/bin:$PATH"  # airflow standalone starts its components as `airflow ...`
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# Quiet logs: libraries' own deprecation notices that say nothing about the user's data or
+# settings (Airflow's optional graphviz, pathspec's renamed pattern, starlette's httpx test
+# client, narwhals' coming narwhals-dask split). Anything else still shows.
+ETL_QUIET_WARNINGS="ignore:Could not import graphviz:UserWarning,ignore:GitWildMatchPattern:DeprecationWarning,ignore:Using \`httpx\` with \`starlette.testclient\` is deprecated:Warning,ignore:Dask support is moving out of Narwhals:FutureWarning"
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}$ETL_QUIET_WARNINGS"
 export ETL_LAKE_ROOT="${ETL_LAKE_ROOT:-$ROOT/lake}"
 # On SQLite (the embedded default) every Airflow process waits up to 60 s for the DB's lock,
 # not sqlite3's 5 s: a year's backfill created under load crashed the scheduler otherwise.

@@ -20,6 +20,9 @@ def test_dags_test_on_dask_matches_independent_computation(airflow_home):
     out = bin_airflow(home, "dags", "test", "olympics_etl", DS, "-c", json.dumps({"backend": "dask"}))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "state=success" in out.stdout + out.stderr
+    # Quiet logs: a normal run warns about nothing (no library deprecation notice either).
+    warnings = [line for line in (out.stdout + out.stderr).splitlines() if "[py.warnings]" in line or "Warning:" in line]
+    assert warnings == [], warnings
     assert_marts_match(home / "lake", DS, DATA)
     assert processes_with_env(str(home)) == [], "cluster processes left running after the run"
     tables = ("enriched", "avg_age_by_year", "medals_by_region")
