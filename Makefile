@@ -42,6 +42,8 @@ bench: install
 	.venv/bin/python bench/overhead.py --backend dask --runs 3
 	.venv/bin/python bench/overhead.py --backend spark --runs 3
 	.venv/bin/python bench/backfill.py --backend dask --from 2011-11-01 --to 2011-11-30
+	# A one-off run (dags test olympics_etl) against a do-nothing DAG of the same seven tasks.
+	.venv/bin/python bench/dags_test.py --backends dask,spark
 
 BENCH_ROWS ?= 1000000 5000000
 
