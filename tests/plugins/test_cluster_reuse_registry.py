@@ -154,6 +154,7 @@ def test_reuse_settings_and_modes():
     assert reuse_mode("per_run", scheduled, s) == "per_run"
     # A one-off run (airflow dags test / dag.test()) never gets the shared cluster.
     one_off = {"dag_run": SimpleNamespace(triggering_user_name="dag_test")}
-    assert one_off_run(one_off) and reuse_mode("shared", one_off, s) == "per_run"
+    # a one-off run's engine lives in its one process (Dask) or is its own (Spark), whatever was asked
+    assert one_off_run(one_off) and reuse_mode("shared", one_off, s) == reuse_mode("per_run", one_off, s) == "in_process"
     with pytest.raises(ConfigError, match="reuse"):
         reuse_mode("both", scheduled, s)
