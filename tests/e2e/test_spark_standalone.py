@@ -40,11 +40,16 @@ def standalone(tmp_path_factory):
         procs.append(subprocess.Popen(
             [SPARK_CLASS, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
              "--webui-port", str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        procs.append(subprocess.Popen(
-            [SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
-             "--memory", "2g", "--webui-port", str(free_port()), f"spark://127.0.0.1:{port}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + 120
+        def start_worker() -> float:
+            procs.append(subprocess.Popen(
+                [SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
+                 "--memory", "2g", "--webui-port", str(free_port()), f"spark://127.0.0.1:{port}"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            return time.monotonic() + 90
+
+        # Under load a worker has been seen to connect and never register (no retry logged):
+        # after 90 s it is replaced once; 180 s in all.
+        restart_at, deadline = start_worker(), time.monotonic() + 180
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as resp:
@@ -53,6 +58,12 @@ def standalone(tmp_path_factory):
             except OSError:
                 pass
             assert time.monotonic() < deadline, (tmp_path / "standalone.log").read_text()[-3000:]
+            if restart_at and time.monotonic() > restart_at:
+                stuck = procs.pop()
+                os.killpg(stuck.pid, signal.SIGKILL)
+                stuck.wait(30)
+                start_worker()
+                restart_at = 0.0  # once
             time.sleep(1)
         yield {"master": f"spark://127.0.0.1:{port}", "ui": ui, "marker": marker}
     finally:
