@@ -69,25 +69,12 @@ def schema(columns: ColumnTypes) -> Any:
 
 def publish_empty(lake: lakelib.Lake, ds: str, tables: Mapping[str, ColumnTypes]) -> dict[str, str]:
     """Publish an empty partition (one Parquet file of zero rows with the table's columns) of
-    every table in ``tables`` for ``ds``, replacing what was there; returns ``{table: path}``.
+    every table in ``tables`` for ``ds``, replacing what was there; returns ``{table: uri}``.
 
-    All tables are staged first and published only if every one was written.
+    Each table's commit records ``empty_day``: readers tell "no data that day" (an empty
+    partition) from "not processed yet" (no partition).
     """
-    import pyarrow.parquet as pq
-
-    staged: dict[str, tuple[Path, Path]] = {}
-    try:
-        for table, columns in tables.items():
-            target = lake.partition(table, ds)
-            staging = lake.staging(target)
-            staging.mkdir()
-            staged[table] = (staging, target)
-            pq.write_table(schema(columns).empty_table(), staging / "part.0.parquet")
-        for staging, target in staged.values():
-            lakelib.publish(staging, target)
-    except BaseException:
-        for staging, _ in staged.values():
-            lakelib.discard(staging)
-        raise
+    for table, columns in tables.items():
+        lake.commit(table, ds, None, schema=schema(columns), metadata={"empty_day": "true"})
     log.info("published empty partitions ds=%s of %s", ds, ", ".join(tables))
-    return {table: str(target) for table, (_, target) in staged.items()}
+    return {table: lake.table_uri(table) for table in tables}

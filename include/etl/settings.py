@@ -7,7 +7,14 @@ the same code is configured identically by ``bin/airflow``, ``.env`` and docker-
 =========================  =====================================================  ==========================
 variable                   meaning                                                default
 =========================  =====================================================  ==========================
-``ETL_LAKE_ROOT``          root directory of the lake (shared by every worker)    ``<project>/lake``
+``ETL_LAKE_URI``           where the lake lives: ``file:///path`` or               ``file://<project>/lake``
+                           ``s3://bucket/prefix`` (any S3-compatible store)
+``ETL_LAKE_ROOT``          a local lake directory (used when ETL_LAKE_URI is      (unset)
+                           not set; the form before object storage)
+``ETL_LAKE_CONN_ID``       Airflow connection (type ``aws``) with the S3 lake's   ``lake_default``
+                           keys, endpoint and region
+``ETL_LAKE_RETENTION_DAYS`` how long ``lake_maintenance`` keeps the files of     ``7``
+                           replaced versions (time travel reaches that far back)
 ``ETL_DATA_DIR``           the one data root: pipelines resolve their default     ``../shared/data`` beside the
                            inputs under it (``<pipeline>/<file>``)                project if it exists, else
                                                                                   ``<project>/data``
@@ -93,6 +100,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
+def _lake_uri(env: Mapping[str, str]) -> str:
+    from include.etl.lake.location import LakeConfigError, normalize_uri
+
+    try:
+        if env.get("ETL_LAKE_URI"):
+            return normalize_uri(env["ETL_LAKE_URI"])
+        return normalize_uri(_path(env, "ETL_LAKE_ROOT", PROJECT_ROOT / "lake"), "ETL_LAKE_ROOT")
+    except LakeConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     """A path setting; relative values are taken from the project root, not the process's cwd."""
     raw = env.get(name)
@@ -162,7 +180,7 @@ def _renamed(env: Mapping[str, str]) -> Mapping[str, str]:
 
 @dataclass(frozen=True)
 class Settings:
-    lake_root: Path
+    lake_uri: str
     data_dir: Path
     default_backend: str = "dask"
     bind_host: str = "127.0.0.1"
@@ -177,6 +195,15 @@ class Settings:
     landing_poke_interval: float = 60.0
     max_reject_ratio: float = 0.01
     ingest_block_bytes: int = DEFAULT_BLOCK_BYTES
+    lake_conn_id: str = "lake_default"
+    lake_retention_days: float = 7.0
+
+    @property
+    def lake_root(self) -> Path:
+        """The lake's directory when it is on local disk (``file://``); an error for an object-store lake."""
+        if not self.lake_uri.startswith("file://"):
+            raise ConfigError(f"the lake is at {self.lake_uri}, not on local disk")
+        return Path(self.lake_uri[len("file://"):])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -185,7 +212,7 @@ class Settings:
         if not 0 <= ratio <= 1:
             raise ConfigError(f"ETL_MAX_REJECT_RATIO={ratio} must be between 0 and 1")
         return cls(
-            lake_root=_path(env, "ETL_LAKE_ROOT", PROJECT_ROOT / "lake"),
+            lake_uri=_lake_uri(env),
             data_dir=_path(env, "ETL_DATA_DIR", default_data_dir()),
             default_backend=check_backend(env.get("ETL_DEFAULT_BACKEND") or "dask", "ETL_DEFAULT_BACKEND"),
             bind_host=env.get("ETL_BIND_HOST") or "127.0.0.1",
@@ -200,4 +227,6 @@ class Settings:
             landing_poke_interval=_positive(env, "ETL_LANDING_POKE_INTERVAL", 60.0),
             max_reject_ratio=ratio,
             ingest_block_bytes=_bytes(env, "ETL_INGEST_BLOCK_BYTES", DEFAULT_BLOCK_BYTES, MIN_BLOCK_BYTES),
+            lake_conn_id=env.get("ETL_LAKE_CONN_ID") or "lake_default",
+            lake_retention_days=_positive(env, "ETL_LAKE_RETENTION_DAYS", 7.0),
         )

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-reject-ratio", type=float, default=0.01)
     parser.add_argument("--block-bytes", type=int, default=None)
     parser.add_argument("--kwargs", default="{}")
+    parser.add_argument("--run", default="{}", help="dag_id, run_id, task_id, try_number (JSON): recorded by lake commits")
     parser.add_argument("--summary", required=True)
     args = parser.parse_args(argv)
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             job = get_job(args.job)
-            ctx = job.context(engine=SparkEngine(session), lake_root=Path(args.lake), ds=args.ds,
+            ctx = job.context(engine=SparkEngine(session), lake_root=args.lake, ds=args.ds, run=json.loads(args.run),
                               max_reject_ratio=args.max_reject_ratio, block_bytes=args.block_bytes or DEFAULT_BLOCK_BYTES)
             result: dict[str, Any] = {"summary": job(ctx, **json.loads(args.kwargs))}
             code = 0

@@ -49,9 +49,9 @@ def expected_marts(data_dir: Path, athletes: str = "athlete_events_head.csv") ->
 
 def read_mart(path: Path) -> list[tuple]:
     """A published mart partition as sorted tuples (None for nulls)."""
-    import pyarrow.parquet as pq
+    from tests.lake import read_partition
 
-    table = pq.read_table(path, partitioning=None)
+    table = read_partition(path)
     rows = [tuple(r.values()) for r in table.to_pylist()]
     return sorted(rows, key=lambda r: tuple((x is None, x) for x in r[:3]))
 

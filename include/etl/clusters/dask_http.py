@@ -70,7 +70,7 @@ def add_routes(scheduler: Any) -> None:
             c = await client()
             future = c.submit(run_job_on_worker, spec["job"], spec.get("job_kwargs") or {}, spec["ds"],
                               lake_root=spec["lake_root"], max_reject_ratio=spec["max_reject_ratio"],
-                              block_bytes=spec["block_bytes"], client_name=key, key=key, pure=False, retries=0)
+                              block_bytes=spec["block_bytes"], run=spec.get("run") or {}, client_name=key, key=key, pure=False, retries=0)
             state["futures"][key] = future
             try:
                 result = await future

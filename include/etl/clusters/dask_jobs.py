@@ -102,7 +102,7 @@ def _client_security(worker):
 
 
 def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_root: str, max_reject_ratio: float,
-                      block_bytes: int, client_name: str) -> dict[str, Any]:
+                      block_bytes: int, client_name: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
     """On a Dask worker: run the registered ``job`` for ``ds`` with a client of its own.
 
     Returns ``{"summary", "elapsed_s", "worker", "logs"}``, or ``{"error", "elapsed_s", "worker", "logs"}``
@@ -142,7 +142,7 @@ def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_roo
 
         threading.Thread(target=watch, name=f"etl-cancel-watch-{key}", daemon=True).start()
         registered = get_job(job)
-        ctx = registered.context(engine=DaskEngine(client), lake_root=lake_root, ds=ds,
+        ctx = registered.context(engine=DaskEngine(client), lake_root=lake_root, ds=ds, run=run,
                                  max_reject_ratio=max_reject_ratio, block_bytes=block_bytes)
         summary = registered(ctx, **job_kwargs)
         return {"summary": summary, "elapsed_s": round(time.perf_counter() - t0, 3), "worker": worker.address,

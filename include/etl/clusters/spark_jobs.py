@@ -158,6 +158,7 @@ class _Job:
                 raise JobCancelled(f"job {self.key} was cancelled before it started ({self.why})")
             registered = get_job(spec["job"])
             ctx = registered.context(engine=SparkEngine(session), lake_root=spec["lake_root"], ds=spec["ds"],
+                                     run=spec.get("run"),
                                      max_reject_ratio=spec["max_reject_ratio"], block_bytes=spec["block_bytes"])
             summary = registered(ctx, **(spec.get("job_kwargs") or {}))
             result = {"summary": summary, "session_id": getattr(session, "session_id", None)}

@@ -21,21 +21,24 @@ class Engine(Protocol):
     def read_csv(self, path: str, dataset: Dataset, *, ds: str | None = None, block_bytes: int = ...) -> Any:
         """Read a CSV input as its contract declares: typed columns plus the reject bookkeeping columns."""
 
-    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
+    # Paths are local paths, or ``bucket/key`` paths of ``filesystem`` (a pyarrow filesystem: an
+    # S3 lake, :meth:`include.etl.lake.Lake.filesystem`); ``filesystem=None`` is the local disk.
+
+    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str, filesystem: Any = None) -> tuple[int, int]:
         """Write accepted rows and rejects as Parquet in one pass; return their counts."""
 
-    def read_parquet(self, path: str) -> Any:
-        """A native lazy frame over a Parquet dataset directory."""
+    def read_parquet(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
+        """A native lazy frame over Parquet ``files`` (a table's partition), typed as the files say;
+        no file at all (an empty partition) is an empty frame of ``schema`` (a ``pyarrow.Schema``)."""
 
-    def read_parquets(self, paths: Sequence[str], schema: Any) -> Any:
-        """One native lazy frame over several Parquet dataset directories (e.g. a period's daily
-        partitions) with exactly ``schema`` (a ``pyarrow.Schema``: its columns, in its order, of its
-        types, whatever each file's own types or metadata)."""
+    def read_parquets(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
+        """One native lazy frame over Parquet ``files`` (e.g. a period's daily partitions) with exactly
+        ``schema`` (its columns, in its order, of its types, whatever each file's own types or metadata)."""
 
-    def write_parquet(self, frame: Any, path: str) -> int:
+    def write_parquet(self, frame: Any, path: str, filesystem: Any = None) -> int:
         """Write a native frame as Parquet into ``path`` (a new directory); return the row count."""
 
-    def write_parquets(self, frames: dict[str, Any]) -> dict[str, int]:
+    def write_parquets(self, frames: dict[str, Any], filesystem: Any = None) -> dict[str, int]:
         """Write several frames (path -> frame), sharing their common inputs where the engine can; row counts per path."""
 
     def run_noop(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.etl.reader import REJECT_COLUMNS
@@ -45,6 +44,21 @@ def text_as_string(frame: Any) -> dict[str, Any]:
     return {str(name): pa.string() for name, dtype in frame.dtypes.items() if is_text(dtype)}
 
 
+def _to_parquet(frame: Any, path: str, filesystem: Any) -> Any:
+    """The delayed write of ``frame`` into the directory ``path`` (text as ``string``)."""
+    extra = {"filesystem": filesystem} if filesystem is not None else {}
+    return frame.to_parquet(path, write_index=False, schema=text_as_string(frame), compute=False, **extra)
+
+
+def _empty(schema: Any, arrow: bool = False) -> Any:
+    """An empty one-partition frame of ``schema`` (a day without data)."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    table = schema.empty_table()
+    return dd.from_pandas(table.to_pandas(types_mapper=pd.ArrowDtype) if arrow else table.to_pandas(), npartitions=1)
+
+
 class DaskEngine:
     """Every computation runs on this engine's client's cluster (never on dask's global default scheduler)."""
 
@@ -72,7 +86,7 @@ class DaskEngine:
         parts = [dask.delayed(parse_block_frame)(path, b, header, dataset, ds) for b in blocks]
         return dd.from_delayed(parts, meta=to_pandas(empty_table(dataset)), verify_meta=False)
 
-    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
+    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str, filesystem: Any = None) -> tuple[int, int]:
         import dask
 
         names = [c for c in parsed.columns if c not in REJECT_COLUMNS]
@@ -80,24 +94,26 @@ class DaskEngine:
         accepted = parsed[ok][names]
         rejects = parsed[~ok][list(REJECT_COLUMNS)]
         _, _, n_ok, n_bad = dask.compute(
-            accepted.to_parquet(accepted_dir, write_index=False, schema=text_as_string(accepted), compute=False),
-            rejects.to_parquet(rejects_dir, write_index=False, schema=text_as_string(rejects), compute=False),
+            _to_parquet(accepted, accepted_dir, filesystem),
+            _to_parquet(rejects, rejects_dir, filesystem),
             ok.sum(),
             (~ok).sum(),
             scheduler=self.client,
         )
         return int(n_ok), int(n_bad)
 
-    def read_parquet(self, path: str) -> Any:
+    def read_parquet(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
         import dask.dataframe as dd
 
+        if not files:
+            return _empty(schema)
         # No hive partitioning: the ``ds=...`` directory name must not become a column.
-        return dd.read_parquet(path, dataset={"partitioning": None})
+        return dd.read_parquet(list(files), dataset={"partitioning": None}, filesystem=filesystem or "fsspec")
 
-    def read_parquets(self, paths: Sequence[str], schema: Any) -> Any:
-        """The Parquet files of several dataset directories (a period's daily partitions) as one
-        frame of exactly ``schema`` (a ``pyarrow.Schema``): each file read as, or cast to, its
-        types whatever the file's own metadata says, as Arrow-backed columns.
+    def read_parquets(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
+        """Parquet ``files`` (a period's daily partitions) as one frame of exactly ``schema`` (a
+        ``pyarrow.Schema``): each file read as, or cast to, its types whatever the file's own
+        metadata says, as Arrow-backed columns.
 
         Small files are read together (:data:`BLOCK_BYTES` per partition), not one partition per
         directory: a month of days is one partition. Over 16 partitions or more, Dask (2026.8)
@@ -107,25 +123,21 @@ class DaskEngine:
         """
         import dask.dataframe as dd
 
-        files = [str(f) for p in paths for f in sorted(Path(p).glob("*.parquet"))]
         if not files:
-            raise FileNotFoundError(f"no Parquet file in {', '.join(paths)}")
-        return dd.read_parquet(files, columns=list(schema.names), dataset={"partitioning": None, "schema": schema},
-                               dtype_backend="pyarrow", aggregate_files=True, blocksize=BLOCK_BYTES)
+            return _empty(schema, arrow=True)
+        return dd.read_parquet(list(files), columns=list(schema.names), dataset={"partitioning": None, "schema": schema},
+                               dtype_backend="pyarrow", aggregate_files=True, blocksize=BLOCK_BYTES,
+                               filesystem=filesystem or "fsspec")
 
-    def write_parquet(self, frame: Any, path: str) -> int:
-        import dask
+    def write_parquet(self, frame: Any, path: str, filesystem: Any = None) -> int:
+        return self.write_parquets({path: frame}, filesystem)[path]
 
-        write = frame.to_parquet(path, write_index=False, schema=text_as_string(frame), compute=False)
-        _, n = dask.compute(write, frame.shape[0], scheduler=self.client)
-        return int(n)
-
-    def write_parquets(self, frames: dict[str, Any]) -> dict[str, int]:
+    def write_parquets(self, frames: dict[str, Any], filesystem: Any = None) -> dict[str, int]:
         """One ``compute`` for all frames: graphs built from the same input read it once."""
         import dask
 
         paths = list(frames)
-        writes = [frames[p].to_parquet(p, write_index=False, schema=text_as_string(frames[p]), compute=False) for p in paths]
+        writes = [_to_parquet(frames[p], p, filesystem) for p in paths]
         counts = dask.compute(*writes, *[frames[p].shape[0] for p in paths], scheduler=self.client)[len(paths):]
         return {p: int(n) for p, n in zip(paths, counts, strict=True)}
 

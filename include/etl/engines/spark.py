@@ -68,6 +68,15 @@ def probe_python_workers(session: Any) -> None:
     session.range(0, parallelism, numPartitions=parallelism).mapInPandas(_probe, "id bigint").collect()
 
 
+def _local_only(filesystem: Any) -> None:
+    """The Spark engine reads and writes the lake through the server's own filesystem (local disk)."""
+    if filesystem is not None:
+        raise NotImplementedError(
+            "the Spark engine reaches the lake through the Spark server's filesystem; an s3:// lake needs Hadoop's "
+            "S3A connector (hadoop-aws) on the server, which this deployment does not have: use the Dask backend "
+            "for an object-store lake, or a file:// lake for Spark")
+
+
 class SparkEngine:
     name = "spark"
 
@@ -99,9 +108,10 @@ class SparkEngine:
         func = functools.partial(parse_batches, path=path, blocks=blocks, header=header, dataset=dataset, ds=ds)
         return self._per_block(len(blocks)).mapInArrow(func, spark_ddl(dataset))
 
-    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str) -> tuple[int, int]:
+    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str, filesystem: Any = None) -> tuple[int, int]:
         from pyspark.sql import functions as F
 
+        _local_only(filesystem)
         names = [c for c in parsed.columns if c not in REJECT_COLUMNS]
         ok = F.col("_reason").isNull()
         parsed = parsed.persist()  # parse once, write twice, count
@@ -115,25 +125,36 @@ class SparkEngine:
             parsed.unpersist()
         return int(row["accepted"] or 0), int(row["rejected"] or 0)
 
-    def read_parquet(self, path: str) -> Any:
-        # Reading the partition directory itself: ``ds=...`` does not become a column.
-        return self.session.read.parquet(path)
+    def read_parquet(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
+        # Files given one by one: their ``ds=...`` directory does not become a column.
+        _local_only(filesystem)
+        if not files:
+            return self._empty(schema)
+        return self.session.read.parquet(*files)
 
-    def read_parquets(self, paths: Sequence[str], schema: Any) -> Any:
-        """The ``*.parquet`` files of several dataset directories as one frame of exactly ``schema``
-        (a ``pyarrow.Schema``; a timestamp without time zone is Spark's ``timestamp_ntz``)."""
+    def read_parquets(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
+        """Parquet ``files`` as one frame of exactly ``schema`` (a ``pyarrow.Schema``; a timestamp
+        without time zone is Spark's ``timestamp_ntz``)."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
-        return (self.session.read.schema(from_arrow_schema(schema, prefer_timestamp_ntz=True))
-                .option("pathGlobFilter", "*.parquet").parquet(*paths))
+        _local_only(filesystem)
+        if not files:
+            return self._empty(schema)
+        return self.session.read.schema(from_arrow_schema(schema, prefer_timestamp_ntz=True)).parquet(*files)
 
-    def write_parquet(self, frame: Any, path: str) -> int:
+    def _empty(self, schema: Any) -> Any:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return self.session.createDataFrame([], from_arrow_schema(schema, prefer_timestamp_ntz=True))
+
+    def write_parquet(self, frame: Any, path: str, filesystem: Any = None) -> int:
+        _local_only(filesystem)
         frame.write.mode("overwrite").parquet(path)
         return int(self.session.read.parquet(path).count())  # from the Parquet footers
 
-    def write_parquets(self, frames: dict[str, Any]) -> dict[str, int]:
+    def write_parquets(self, frames: dict[str, Any], filesystem: Any = None) -> dict[str, int]:
         """One Spark job per output (a DataFrame write has one sink); Parquet inputs are cheap to re-read."""
-        return {path: self.write_parquet(frame, path) for path, frame in frames.items()}
+        return {path: self.write_parquet(frame, path, filesystem) for path, frame in frames.items()}
 
     def run_noop(self) -> None:
         self.session.range(1).count()

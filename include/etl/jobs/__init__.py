@@ -79,8 +79,10 @@ class Job:
     pipeline: str | None = None
 
     def context(self, *, engine: Any, lake_root: str | Path, ds: str, max_reject_ratio: float = 0.01,
-                block_bytes: int = DEFAULT_BLOCK_BYTES) -> JobContext:
-        lake = Lake(Path(lake_root), self.pipeline) if self.pipeline else None
+                block_bytes: int = DEFAULT_BLOCK_BYTES, run: Mapping[str, Any] | None = None) -> JobContext:
+        """The context of one run of this job; ``lake_root`` is ``ETL_LAKE_URI`` (or a path), ``run`` who
+        runs it (``dag_id``, ``run_id``, ``task_id``, ``try_number``: recorded in every lake commit)."""
+        lake = Lake(lake_root, self.pipeline, run=dict(run or {})) if self.pipeline else None
         return JobContext(engine=engine, lake=lake, ds=ds, max_reject_ratio=max_reject_ratio, block_bytes=block_bytes)
 
     def __call__(self, ctx: JobContext, **kwargs: Any) -> dict[str, Any]:

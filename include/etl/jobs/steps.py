@@ -1,9 +1,9 @@
 """The generic steps every pipeline reuses: ingest a declared input, run a transform into a
 table, publish, and publish behind a quality gate.
 
-Each step reads and writes the partitions of the run's ``ds`` in the job's pipeline lake
-(``ctx.lake``) and publishes atomically (:func:`include.etl.lake.publish`): a failed step
-discards its staging directories, so the previous partitions stay readable and unchanged.
+Each step reads and writes the ``ds`` partitions of its pipeline's Delta tables (``ctx.lake``,
+:mod:`include.etl.lake`): outputs are staged, checked, then committed; a failed step commits
+nothing, so every table keeps its version and rows.
 Nothing heavy is imported at module level (DAG files import pipeline packages, which import
 this module).
 """
@@ -13,10 +13,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from include.etl import lake as lakelib
 from include.etl.errors import DataError, InputFileError, RejectThresholdExceeded
 from include.etl.jobs import JobContext
 from include.etl.quality import Check, gate
@@ -29,13 +27,14 @@ warnings.filterwarnings("ignore", message="Dask support is moving out of Narwhal
 
 
 def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
-    """Read ``source`` as declared by ``dataset`` into ``{lake}/{pipeline}/{table}/ds=..``.
+    """Read ``source`` as declared by ``dataset`` into the ``ds`` partition of ``{pipeline}/{table}``.
 
-    Rows breaking the contract go, with their reason, to ``{lake}/{pipeline}/_rejects/{table}/ds=..``.
-    Fails, publishing nothing, when the file is unusable (:class:`InputFileError`) or its
-    rejected share exceeds ``ctx.max_reject_ratio`` (:class:`RejectThresholdExceeded`; the
-    staged rejects are kept for inspection). Header columns the contract does not declare are
-    left out, logged and listed in the summary (``extra_columns``).
+    Rows breaking the contract go, with their reason, to ``{pipeline}/_rejects/{table}``; both
+    tables are committed together once the reject share is known. Fails, publishing nothing,
+    when the file is unusable (:class:`InputFileError`) or its rejected share exceeds
+    ``ctx.max_reject_ratio`` (:class:`RejectThresholdExceeded`; the staged rejects are kept for
+    inspection). Header columns the contract does not declare are left out, logged and listed
+    in the summary (``extra_columns``).
     """
     from include.etl.reader import read_header
 
@@ -45,13 +44,15 @@ def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
     extra = list(header.extra)
     if extra:
         log.warning("ingest %s: %s has columns the contract does not declare, left out: %s", table, source, extra)
-    target, rejects_target = lake.partition(table, ctx.ds), lake.rejects(table, ctx.ds)
-    staging, rejects_staging = lake.staging(target), lake.staging(rejects_target)
+    rejects_table = lake.rejects(table)
+    staging, rejects_staging = lake.stage(table, ctx.ds), lake.stage(rejects_table, ctx.ds)
+    fs = lake.filesystem()
     try:
         prefix = f"{table} input {source}: "
         try:
             parsed = ctx.engine.read_csv(source, dataset, ds=ctx.ds, block_bytes=ctx.block_bytes)
-            accepted, rejected = ctx.engine.write_split(parsed, str(staging), str(rejects_staging))
+            accepted, rejected = ctx.engine.write_split(parsed, lake.engine_path(staging),
+                                                        lake.engine_path(rejects_staging), filesystem=fs)
         except ValueError as exc:  # parser errors from the engine: name the file, keep a data error's class
             if str(exc).startswith(prefix):
                 raise
@@ -67,48 +68,44 @@ def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
                 f"limit of {ctx.max_reject_ratio:.2%} (ETL_MAX_REJECT_RATIO); nothing was published. "
                 f"Reasons per row are in the staged rejects at {rejects_staging}"
             )
-        lakelib.publish(staging, target)
-        lakelib.publish(rejects_staging, rejects_target)
+        committed = lake.commit(table, ctx.ds, staging, metadata={"source": source})
+        lake.commit(rejects_table, ctx.ds, rejects_staging, metadata={"source": source})
     except RejectThresholdExceeded:
-        lakelib.discard(staging)
+        lake.discard(staging)
         raise
     except BaseException:
-        lakelib.discard(staging)
-        lakelib.discard(rejects_staging)
+        lake.discard(staging)
+        lake.discard(rejects_staging)
         raise
     if rejected:
-        log.warning("ingest %s: %s rejected rows kept with their reason in %s", table, rejected, rejects_target)
+        log.warning("ingest %s: %s rejected rows kept with their reason in %s (ds=%s)", table, rejected,
+                    lake.table_uri(rejects_table), ctx.ds)
     return {
         "table": table,
         "source": source,
-        "path": str(target),
+        "path": lake.table_uri(table),
+        "version": committed["version"],
         "rows_in": rows_in,
         "rows_accepted": accepted,
         "rows_rejected": rejected,
-        "rejects_path": str(rejects_target),
+        "rejects_path": lake.table_uri(rejects_table),
         "extra_columns": extra,
     }
 
 
 def read_table(ctx: JobContext, table: str, columns: tuple[str, ...] | list[str] | None = None):
-    """The run's partition of ``table`` as a narwhals lazy frame (optionally only ``columns``)."""
+    """The run's partition of ``table`` as published (its latest Delta version) as a narwhals lazy frame."""
     import narwhals as nw
 
-    frame = nw.from_native(ctx.engine.read_parquet(str(ctx.pipeline_lake.partition(table, ctx.ds))))
+    lake = ctx.pipeline_lake
+    files = [lake.engine_path(f) for f in lake.files(table, ctx.ds)]
+    frame = nw.from_native(ctx.engine.read_parquet(files, lake.schema(table), filesystem=lake.filesystem()))
     return frame.select(*columns) if columns else frame
 
 
 def write_table(ctx: JobContext, frame: Any, table: str) -> dict[str, Any]:
     """Write ``frame`` (native or narwhals) as the run's partition of ``table`` and publish it."""
-    target = ctx.pipeline_lake.partition(table, ctx.ds)
-    staging = ctx.pipeline_lake.staging(target)
-    try:
-        rows = ctx.engine.write_parquet(_native(frame), str(staging))
-        lakelib.publish(staging, target)
-    except BaseException:
-        lakelib.discard(staging)
-        raise
-    return {"table": table, "path": str(target), "rows_out": rows}
+    return publish_checked(ctx, {table: frame})[table]
 
 
 def run_transform(ctx: JobContext, table: str, transform: Callable[..., Any], inputs: tuple[str, ...] | list[str],
@@ -126,33 +123,35 @@ def publish_checked(ctx: JobContext, outputs: Mapping[str, Any], check: Check | 
     The frames are written in one pass where the engine can (Dask computes shared inputs once).
     ``check`` receives the staged tables as pandas frames and returns the problems it found; any
     problem raises :class:`~include.etl.errors.QualityCheckFailed` and nothing is published.
-    Returns ``{table: {"path", "rows_out"}}``.
+    Returns ``{table: {"table", "path", "rows_out", "version"}}``.
     """
     lake = ctx.pipeline_lake
-    staged: dict[str, tuple[Path, Path]] = {}
+    staged = {name: lake.stage(name, ctx.ds) for name in outputs}
     summary: dict[str, Any] = {}
     try:
-        frames = {}
-        for name, frame in outputs.items():
-            target = lake.partition(name, ctx.ds)
-            staged[name] = (lake.staging(target), target)
-            frames[str(staged[name][0])] = _native(frame)
-        rows = ctx.engine.write_parquets(frames)
-        for name, (staging, target) in staged.items():
-            log.info("%s: %s rows staged", name, rows[str(staging)])
-            summary[name] = {"path": str(target), "rows_out": rows[str(staging)]}
+        frames = {lake.engine_path(staged[name]): _native(frame) for name, frame in outputs.items()}
+        rows = ctx.engine.write_parquets(frames, filesystem=lake.filesystem())
+        for name, uri in staged.items():
+            log.info("%s: %s rows staged", name, rows[lake.engine_path(uri)])
+            summary[name] = {"table": name, "path": lake.table_uri(name), "rows_out": rows[lake.engine_path(uri)]}
         if check is not None:
-            import pandas as pd
-
-            gate(check({name: pd.read_parquet(staging) for name, (staging, _) in staged.items()}), ds=ctx.ds)
-        for staging, target in staged.values():
-            lakelib.publish(staging, target)
+            gate(check({name: read_staged(lake, uri) for name, uri in staged.items()}), ds=ctx.ds)
+        for name, uri in staged.items():
+            summary[name]["version"] = lake.commit(name, ctx.ds, uri)["version"]
     except BaseException:
-        for staging, _ in staged.values():
-            lakelib.discard(staging)
+        for uri in staged.values():
+            lake.discard(uri)
         raise
     log.info("quality checks passed, published %s", ", ".join(staged))
     return summary
+
+
+def read_staged(lake: Any, staged: str) -> Any:
+    """A staged directory's Parquet files as one pandas frame, in this process (for the checks)."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(lake.engine_path(staged), format="parquet", partitioning=None,
+                        filesystem=lake.root.filesystem()).to_table().to_pandas()
 
 
 def _native(frame: Any) -> Any:

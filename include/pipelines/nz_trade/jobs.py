@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from include.etl import lake as lakelib
 from include.etl.jobs import JobContext, job, steps
 
 MARTS = ("monthly_trade", "yearly_change")
@@ -23,16 +22,16 @@ def enrich(ctx: JobContext) -> dict[str, Any]:
     return steps.run_transform(ctx, "enriched", enrich_trade, ("trade",))
 
 
-def _source(path) -> Any:
+def _source(ctx: JobContext) -> Any:
     """Row count and first/last ``Date`` of the published ``enriched`` partition (read locally, one column)."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from include.pipelines.nz_trade.quality import Source
 
-    dates = pq.read_table(str(path), columns=["Date"], partitioning=None).column("Date")
+    lake = ctx.pipeline_lake
+    dates = lake.read_arrow("enriched", ctx.ds, columns=["Date"]).column("Date")
     bounds = pc.min_max(dates).as_py()
-    return Source(rows=lakelib.row_count(path), first=bounds["min"], last=bounds["max"])
+    return Source(rows=lake.row_count("enriched", ctx.ds), first=bounds["min"], last=bounds["max"])
 
 
 @job("nz_trade.marts")
@@ -42,8 +41,8 @@ def marts(ctx: JobContext) -> dict[str, Any]:
     from include.pipelines.nz_trade.quality import check_marts
     from include.pipelines.nz_trade.transforms import MART_INPUTS, monthly_trade, yearly_change
 
-    path = ctx.pipeline_lake.partition("enriched", ctx.ds)
-    source = _source(path)
+    path = ctx.pipeline_lake.table_uri("enriched")
+    source = _source(ctx)
     enriched = steps.read_table(ctx, "enriched", MART_INPUTS)
     outputs = {"monthly_trade": monthly_trade(enriched), "yearly_change": yearly_change(enriched)}
     summary = steps.publish_checked(ctx, outputs, lambda tables: check_marts(tables, source))

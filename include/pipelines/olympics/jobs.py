@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from include.etl import lake as lakelib
 from include.etl.jobs import JobContext, job, steps
 
 MARTS = ("avg_age_by_year", "medals_by_region")
@@ -33,11 +32,12 @@ def aggregate(ctx: JobContext) -> dict[str, Any]:
     from include.pipelines.olympics.quality import check_marts
     from include.pipelines.olympics.transforms import MART_INPUTS, avg_age_by_year, medals_by_region
 
-    source = ctx.pipeline_lake.partition("enriched", ctx.ds)
+    lake = ctx.pipeline_lake
+    source = lake.table_uri("enriched")
     enriched = steps.read_table(ctx, "enriched", MART_INPUTS)
 
     def check(marts) -> list[str]:
-        return check_marts(marts["avg_age_by_year"], marts["medals_by_region"], lakelib.row_count(source))
+        return check_marts(marts["avg_age_by_year"], marts["medals_by_region"], lake.row_count("enriched", ctx.ds))
 
     outputs = {"avg_age_by_year": avg_age_by_year(enriched), "medals_by_region": medals_by_region(enriched)}
     return {"source": str(source), **steps.publish_checked(ctx, outputs, check)}

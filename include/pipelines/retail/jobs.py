@@ -60,10 +60,6 @@ def _rerun_events(ctx: JobContext, replaced: bool, **extra: Any) -> dict[str, An
     return {RERUN_ALIAS: [{"uri": RERUN_URI, "extra": {"ds": ctx.ds, "replaced": True, **extra}}]}
 
 
-def _row_count(path) -> int:
-    return lakelib.row_count(path) if path.is_dir() else 0
-
-
 def read_days(lake: lakelib.Lake, table: str, days: list[str]):
     """The daily partitions of ``table`` for ``days`` as one pandas frame of the table's declared
     schema (:data:`TABLE_SCHEMAS`), in this process: small tables (the daily marts of a period)."""
@@ -71,8 +67,9 @@ def read_days(lake: lakelib.Lake, table: str, days: list[str]):
 
     from include.etl.landing import schema
 
-    files = [str(f) for d in days for f in sorted(lake.partition(table, d).glob("*.parquet"))]
-    return pads.dataset(files, schema=schema(TABLE_SCHEMAS[table]), format="parquet").to_table().to_pandas()
+    files = [lake.engine_path(f) for f in lake.files(table, days)]
+    return pads.dataset(files, schema=schema(TABLE_SCHEMAS[table]), format="parquet",
+                        filesystem=lake.root.filesystem()).to_table().to_pandas()
 
 
 @job("retail.ingest_day")
@@ -121,10 +118,10 @@ def marts(ctx: JobContext) -> dict[str, Any]:
     from include.pipelines.retail.transforms import MART_INPUTS, classify, sales_by_country, sales_by_product
 
     lake = ctx.pipeline_lake
-    source = lake.partition("invoice_lines", ctx.ds)
-    lines = lakelib.row_count(source)
-    rejected = _row_count(lake.rejects("invoice_lines", ctx.ds))
-    replaced = lake.partition(ROLLUP_SOURCE, ctx.ds).is_dir()
+    source = lake.table_uri("invoice_lines")
+    lines = lake.row_count("invoice_lines", ctx.ds)
+    rejected = lake.row_count(lake.rejects("invoice_lines"), ctx.ds)
+    replaced = lake.has_partition(ROLLUP_SOURCE, ctx.ds)
     classified = classify(steps.read_table(ctx, "invoice_lines", MART_INPUTS))
     outputs = {"sales_by_country": sales_by_country(classified), "sales_by_product": sales_by_product(classified)}
 
@@ -148,7 +145,7 @@ def empty_day(ctx: JobContext, *, path: str, deadline: str, decided: str = "") -
     from include.etl.landing import publish_empty
 
     lake = ctx.pipeline_lake
-    replaced = lake.partition(ROLLUP_SOURCE, ctx.ds).is_dir()
+    replaced = lake.has_partition(ROLLUP_SOURCE, ctx.ds)
     reason = (f"no landing file {path} by its deadline {deadline}" + (f" ({decided})" if decided else "")
               + ": a day without trading, published as empty partitions")
     log.warning("ds=%s: %s", ctx.ds, reason)
@@ -173,14 +170,15 @@ def check_period(ctx: JobContext, *, period: str, partition_key: str = "") -> di
     lake = ctx.pipeline_lake
     days = period_days(period, ctx.ds)
     label = period_label(period, ctx.ds)
-    missing = [d for d in days if not all(lake.partition(t, d).is_dir() for t in ("invoice_lines", ROLLUP_SOURCE))]
+    published = [lake.published_days(t) for t in ("invoice_lines", ROLLUP_SOURCE)]
+    missing = [d for d in days if not all(d in p for p in published)]
     rerun = partition_key.strip().endswith(RERUN_SUFFIX)
     summary = {"ds": days[0], "period": period, "label": label, "days": days, "complete": not missing,
                "missing": missing, "rerun": rerun}
     if missing and not rerun:
         raise InputFileError(
             f"the {period} {label} ({days[0]} to {days[-1]}) is not complete: {len(missing)} of its {len(days)} days "
-            f"lack their daily partitions in {lake.root / lake.domain}: {day_ranges(missing)}. Run retail_daily for "
+            f"lack their daily partitions in {lake.root.join(lake.domain)}: {day_ranges(missing)}. Run retail_daily for "
             f"those days first (a day without a landing file publishes empty partitions), then this {period} again")
     if missing:
         summary["reason"] = (f"a day of the {period} {label} was re-run, but the {period} is not complete yet (no daily "
@@ -216,13 +214,15 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
     if days[0] != ctx.ds:
         raise ValueError(f"a {period} rollup runs for the first day of its {period} ({days[0]}), not ds={ctx.ds}")
     table, label, column = mart_table(period), period_label(period, ctx.ds), period_column(period)
-    counts = {d: lakelib.row_count(lake.partition("invoice_lines", d)) for d in days}
+    published = lake.row_counts("invoice_lines")
+    counts = {d: published.get(d, 0) for d in days}
     trading = [d for d in days if counts[d]]
     # The period's partitions in one read, as the table's declared schema (whatever each day's
     # files say about their types), in few engine partitions rather than one per day. ``_day``:
     # the line's InvoiceDate day, its partition's day (a rule of the contract).
-    lines = nw.from_native(ctx.engine.read_parquets([str(lake.partition("invoice_lines", d)) for d in days],
-                                                    arrow_schema(TABLE_SCHEMAS["invoice_lines"])))
+    fs = lake.filesystem()
+    lines = nw.from_native(ctx.engine.read_parquets([lake.engine_path(f) for f in lake.files("invoice_lines", days)],
+                                                    arrow_schema(TABLE_SCHEMAS["invoice_lines"]), filesystem=fs))
     classified = classify(lines.select(*MART_INPUTS, "Description",
                                        nw.col("InvoiceDate").dt.to_string("%Y-%m-%d").alias("_day")))
     mart = period_sales_by_country(classified, column, label)
@@ -230,11 +230,11 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
     def collect(frame) -> pd.DataFrame:
         return frame.collect(backend="pandas").to_native().reset_index(drop=True)
 
-    target = lake.partition(table, ctx.ds)
-    staging = lake.staging(target)
+    staging = lake.stage(table, ctx.ds)
     try:
-        rows = ctx.engine.write_parquets({str(staging): mart.to_native()})[str(staging)]
-        staged = pd.read_parquet(staging)
+        rows = ctx.engine.write_parquets({lake.engine_path(staging): mart.to_native()}, filesystem=fs)[
+            lake.engine_path(staging)]
+        staged = steps.read_staged(lake, staging)
         daily = read_days(lake, ROLLUP_SOURCE, days)
         gate(check_period_mart(table, staged, daily), ds=ctx.ds)
         # The report's figures: the period's classified lines once from the engine (a month is at
@@ -262,17 +262,16 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
                       cancelled_products=cancelled, descriptions=descriptions, customers=customers,
                       unknown_customer=(len(unknown), int(unknown["_milli"].sum()) / 1000),
                       generated=dt.datetime.now(dt.UTC))
-        (staging / "report.html").write_text(html, encoding="utf-8")
-        lakelib.publish(staging, target)
+        version = lake.commit(table, ctx.ds, staging)["version"]
     except BaseException:
-        lakelib.discard(staging)
+        lake.discard(staging)
         raise
-    report = target / "report.html"
+    report = lake.write_report(table, ctx.ds, "report.html", html)
     log.info("%s ds=%s: %s rows, %s of %s days with trading; report %s", table, ctx.ds, rows, len(trading), len(days),
              report)
     extra = {"period": label, "ds": ctx.ds, "rows": rows, "days": len(days), "trading_days": len(trading),
              "empty_days": len(days) - len(trading), "invoice_lines": sum(counts.values()), "report": str(report)}
-    return {"table": table, "path": str(target), "rows_out": rows, "report": str(report), "days": days,
+    return {"table": table, "path": lake.table_uri(table), "version": version, "rows_out": rows, "report": str(report), "days": days,
             "trading_days": trading, "asset_events": {table: extra}}
 
 

@@ -142,13 +142,17 @@ class ClusterHook(BaseHook):
     def engine(self, handle: ClusterHandle) -> Any:
         raise NotImplementedError
 
-    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
-        """Run the registered ``job`` for ``ds`` on the cluster, on its pipeline's lake; return its summary."""
+    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
+                run: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run the registered ``job`` for ``ds`` on the cluster, on its pipeline's lake; return its summary.
+
+        ``run`` (dag, run, task and try) is recorded by every lake commit the job makes.
+        """
         from include.etl.jobs import get_job
 
         registered = get_job(job)
         s = self.settings
-        ctx = registered.context(engine=self.engine(handle), lake_root=s.lake_root, ds=ds,
+        ctx = registered.context(engine=self.engine(handle), lake_root=s.lake_uri, ds=ds, run=run,
                                  max_reject_ratio=s.max_reject_ratio, block_bytes=s.ingest_block_bytes)
         return registered(ctx, **job_kwargs)
 
@@ -285,7 +289,8 @@ class DaskClusterHook(ClusterHook):
 
         return DaskEngine(self._connect(handle))
 
-    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
+    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
+                run: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the job; with ``ETL_DASK_THIN_TASKS`` (default) its driver runs on a worker, not here.
 
         The worker has pandas, ``dask.dataframe`` and the job code loaded already (see
@@ -295,13 +300,13 @@ class DaskClusterHook(ClusterHook):
         logged here, and its error raised here (:func:`include.etl.jobs.errors.decode`).
         """
         if not self.settings.dask_thin_tasks:
-            return super().run_job(handle, job, job_kwargs, ds)
+            return super().run_job(handle, job, job_kwargs, ds, run)
         import time
         import uuid
 
         key = f"etl-job-{safe_path_part(job)}-{uuid.uuid4().hex[:12]}"
         s = self.settings
-        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": str(s.lake_root),
+        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": s.lake_uri, "run": run or {},
                 "max_reject_ratio": s.max_reject_ratio, "block_bytes": s.ingest_block_bytes, "key": key}
         t0 = time.perf_counter()
         url = (handle.extra or {}).get("jobs_url")
@@ -319,7 +324,7 @@ class DaskClusterHook(ClusterHook):
             client = self._connect(handle, set_as_default=False, name=key)
             self._future = client.submit(run_job_on_worker, job, job_kwargs, ds, lake_root=spec["lake_root"],
                                          max_reject_ratio=s.max_reject_ratio, block_bytes=s.ingest_block_bytes,
-                                         client_name=key, key=key, pure=False, retries=0)
+                                         run=spec["run"], client_name=key, key=key, pure=False, retries=0)
             result = self._future.result()
             self._future = None
         for _created, level, logger, message in result.get("logs", []):

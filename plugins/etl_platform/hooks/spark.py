@@ -202,7 +202,8 @@ class SparkClusterHook(ClusterHook):
         return ClusterHandle("spark", master, owned=False, dashboard_url=dashboard, conn_id=SUBMIT_CONN_ID,
                              extra={"mode": "submit"})
 
-    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
+    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
+                run: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the job: through the server's job endpoint (thin task), by spark-submit, or with a client here.
 
         A local server the platform started (per run, or the shared one) has a job endpoint
@@ -213,21 +214,21 @@ class SparkClusterHook(ClusterHook):
         run the driver here, through :meth:`engine`.
         """
         if handle.extra.get("mode") == "submit":
-            return self._submit(handle, job, job_kwargs, ds)
+            return self._submit(handle, job, job_kwargs, ds, run)
         url = (handle.extra or {}).get("jobs_url")
         if url and self.settings.spark_thin_tasks:
-            return self._run_on_endpoint(url, handle, job, job_kwargs, ds)
-        return super().run_job(handle, job, job_kwargs, ds)
+            return self._run_on_endpoint(url, handle, job, job_kwargs, ds, run)
+        return super().run_job(handle, job, job_kwargs, ds, run)
 
     def _run_on_endpoint(self, url: str, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any],
-                         ds: str) -> dict[str, Any]:
+                         ds: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
         import time
 
         from include.etl.clusters.dask_http import JobEndpointError, call_job
 
         key = f"etl-job-{safe_path_part(job)}-{uuid.uuid4().hex[:12]}"  # also the Spark tag of its operations
         s = self.settings
-        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": str(s.lake_root),
+        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": s.lake_uri, "run": run or {},
                 "max_reject_ratio": s.max_reject_ratio, "block_bytes": s.ingest_block_bytes, "key": key,
                 "session_id": (handle.extra or {}).get("session_id")}
         log.info("Handing job %s to the job endpoint %s of the Spark Connect server %s (run session %s)", key, url,
@@ -285,7 +286,8 @@ class SparkClusterHook(ClusterHook):
         return RuntimeError(f"the job endpoint of the Spark Connect server at {handle.address} failed "
                             f"(the server still answers): {exc}")
 
-    def _submit(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str) -> dict[str, Any]:
+    def _submit(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
+                run: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the job as a Spark application through the provider's SparkSubmitHook (client mode)."""
         import json
         import sys
@@ -311,7 +313,7 @@ class SparkClusterHook(ClusterHook):
                 },
                 env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
                 application_args=[
-                    "--job", job, "--ds", ds, "--lake", str(s.lake_root),
+                    "--job", job, "--ds", ds, "--lake", s.lake_uri, "--run", json.dumps(run or {}),
                     "--max-reject-ratio", str(s.max_reject_ratio), "--block-bytes", str(s.ingest_block_bytes),
                     "--kwargs", json.dumps(job_kwargs), "--summary", str(summary_file),
                 ],

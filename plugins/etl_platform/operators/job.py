@@ -28,6 +28,12 @@ def log_job_failure(task_log: Any, job: str, exc: BaseException) -> bool:
     return data_error
 
 
+def run_identity(context: Any) -> dict[str, Any]:
+    """Who runs a job (DAG, run, task, try): every lake commit of the job records it."""
+    ti = context["ti"]
+    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "try_number": ti.try_number}
+
+
 def describe_backend(cluster: Any) -> str:
     """Which engine runs a job on ``cluster`` (a handle dict): ``dask``, ``spark (Spark Connect)``, ..."""
     if not isinstance(cluster, dict) or "backend" not in cluster:
@@ -106,7 +112,7 @@ class SparkJobOperator(BaseOperator):
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         try:
             self.log.info("Running job %s on %s with %s", self.job, describe_backend(handle.to_dict()), self.job_kwargs)
-            summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"])
+            summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"], run_identity(context))
         except Exception as exc:
             if log_job_failure(self.log, self.job, exc):  # the data is at fault: the same run would fail the same way
                 raise AirflowFailException(str(exc)) from exc

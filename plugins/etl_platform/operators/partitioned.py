@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from etl_platform.operators.job import SparkJobOperator, log_job_failure
+from etl_platform.operators.job import SparkJobOperator, log_job_failure, run_identity
 
 ASSET_SCHEME = "lake://"
 
@@ -142,7 +142,8 @@ class LocalJobOperator(BaseOperator):
                                        "(the trigger form's Advanced Options -> Partition Key)") from exc
         registered = get_job(self.job)
         s = Settings.from_env()
-        ctx = registered.context(engine=None, lake_root=s.lake_root, ds=ds, max_reject_ratio=s.max_reject_ratio,
+        ctx = registered.context(engine=None, lake_root=s.lake_uri, ds=ds, run=run_identity(context),
+                                 max_reject_ratio=s.max_reject_ratio,
                                  block_bytes=s.ingest_block_bytes)
         self.log.info("Running job %s for ds=%s in this process with %s", self.job, ds, self.job_kwargs)
         try:
