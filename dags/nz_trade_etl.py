@@ -13,9 +13,10 @@ runs even when a job fails, stopping only what was started. While a run is runni
 cluster's dashboard (Dask dashboard or Spark UI) is one click away: the run's **Cluster** tab, or
 **Lake** in the navigation (clusters of running runs).
 
-**Outputs:** Parquet partitions `{ETL_LAKE_ROOT}/nz_trade/{table}/ds={ds}/`, replaced atomically
-on rerun. Rejected input rows, with the reason and line, are kept in
-`nz_trade/_rejects/trade/ds={ds}/`. The marts are published only when their quality checks pass.
+**Outputs:** Delta tables `{ETL_LAKE_URI}/nz_trade/{table}`, one partition per `ds`, committed
+together by `publish` once every task and the marts' quality checks have passed (a failed run
+changes no table; a rerun replaces the `ds`). Rejected input rows, with the reason and line, are
+in `nz_trade/_rejects/trade`.
 
 **Inputs:** by default the Stats NZ file under `ETL_DATA_DIR`
 (`nz_trade/effects-of-covid-19-on-trade-at-15-december-2021-provisional.csv`); `start_cluster`
@@ -35,7 +36,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, Param
 
-from etl_platform.operators import SparkJobOperator, StartClusterOperator, StopClusterOperator
+from etl_platform.operators import LakePublishOperator, SparkJobOperator, StartClusterOperator, StopClusterOperator
 from include.etl.settings import BACKENDS, Settings
 from include.pipelines.nz_trade import PIPELINE
 
@@ -81,7 +82,9 @@ with DAG(
         job_kwargs={"table": "trade", "source": "{{ params.trade_path }}"},
     )
     enrich = SparkJobOperator(task_id="enrich_trade", job="nz_trade.enrich", cluster=cluster)
-    marts = SparkJobOperator(task_id="marts", job="nz_trade.marts", cluster=cluster, outlets=MARTS)
+    marts = SparkJobOperator(task_id="marts", job="nz_trade.marts", cluster=cluster)
+    publish = LakePublishOperator(task_id="publish", pipeline="nz_trade", outlets=MARTS)
     stop_cluster = StopClusterOperator(task_id="stop_cluster", cluster=cluster)
 
     start_cluster >> ingest >> enrich >> marts >> stop_cluster.as_teardown(setups=start_cluster)
+    marts >> publish

@@ -11,8 +11,10 @@ runs even when a job fails, stopping only what was started. While a run is runni
 cluster's dashboard (Dask dashboard or Spark UI) is one click away: the run's **Cluster** tab, or
 **Lake** in the navigation (clusters of running runs).
 
-**Outputs:** Parquet partitions `{ETL_LAKE_ROOT}/olympics/{table}/ds={ds}/`, replaced atomically
-on rerun. Rejected input rows, with the reason, are kept in `olympics/_rejects/{table}/ds={ds}/`.
+**Outputs:** Delta tables `{ETL_LAKE_URI}/olympics/{table}`, one partition per `ds`. The job
+tasks stage their tables; `publish` commits them all once every task and quality check has
+passed, so a failed run changes no table (a rerun replaces the run's `ds`, one new version per
+table). Rejected input rows, with the reason, are in `olympics/_rejects/{table}`.
 
 **Inputs:** by default the Olympics files under `ETL_DATA_DIR` (`olympics/athlete_events_head.csv`,
 `olympics/noc_regions.csv`, `olympics/host_city_locations.csv`); `start_cluster` checks they exist
@@ -31,7 +33,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, Param
 
-from etl_platform.operators import SparkJobOperator, StartClusterOperator, StopClusterOperator
+from etl_platform.operators import LakePublishOperator, SparkJobOperator, StartClusterOperator, StopClusterOperator
 from include.etl.settings import BACKENDS, Settings
 from include.pipelines.olympics import PIPELINE
 
@@ -81,7 +83,9 @@ with DAG(
         for table in ("athletes", "regions", "venues")
     ]
     enrich = SparkJobOperator(task_id="enrich_athletes", job="olympics.enrich", cluster=cluster)
-    aggregate = SparkJobOperator(task_id="aggregate", job="olympics.aggregate", cluster=cluster, outlets=MARTS)
+    aggregate = SparkJobOperator(task_id="aggregate", job="olympics.aggregate", cluster=cluster)
+    publish = LakePublishOperator(task_id="publish", pipeline="olympics", outlets=MARTS)
     stop_cluster = StopClusterOperator(task_id="stop_cluster", cluster=cluster)
 
     start_cluster >> ingests >> enrich >> aggregate >> stop_cluster.as_teardown(setups=start_cluster)
+    aggregate >> publish

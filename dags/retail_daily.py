@@ -4,7 +4,8 @@
 One run per day from 2010-12-01, the day being the run's **partition** (`CronPartitionTimetable`,
 key `YYYY-MM-DD`): it reads the day's landing file `{landing_dir}/{ds}.csv` of invoice lines and
 publishes the day's partitions of `invoice_lines`, `enriched_lines` and the daily marts
-`sales_by_country` and `sales_by_product` in the lake (`{ETL_LAKE_ROOT}/retail/<table>/ds={ds}/`).
+`sales_by_country` and `sales_by_product` in the lake (Delta tables `{ETL_LAKE_URI}/retail/<table>`,
+partition `ds`), all at once in its `publish` step, which then emits the tables' asset events.
 
 **Waiting for the file:** `wait_for_file` defers to the triggerer (no worker slot is held)
 until the file lands or until `deadline_hours` after the day ends (UTC). When the deadline
@@ -51,7 +52,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param
 
-from etl_platform.operators import StartClusterOperator, StopClusterOperator
+from etl_platform.operators import LakePublishOperator, StartClusterOperator, StopClusterOperator
 from etl_platform.operators.partitioned import LocalJobOperator, PartitionedJobOperator
 from etl_platform.sensors import LandingFileSensor
 from include.etl.settings import BACKENDS, Settings
@@ -104,13 +105,14 @@ with DAG(
     cluster = start_cluster.output
     ingest = PartitionedJobOperator(
         task_id="ingest", job="retail.ingest_day", cluster=cluster,
-        job_kwargs={"source": f"{{{{ {WAITED}['path'] }}}}"}, outlets=[ASSETS["invoice_lines"]],
+        job_kwargs={"source": f"{{{{ {WAITED}['path'] }}}}"},
     )
-    enrich = PartitionedJobOperator(task_id="enrich", job="retail.enrich", cluster=cluster,
-                                    outlets=[ASSETS["enriched_lines"]])
-    marts = PartitionedJobOperator(task_id="marts", job="retail.marts", cluster=cluster,
-                                   outlets=[ASSETS["sales_by_country"], ASSETS["sales_by_product"], RERUNS])
+    enrich = PartitionedJobOperator(task_id="enrich", job="retail.enrich", cluster=cluster)
+    marts = PartitionedJobOperator(task_id="marts", job="retail.marts", cluster=cluster)
+    # The day's tables become visible together, and their asset events (which start the rollups) follow.
+    publish = LakePublishOperator(task_id="publish", pipeline="retail", outlets=[*ASSETS.values(), RERUNS])
     stop_cluster = StopClusterOperator(task_id="stop_cluster", cluster=cluster)
 
     wait_for_file >> [start_cluster, publish_empty_day]
     start_cluster >> ingest >> enrich >> marts >> stop_cluster.as_teardown(setups=start_cluster)
+    marts >> publish

@@ -31,8 +31,8 @@ hand, as above, each month whose days were published while it was paused.
 over the whole month; checks the mart against the daily marts; writes `report.html` beside
 it) >> `stop_cluster` (teardown).
 
-**Outputs:** `{ETL_LAKE_ROOT}/retail/monthly_sales_by_country/ds=<first day>/` with the Parquet
-mart and `report.html` (charts of revenue per day, top countries, top products, cancellations),
+**Outputs:** the Delta table `{ETL_LAKE_URI}/retail/monthly_sales_by_country` (partition
+`ds` = the period's first day) and `retail/_reports/monthly_sales_by_country/ds=<first day>/report.html` (charts of revenue per day, top countries, top products, cancellations),
 opened from the UI's **Lake** page.
 
 Pipeline code and docs: `include/pipelines/retail/`, `docs/retail.md`.

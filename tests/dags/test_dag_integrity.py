@@ -78,7 +78,10 @@ def test_olympics_shape(dagbag):
     assert set(dag.params.keys()) == {"backend", "athletes_path", "regions_path", "venues_path"}
     assert dag.params.get_param("backend").schema["enum"] == ["dask", "spark"]
     assert dag.catchup is False and dag.start_date is not None
-    assert {a.uri for a in dag.get_task("aggregate").outlets} == {
+    # Write, audit, publish: the marts' events come from the run's publish step, after every job.
+    assert dag.get_task("aggregate").outlets == []
+    assert dag.get_task("publish").upstream_task_ids == {"aggregate"}
+    assert {a.uri for a in dag.get_task("publish").outlets} == {
         "lake://olympics/avg_age_by_year",
         "lake://olympics/medals_by_region",
     }
@@ -91,6 +94,28 @@ def test_olympics_shape(dagbag):
     assert dag.get_task("start_cluster").inputs == {
         f"{t}_path": f"{{{{ params.{t}_path }}}}" for t in ("athletes", "regions", "venues")
     }
+
+
+def test_a_publish_step_follows_every_job_of_its_pipeline(dagbag):
+    """Where a DAG publishes per run, every job task of the run is upstream of the publish step (none
+    could publish after it, or be left out of it), no job task emits asset events of its own (the
+    events would announce tables not visible yet), and the step publishes the jobs' pipeline."""
+    from etl_platform.operators import LakePublishOperator, SparkJobOperator
+
+    publishing = 0
+    for dag_id, dag in dagbag.dags.items():
+        publishes = [t for t in dag.tasks if isinstance(t, LakePublishOperator)]
+        if not publishes:
+            continue
+        publishing += 1
+        (publish,) = publishes
+        upstream = publish.get_flat_relative_ids(upstream=True)
+        for task in dag.tasks:
+            if isinstance(task, SparkJobOperator):
+                assert task.task_id in upstream, f"{dag_id}: {task.task_id} is not upstream of {publish.task_id}"
+                assert task.outlets == [], f"{dag_id}: {task.task_id} emits events before the run is published"
+                assert task.job.split(".")[0] == publish.pipeline, f"{dag_id}: {publish.task_id} publishes another lake"
+    assert publishing >= 3, "olympics_etl, nz_trade_etl and retail_daily publish per run"
 
 
 def test_every_job_task_names_a_registered_job(dagbag):

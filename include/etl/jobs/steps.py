@@ -94,12 +94,13 @@ def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
 
 
 def read_table(ctx: JobContext, table: str, columns: tuple[str, ...] | list[str] | None = None):
-    """The run's partition of ``table`` as published (its latest Delta version) as a narwhals lazy frame."""
+    """The run's partition of ``table`` as a narwhals lazy frame: what this run staged for it, else its
+    latest published version."""
     import narwhals as nw
 
     lake = ctx.pipeline_lake
     files = [lake.engine_path(f) for f in lake.files(table, ctx.ds)]
-    frame = nw.from_native(ctx.engine.read_parquet(files, lake.schema(table), filesystem=lake.filesystem()))
+    frame = nw.from_native(ctx.engine.read_parquet(files, lake.schema(table, ctx.ds), filesystem=lake.filesystem()))
     return frame.select(*columns) if columns else frame
 
 

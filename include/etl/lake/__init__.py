@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from include.etl.lake.location import LakeConfigError, LakeLocation
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REJECTS = "_rejects"
 REPORTS = "_reports"
+RUNS = "_runs"  # {lake}/{pipeline}/_runs/{run}/: what a run staged, until its publish step commits it
 STAGE_PREFIX = "w-"  # staged directories: not "_" or "." (delta-rs's vacuum skips hidden paths)
 
 __all__ = ["Lake", "LakeConfigError", "LakeLocation", "check_ds"]
@@ -53,7 +53,10 @@ class Lake:
     """The lake of one pipeline: ``root`` is ``ETL_LAKE_URI`` (or a path), ``domain`` the pipeline's name.
 
     ``run`` is what every commit records about who wrote it (``dag_id``, ``run_id``, ``task_id``,
-    ``try_number``), empty outside Airflow.
+    ``try_number``), empty outside Airflow. With ``run["publish"] == "run"`` (a DAG with a publish
+    step, :meth:`publish_run`), :meth:`commit` only records the staged partition under the run,
+    and this run's reads (:meth:`files`, :meth:`row_count`, :meth:`read_arrow`, :meth:`schema`)
+    see what the run staged before what is published.
     """
 
     root: Any
@@ -118,6 +121,18 @@ class Lake:
         except (FileNotFoundError, OSError) as exc:
             log.debug("could not remove %s: %s", staged, exc)
 
+    @property
+    def deferred(self) -> bool:
+        """True when this run's commits wait for its publish step."""
+        return self.run.get("publish") == "run" and bool(self.run.get("run_id"))
+
+    @property
+    def run_key(self) -> str:
+        """The run's directory name under ``_runs``: ``<dag_id>__<run_id>`` with unsafe characters as ``_``."""
+        import re
+
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.run.get('dag_id', '')}__{self.run.get('run_id', '')}")
+
     def commit(self, table: str, ds: str, staged: str | None, *, schema: Any = None,
                metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Make the Parquet files under ``staged`` the ``ds`` partition of ``table``, in one Delta commit.
@@ -128,31 +143,115 @@ class Lake:
         (pyarrow, without ``ds``) gives its columns when the table does not exist yet.
         Returns ``{"table", "uri", "version", "rows", "files"}``.
         """
-        from deltalake import CommitProperties, DeltaTable
-        from deltalake.transaction import AddAction
-
         check_ds(ds)
-        uri = self.table_uri(table)
         files = self._staged_files(staged) if staged else []
         if not files:
             staged = self._stage_empty(table, ds, schema if schema is not None else self.schema(table))
             files = self._staged_files(staged)
+        info = {**{k: str(v) for k, v in self.run.items() if k != "publish"},
+                **{k: str(v) for k, v in (metadata or {}).items()}, "staged": staged}
+        if self.deferred:
+            self._record_staged(table, ds, staged, files, info)
+            rows = sum(n for _, _, n in files)
+            log.info("staged %s ds=%s: %s rows in %s file(s), published by the run's publish step",
+                     self.table_uri(table), ds, rows, len(files))
+            return {"table": table, "uri": self.table_uri(table), "version": None, "rows": rows, "files": len(files),
+                    "staged": staged}
+        return self._commit_files(table, ds, files, info)
+
+    def _commit_files(self, table: str, ds: str, files: list, info: Mapping[str, str]) -> dict[str, Any]:
+        """One Delta commit: ``files`` (relative path, size, rows) become ``table``'s ``ds`` partition."""
+        from deltalake import CommitProperties, DeltaTable
+        from deltalake.transaction import AddAction
+
+        uri = self.table_uri(table)
         adds = [AddAction(rel, size, {"ds": ds}, int(time.time() * 1000), True, json.dumps({"numRecords": rows}))
                 for rel, size, rows in files]
         rows = sum(n for _, _, n in files)
-        file_schema = self._file_schema(uri, files[0][0]) if files else schema
+        file_schema = self._file_schema(uri, files[0][0])
         table_obj = self._open_or_create(uri, file_schema)
         replaced = _row_counts(table_obj).get(ds, 0)
-        info = {"ds": ds, "rows": str(rows), "rows_removed": str(replaced), "files": str(len(adds)),
-                **{k: str(v) for k, v in self.run.items()}, **{k: str(v) for k, v in (metadata or {}).items()}}
-        target_schema = _with_ds(file_schema) if file_schema is not None else table_obj.schema()
-        table_obj.create_write_transaction(adds, "overwrite", target_schema, partition_by=["ds"],
+        info = {"ds": ds, "rows": str(rows), "rows_removed": str(replaced), "files": str(len(adds)), **info}
+        table_obj.create_write_transaction(adds, "overwrite", _with_ds(file_schema), partition_by=["ds"],
                                            partition_filters=[("ds", "=", ds)],
                                            commit_properties=CommitProperties(custom_metadata=info))
         version = DeltaTable(uri, storage_options=self._options()).version()
         log.info("committed %s ds=%s: %s rows in %s file(s), replacing %s rows (version %s)", uri, ds, rows, len(adds),
                  replaced, version)
         return {"table": table, "uri": uri, "version": version, "rows": rows, "files": len(adds)}
+
+    # -- a run's staged partitions and its publish step ----------------------------------------
+    def _runs_path(self) -> str:
+        return self.root.fs_path(self.root.join(self.domain, RUNS, self.run_key))
+
+    def _entry_path(self, table: str, ds: str) -> str:
+        return f"{self._runs_path()}/{table.replace('/', '~')}@{ds}.json"
+
+    def _record_staged(self, table: str, ds: str, staged: str, files: list, info: Mapping[str, str]) -> None:
+        entry = {"table": table, "ds": ds, "staged": staged, "files": files, "info": dict(info), "time": time.time()}
+        fs = self.root.filesystem()
+        fs.create_dir(self._runs_path())
+        path = self._entry_path(table, ds)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp" if self.root.is_local else path
+        with fs.open_output_stream(tmp) as out:
+            out.write(json.dumps(entry).encode("utf-8"))
+        if tmp != path:
+            fs.move(tmp, path)
+
+    def _staged_entry(self, table: str, ds: str) -> dict[str, Any] | None:
+        """What this run staged for ``table``'s ``ds`` partition and has not published yet, or None."""
+        if not self.run.get("run_id"):
+            return None
+        try:
+            with self.root.filesystem().open_input_stream(self._entry_path(table, ds)) as f:
+                return json.loads(f.read())
+        except (FileNotFoundError, OSError):
+            return None
+
+    def staged_entries(self) -> list[dict[str, Any]]:
+        """Every partition this run staged and has not published yet, in the order they were staged."""
+        import pyarrow.fs as pafs
+
+        fs = self.root.filesystem()
+        infos = fs.get_file_info(pafs.FileSelector(self._runs_path(), allow_not_found=True))
+        entries = []
+        for info in infos:
+            if info.type == pafs.FileType.File and info.base_name.endswith(".json"):
+                with fs.open_input_stream(info.path) as f:
+                    entries.append(json.loads(f.read()))
+        return sorted(entries, key=lambda e: e["time"])
+
+    def publish_run(self, publisher: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Commit every partition this run staged, one Delta commit per table, then forget them.
+
+        Each commit replaces its ``ds`` partition and records who staged it and who published
+        it. A retry converges: a partition whose commit already landed (same staged files) is
+        not committed again. Returns one summary per partition, in staging order.
+        """
+        done = []
+        for entry in self.staged_entries():
+            table, ds = entry["table"], entry["ds"]
+            landed = self._landed(table, entry["staged"])
+            if landed is not None:
+                log.info("%s ds=%s was published by an earlier try of this step (version %s)", table, ds, landed)
+                done.append({"table": table, "ds": ds, "version": landed, "rows": sum(f[2] for f in entry["files"])})
+                continue
+            info = {**entry["info"], **{f"published_{k}": str(v) for k, v in (publisher or {}).items()}}
+            result = self._commit_files(table, ds, [tuple(f) for f in entry["files"]], info)
+            done.append({"table": table, "ds": ds, "version": result["version"], "rows": result["rows"]})
+        try:
+            self.root.filesystem().delete_dir(self._runs_path())
+        except (FileNotFoundError, OSError):
+            pass
+        return done
+
+    def _landed(self, table: str, staged: str) -> int | None:
+        """The version of the commit of ``staged`` into ``table`` among its latest commits, or None."""
+        try:
+            history = self.delta(table).history(limit=50)
+        except FileNotFoundError:
+            return None
+        return next((h.get("version") for h in history if h.get("staged") == staged), None)
 
     # -- read --------------------------------------------------------------------------------
     def delta(self, table: str, version: int | None = None) -> Any:
@@ -191,10 +290,16 @@ class Lake:
         days = [check_ds(d) for d in ([ds] if isinstance(ds, str) else ds)]
         if not days:
             return []
+        entry = self._staged_entry(table, ds) if isinstance(ds, str) and version is None else None
+        if entry is not None:
+            return [f"{self.table_uri(table)}/{rel}" for rel, _, _ in entry["files"]]
         return [str(u) for u in self.delta(table, version).file_uris(partition_filters=[("ds", "in", days)])]
 
     def row_count(self, table: str, ds: str, version: int | None = None) -> int:
         """Rows of a published partition, from the commit log (no data is read); 0 for none."""
+        entry = self._staged_entry(table, ds) if version is None else None
+        if entry is not None:
+            return sum(n for _, _, n in entry["files"])
         try:
             return self.row_counts(table, version).get(ds, 0)
         except FileNotFoundError:
@@ -204,15 +309,26 @@ class Lake:
         """``{ds: rows}`` of every published partition of ``table`` (from the log, one read)."""
         return _row_counts(self.delta(table, version))
 
-    def schema(self, table: str) -> Any:
-        """The table's pyarrow schema without ``ds``."""
+    def schema(self, table: str, ds: str | None = None) -> Any:
+        """The table's pyarrow schema without ``ds`` (of what this run staged for ``ds``, if it did)."""
         import pyarrow as pa
+
+        entry = self._staged_entry(table, ds) if ds else None
+        if entry is not None:
+            return self._file_schema(self.table_uri(table), entry["files"][0][0])
 
         schema = pa.schema(self.delta(table).schema().to_arrow())
         return schema.remove(schema.get_field_index("ds"))
 
     def read_arrow(self, table: str, ds: str, *, version: int | None = None, columns: list[str] | None = None) -> Any:
         """``table``'s ``ds`` partition as a pyarrow table, in this process (small tables, tests, the Lake view)."""
+        entry = self._staged_entry(table, ds) if version is None else None
+        if entry is not None:
+            import pyarrow.dataset as pads
+
+            files = [self.root.fs_path(f"{self.table_uri(table)}/{rel}") for rel, _, _ in entry["files"]]
+            staged = pads.dataset(files, format="parquet", filesystem=self.root.filesystem())
+            return staged.to_table(columns=columns)
         dataset = self.delta(table, version).to_pyarrow_dataset(file_pruning_predicate=[("ds", "=", check_ds(ds))])
         cols = columns or [n for n in dataset.schema.names if n != "ds"]
         return dataset.to_table(columns=cols)
@@ -273,7 +389,7 @@ class Lake:
 
     def _open_or_create(self, uri: str, schema: Any) -> Any:
         from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
             return DeltaTable(uri, storage_options=self._options())
@@ -284,7 +400,7 @@ class Lake:
         try:
             DeltaTable.create(uri, _with_ds(schema), partition_by=["ds"], mode="ignore",
                               storage_options=self._options())
-        except Exception as exc:  # another writer created it at the same moment
+        except DeltaError as exc:  # another writer created it at the same moment
             log.info("creating %s: %s (created by another writer)", uri, exc)
         return DeltaTable(uri, storage_options=self._options())
 

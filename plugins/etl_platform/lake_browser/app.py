@@ -10,13 +10,19 @@ Pages (HTML)                                   JSON
                          clusters in use
   /pipelines/{p}         tables                 /api/pipelines/{p}
   /pipelines/{p}/tables/{t}  partitions         /api/pipelines/{p}/tables/{t}
-  /reports/{path}        a report in a frame    /files/{path}  any file under the lake root
+  /pipelines/{p}/tables/{t}/versions            /api/pipelines/{p}/tables/{t}/versions
+                         the table's commits (time, run, task, rows added and removed)
+  /pipelines/{p}/tables/{t}/partitions/{ds}     /api/pipelines/{p}/tables/{t}/partitions/{ds}
+                         columns and first rows; ``?version=N`` as of an older version,
+                         ``?rejects=true`` the rejected rows of that day, ``?limit=`` rows shown
+  /reports/{path}        a report in a frame    /files/{path}  a report file (under ``_reports``)
   /clusters              clusters of running    /api/clusters[?dag_id=&run_id=]
                          and recent runs
   /clusters/run?dag_id=&run_id=  one run's cluster (the run page's "Cluster" tab)
 
-The clusters are read from Airflow's metadata DB (``clusters.py``), and shown only for the DAGs
-whose XComs the user may read.
+The lake is ``ETL_LAKE_URI`` (``file://`` or ``s3://``, read through ``catalog.py``). The clusters
+are read from Airflow's metadata DB (``clusters.py``), and shown only for the DAGs whose XComs the
+user may read.
 """
 
 from __future__ import annotations
@@ -26,12 +32,22 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from etl_platform.lake_browser import clusters as cluster_status
 from etl_platform.lake_browser import templates
-from etl_platform.lake_browser.catalog import REPORT_SUFFIXES, Catalog, partition_ds
+from etl_platform.lake_browser.catalog import (
+    MAX_PREVIEW_ROWS,
+    NOT_PROCESSED,
+    PREVIEW_ROWS,
+    Catalog,
+    PartitionView,
+    VersionNotFound,
+    partition_ds,
+    valid_ds,
+)
+from include.etl.lake import LakeLocation
 
 RESOURCE_NAME = "LakeBrowser"  # the custom view the auth manager authorises (method GET)
 
@@ -84,15 +100,19 @@ async def require_reader(request: Request) -> Any:
     return user
 
 
-def _default_root() -> Path:
+def lake_location(request: Request) -> LakeLocation:
+    """The lake this app shows: the one given to :func:`create_app`, else ``ETL_LAKE_URI`` (read per request)."""
+    root = request.app.state.lake_root
+    if root is not None:
+        return LakeLocation.resolve(root)
     from include.etl.settings import Settings
 
-    return Settings.from_env().lake_root
+    settings = Settings.from_env()
+    return LakeLocation.resolve(settings.lake_uri, settings.lake_conn_id)
 
 
 def catalog(request: Request) -> Catalog:
-    root = request.app.state.lake_root
-    return Catalog(Path(root) if root is not None else _default_root())
+    return Catalog(lake_location(request))
 
 
 def base(request: Request) -> str:
@@ -115,6 +135,39 @@ def _table(cat: Catalog, pipeline: str, table: str) -> str:
     if not cat.has_table(pipeline, table):
         raise HTTPException(404, f"no table {table!r} in pipeline {pipeline!r}")
     return table
+
+
+def _ds(ds: str) -> str:
+    if valid_ds(ds) is None:
+        raise HTTPException(404, f"{ds!r} is not a day (YYYY-MM-DD)")
+    return ds
+
+
+def _partition(request: Request, pipeline: str, table: str, ds: str, version: int | None, rejects: bool,
+               limit: int) -> PartitionView:
+    """The partition page's content; 404 for a day not processed, a version the log lacks, no rejects table."""
+    cat = catalog(request)
+    _table(cat, pipeline, table)
+    _ds(ds)
+    try:
+        view = cat.partition(pipeline, table, ds, version=version, rejects=rejects, limit=limit)
+    except VersionNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    what = f"the rejects of {table!r}" if rejects else f"table {table!r}"
+    if view is None:
+        raise HTTPException(404, f"{what} has no Delta table in pipeline {pipeline!r}")
+    if view.state == NOT_PROCESSED:
+        as_of = f" as of version {view.version}" if version is not None else ""
+        raise HTTPException(404, f"ds={ds} of {what} was not processed{as_of}: no commit publishes it")
+    return view
+
+
+def _table_content(cat: Catalog, pipeline: str, table: str) -> dict[str, Any]:
+    """A table's partitions, the days a daily table skipped, its version; a damaged log is an error, not a 500."""
+    error = cat.table_error(pipeline, table)
+    parts = [] if error else cat.partitions(pipeline, table)
+    return {"pipeline": pipeline, "table": table, "version": None if error else cat.table_version(pipeline, table),
+            "partitions": parts, "missing_days": cat.missing_days(parts), "error": error}
 
 
 def _readable_dags(request: Request, dag_ids: set[str]) -> set[str]:
@@ -183,33 +236,56 @@ def pipeline_page(request: Request, pipeline: str):
 def table_page(request: Request, pipeline: str, table: str):
     cat = catalog(request)
     _table(cat, pipeline, table)
-    return html(templates.partitions(base(request), pipeline, table, cat.partitions(pipeline, table)))
+    content = _table_content(cat, pipeline, table)
+    return html(templates.partitions(base(request), pipeline, table, content["partitions"],
+                                     missing=content["missing_days"], version=content["version"],
+                                     error=content["error"]))
+
+
+@router.get("/pipelines/{pipeline}/tables/{table}/versions", response_class=HTMLResponse)
+def versions_page(request: Request, pipeline: str, table: str, rejects: bool = False,
+                  limit: int = Query(1000, ge=1, le=100_000)):
+    cat = catalog(request)
+    _table(cat, pipeline, table)
+    try:
+        rows = cat.versions(pipeline, table, rejects=rejects, limit=limit)
+    except Exception as exc:  # noqa: BLE001 - a damaged log is shown, not a failed page
+        return html(templates.versions(base(request), pipeline, table, [], rejects=rejects,
+                                       error=f"{type(exc).__name__}: {exc}"))
+    return html(templates.versions(base(request), pipeline, table, rows, rejects=rejects))
+
+
+@router.get("/pipelines/{pipeline}/tables/{table}/partitions/{ds}", response_class=HTMLResponse)
+def partition_page(request: Request, pipeline: str, table: str, ds: str, version: int | None = Query(None, ge=0),
+                   rejects: bool = False, limit: int = Query(PREVIEW_ROWS, ge=0, le=MAX_PREVIEW_ROWS)):
+    view = _partition(request, pipeline, table, ds, version, rejects, limit)
+    return html(templates.partition_view(base(request), view))
 
 
 @router.get("/reports/{path:path}", response_class=HTMLResponse)
 def report_page(request: Request, path: str):
     target = catalog(request).resolve_file(path)
-    if target is None or target.suffix.lower() not in REPORT_SUFFIXES:
+    if target is None:
         raise HTTPException(404, "no such report in the lake")
-    parts = path.split("/")
-    ds = next((d for d in map(partition_ds, parts) if d), None)
-    return html(templates.report(base(request), parts[0] if len(parts) > 1 else None,
-                                 parts[1] if len(parts) > 2 else None, ds, path))
+    parts = target.relative.split("/")  # {pipeline}/_reports/{table}/ds={ds}/.../{name}
+    return html(templates.report(base(request), parts[0], parts[2], partition_ds(parts[3]), target.relative))
 
 
 @router.get("/files/{path:path}")
 def lake_file(request: Request, path: str):
-    target = catalog(request).resolve_file(path)
+    cat = catalog(request)
+    target = cat.resolve_file(path)
     if target is None:
         raise HTTPException(404, "no such file in the lake")
     media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+               "Content-Length": str(target.size), "Content-Disposition": "inline"}
     if media_type == "text/html":
         headers["Content-Security-Policy"] = REPORT_CSP
         media_type = "text/html; charset=utf-8"
     else:
         headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
-    return FileResponse(target, media_type=media_type, headers=headers, content_disposition_type="inline")
+    return StreamingResponse(cat.read_chunks(target), media_type=media_type, headers=headers)
 
 
 # -- JSON ------------------------------------------------------------------------------------
@@ -232,7 +308,26 @@ def api_pipeline(request: Request, pipeline: str):
 def api_table(request: Request, pipeline: str, table: str):
     cat = catalog(request)
     _table(cat, pipeline, table)
-    return {"pipeline": pipeline, "table": table, "partitions": [p.to_dict() for p in cat.partitions(pipeline, table)]}
+    content = _table_content(cat, pipeline, table)
+    return {**content, "partitions": [p.to_dict() for p in content["partitions"]]}
+
+
+@router.get("/api/pipelines/{pipeline}/tables/{table}/versions")
+def api_versions(request: Request, pipeline: str, table: str, rejects: bool = False,
+                 limit: int = Query(1000, ge=1, le=100_000)):
+    cat = catalog(request)
+    _table(cat, pipeline, table)
+    try:
+        rows = cat.versions(pipeline, table, rejects=rejects, limit=limit)
+    except Exception as exc:  # noqa: BLE001 - the log cannot be read: say why
+        raise HTTPException(503, f"cannot read the versions of {table!r}: {type(exc).__name__}: {exc}") from exc
+    return {"pipeline": pipeline, "table": table, "rejects": rejects, "versions": [v.to_dict() for v in rows]}
+
+
+@router.get("/api/pipelines/{pipeline}/tables/{table}/partitions/{ds}")
+def api_partition(request: Request, pipeline: str, table: str, ds: str, version: int | None = Query(None, ge=0),
+                  rejects: bool = False, limit: int = Query(PREVIEW_ROWS, ge=0, le=MAX_PREVIEW_ROWS)):
+    return _partition(request, pipeline, table, ds, version, rejects, limit).to_dict()
 
 
 @router.get("/api/clusters")
@@ -258,8 +353,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
-def create_app(lake_root: Path | None = None, cluster_runs: Any = None, cluster_checks: dict | None = None) -> FastAPI:
-    """The app; ``lake_root`` fixed (tests), else ``ETL_LAKE_ROOT`` read through Settings on each request.
+def create_app(lake_root: str | Path | LakeLocation | None = None, cluster_runs: Any = None,
+               cluster_checks: dict | None = None) -> FastAPI:
+    """The app; ``lake_root`` (a path, URI or :class:`LakeLocation`) fixed (tests), else ``ETL_LAKE_URI``
+    read through Settings on each request.
 
     ``cluster_runs`` (tests): what Airflow recorded of the runs' cluster setups, instead of its DB
     (:func:`.clusters.airflow_runs`'s signature); ``cluster_checks``: keyword arguments of
@@ -273,4 +370,8 @@ def create_app(lake_root: Path | None = None, cluster_runs: Any = None, cluster_
     app.add_exception_handler(_LoginRequired, _to_login)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
+    # -- further pages of the browser mount their routers here (the SQL page: sql_page.py) ----------
+    from etl_platform.lake_browser import sql_page
+
+    app.include_router(sql_page.router)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from html import escape
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1f2933; --muted: #616e7c; --line: #d9e2ec; --bg: #fff;
@@ -25,6 +25,9 @@ th { background: var(--head); font-weight: 600; } td.num, th.num { text-align: r
 .status { font-weight: 600; } .status-running, .status-attached { color: #2f855a; }
 .status-starting, .status-unknown { color: #b7791f; } .status-stopped, .status-not-started { color: var(--muted); }
 a.dashboard-link { font-weight: 600; } code { font-size: 12px; }
+.state-empty { color: #b7791f; } .state-not-processed { color: var(--muted); font-style: italic; }
+tr.missing td { color: var(--muted); } tr.current td { background: var(--head); }
+table.preview td { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre; }
 """
 
 
@@ -48,6 +51,48 @@ def file_url(base: str, relative: str) -> str:
 
 def report_url(base: str, relative: str) -> str:
     return f"{base}/reports/{quote(relative, safe='/=')}"
+
+
+def query_url(base: str, *parts: str, **params: object) -> str:
+    """``url(...)`` with the query ``params`` whose value is not None or False."""
+    q = {k: ("true" if v is True else v) for k, v in params.items() if v is not None and v is not False}
+    return url(base, *parts) + (f"?{urlencode(q)}" if q else "")
+
+
+def partition_url(base: str, pipeline_name: str, table_name: str, ds: str, version: int | None = None,
+                  rejects: bool = False) -> str:
+    return query_url(base, "pipelines", pipeline_name, "tables", table_name, "partitions", ds, version=version,
+                     rejects=rejects)
+
+
+def versions_url(base: str, pipeline_name: str, table_name: str, rejects: bool = False) -> str:
+    return query_url(base, "pipelines", pipeline_name, "tables", table_name, "versions", rejects=rejects)
+
+
+def muted(text: str = "–") -> str:
+    return f'<span class="muted">{escape(text)}</span>'
+
+
+def when(iso: str | None) -> str:
+    """An ISO time as ``YYYY-MM-DD HH:MM:SS UTC``."""
+    if not iso:
+        return muted()
+    return escape(iso.replace("T", " ").replace("+00:00", " UTC"))
+
+
+def state_cell(state: str) -> str:
+    from etl_platform.lake_browser.catalog import STATE_TEXT
+
+    text = STATE_TEXT.get(state) or state
+    return f'<span class="state state-{escape(state.replace(" ", "-"))}">{escape(text)}</span>'
+
+
+def run_cell(dag_id: str | None, run_id: str | None, task_id: str | None, try_number: str | None = None) -> str:
+    if not (dag_id or run_id or task_id):
+        return muted()
+    task = f"{task_id or '–'}" + (f" (try {try_number})" if try_number else "")
+    return (f'{escape(dag_id or "–")} · <span class="task">{escape(task)}</span><br>'
+            f'<code class="muted run">{escape(run_id or "–")}</code>')
 
 
 def num(value: int | None) -> str:
@@ -102,28 +147,145 @@ def index(base: str, root: str, pipelines: list[dict], reports: list, clusters: 
 
 
 def pipeline(base: str, name: str, summaries: list) -> str:
-    rows = [[
-        f'<a class="table-link" href="{escape(url(base, "pipelines", name, "tables", t.name))}">{escape(t.name)}</a>',
-        num(t.partitions), escape(t.latest or "–"), num(t.latest_rows), num(t.latest_rejects),
-        num(t.reports) if t.reports else '<span class="muted">–</span>',
-    ] for t in summaries]
-    body = table(["table", "partitions", "latest ds", "rows (latest)", "rejects (latest)", "reports"], rows,
-                 {1, 3, 4, 5}, "No tables.", "tables")
+    rows = []
+    for t in summaries:
+        link = f'<a class="table-link" href="{escape(url(base, "pipelines", name, "tables", t.name))}">{escape(t.name)}</a>'
+        if t.error:
+            rows.append([link, f'<span class="bad" title="{escape(t.error)}">unreadable</span>'] + [muted()] * 7)
+            continue
+        version = (f'<a class="versions-link" href="{escape(versions_url(base, name, t.name))}">{t.version}</a>'
+                   if t.version is not None else muted())
+        rows.append([link, num(t.partitions), num(t.empty_days) if t.empty_days else muted(),
+                     escape(t.latest or "–"), num(t.latest_rows), num(t.latest_rejects),
+                     num(t.reports) if t.reports else muted(), version, when(t.updated)])
+    body = table(["table", "days", "empty days", "latest ds", "rows (latest)", "rejects (latest)", "reports",
+                  "version", "updated"], rows, {1, 2, 4, 5, 6, 7}, "No tables.", "tables")
     return page(name, [("Lake", base + "/"), (name, None)], body)
 
 
-def partitions(base: str, pipeline_name: str, table_name: str, parts: list) -> str:
-    rows = []
-    for p in parts:
-        rows_cell = num(p.rows) if not p.error else f'<span class="bad" title="{escape(p.error)}">unreadable</span>'
-        rej_cell = num(p.rejects) if not p.rejects_error else \
-            f'<span class="bad" title="{escape(p.rejects_error)}">unreadable</span>'
-        rows.append([f'<span class="ds">{escape(p.ds)}</span>', rows_cell, rej_cell, num(p.files),
-                     size(p.bytes) if p.files else '<span class="muted">–</span>', report_links(base, p.reports)])
-    body = table(["ds", "rows", "rejects", "files", "size", "reports"], rows, {1, 2, 3, 4},
-                 "No partitions.", "partitions")
+def _partition_row(base: str, pipeline_name: str, table_name: str, p) -> list[str]:
+    from etl_platform.lake_browser.catalog import REJECTS_ONLY
+
+    if p.state == REJECTS_ONLY:
+        ds_cell = f'<span class="ds">{escape(p.ds)}</span>'
+    else:
+        ds_cell = (f'<a class="partition-link" href="{escape(partition_url(base, pipeline_name, table_name, p.ds))}">'
+                   f'<span class="ds">{escape(p.ds)}</span></a>')
+    rows_cell = num(p.rows) if not p.error else f'<span class="bad" title="{escape(p.error)}">unknown</span>'
+    if p.rejects_error:
+        rej_cell = f'<span class="bad" title="{escape(p.rejects_error)}">unreadable</span>'
+    elif p.rejects is not None:
+        rej_cell = (f'<a class="rejects-link" href="{escape(partition_url(base, pipeline_name, table_name, p.ds, rejects=True))}">'
+                    f'{num(p.rejects)}</a>')
+    else:
+        rej_cell = num(None)
+    version = (f'<a class="version-link" href="{escape(partition_url(base, pipeline_name, table_name, p.ds, p.version))}">'
+               f'{p.version}</a>' if p.version is not None else muted())
+    return [ds_cell, state_cell(p.state), rows_cell, rej_cell, num(p.files),
+            size(p.bytes) if p.files else muted(), version, when(p.time), run_cell(p.dag_id, p.run_id, p.task_id),
+            report_links(base, p.reports)]
+
+
+def partitions(base: str, pipeline_name: str, table_name: str, parts: list, missing: list[str] | None = None,
+               version: int | None = None, error: str | None = None) -> str:
+    """A table's days, newest first: published (with data or empty), only rejects, and skipped days."""
+    from etl_platform.lake_browser.catalog import NOT_PROCESSED
+
+    rows: list[tuple[str, list[str], str]] = [(p.ds, _partition_row(base, pipeline_name, table_name, p), "")
+                                              for p in parts]
+    rows += [(d, [f'<span class="ds">{escape(d)}</span>', state_cell(NOT_PROCESSED)] + [muted()] * 8, "missing")
+             for d in missing or []]
+    rows.sort(key=lambda r: r[0], reverse=True)
+    headers = ["ds", "state", "rows", "rejects", "files", "size", "version", "written", "run · task", "reports"]
+    if rows:
+        numeric = {2, 3, 4, 5, 6}
+        head = "".join(f'<th class="{"num" if i in numeric else ""}">{escape(h)}</th>' for i, h in enumerate(headers))
+        body_rows = "".join(
+            f'<tr class="{cls}">' + "".join(f'<td class="{"num" if i in numeric else ""}">{c}</td>'
+                                             for i, c in enumerate(cells)) + "</tr>"
+            for _, cells, cls in rows)
+        listing = f'<table class="partitions"><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>'
+    else:
+        listing = '<p class="muted">No partitions.</p>'
+    intro = ""
+    if version is not None:
+        intro = (f'<p class="muted">Delta table at version {version} · '
+                 f'<a class="versions-link" href="{escape(versions_url(base, pipeline_name, table_name))}">'
+                 f'all versions</a> (time, run, task, rows added and removed). A day is <em>empty</em> when it was '
+                 f'published without data, <em>not processed</em> when no run published it.</p>')
+    if error:
+        intro += f'<p class="bad">This table cannot be read: {escape(error)}</p>'
     return page(f"{pipeline_name} / {table_name}",
-                [("Lake", base + "/"), (pipeline_name, url(base, "pipelines", pipeline_name)), (table_name, None)], body)
+                [("Lake", base + "/"), (pipeline_name, url(base, "pipelines", pipeline_name)), (table_name, None)],
+                intro + listing)
+
+
+def versions(base: str, pipeline_name: str, table_name: str, rows: list, rejects: bool = False,
+             error: str | None = None) -> str:
+    """A table's commits, newest first, each opening the partition it wrote as of that version."""
+    cells = []
+    for v in rows:
+        ds = (f'<a class="partition-link" href="{escape(partition_url(base, pipeline_name, table_name, v.ds, v.version, rejects))}">'
+              f'{escape(v.ds)}</a>' if v.ds else muted())
+        cells.append([f'<span class="version">{v.version}</span>', when(v.time), escape(v.operation or "–"), ds,
+                      num(v.rows), num(v.rows_removed), run_cell(v.dag_id, v.run_id, v.task_id, v.try_number)])
+    what = "rejects of " if rejects else ""
+    body = (
+        f'<p class="muted">Every commit to the {escape(what)}table, newest first. A day\'s link opens the partition '
+        'as of that version; the files of a version replaced longer ago than the lake\'s retention are removed '
+        '(its rows can no longer be read), and the oldest commits leave the log after its own retention.</p>'
+        + (f'<p class="bad">{escape(error)}</p>' if error else "")
+        + table(["version", "time", "operation", "ds", "rows added", "rows removed", "DAG · task / run"], cells,
+                {0, 4, 5}, "No versions.", "versions")
+    )
+    crumbs: list[tuple[str, str | None]] = [("Lake", base + "/"), (pipeline_name, url(base, "pipelines", pipeline_name)),
+                                            (table_name, url(base, "pipelines", pipeline_name, "tables", table_name)),
+                                            ("rejects versions" if rejects else "versions", None)]
+    return page(f"{pipeline_name} / {table_name}: {'rejects ' if rejects else ''}versions", crumbs, body)
+
+
+def partition_view(base: str, v) -> str:
+    """One partition as of a version: state, counts, columns, first rows, and the versions that wrote it."""
+    from etl_platform.lake_browser.catalog import EMPTY
+
+    as_of = (f"version {v.version} (latest: "
+             f'<a class="latest-link" href="{escape(partition_url(base, v.pipeline, v.table, v.ds, None, v.of_rejects))}">'
+             f"{v.latest_version}</a>)" if v.version != v.latest_version else f"version {v.version} (latest)")
+    facts = [
+        ("state", state_cell(v.state)), ("as of", as_of), ("rows", num(v.rows)), ("files", num(v.files)),
+        ("size", size(v.bytes) if v.files else muted()),
+    ]
+    if not v.of_rejects:
+        rejects = (f'<a class="rejects-link" href="{escape(partition_url(base, v.pipeline, v.table, v.ds, rejects=True))}">'
+                   f"{num(v.rejects)}</a>" if v.rejects is not None else muted("none published"))
+        facts.append(("rejects", rejects))
+    facts.append(("reports", report_links(base, v.reports)))
+    body = "<table class=\"facts\"><tbody>" + "".join(
+        f"<tr><th>{escape(k)}</th><td>{c}</td></tr>" for k, c in facts) + "</tbody></table>"
+    if v.state == EMPTY:
+        body += '<p class="state-empty">Published without data: no data that day.</p>'
+    if v.error:
+        body += f'<p class="bad">{escape(v.error)}</p>'
+    body += "<h2>Columns</h2>" + table(["column", "type"], [[escape(c.name), f"<code>{escape(c.type)}</code>"]
+                                                            for c in v.columns], set(), "No columns.", "columns")
+    if v.preview:
+        names = [c.name for c in v.columns]
+        body += (f"<h2>First {len(v.preview):,} rows</h2>"
+                 + table(names, [[muted("null") if r.get(n) is None else escape(str(r.get(n))) for n in names]
+                                 for r in v.preview], set(), "", "preview"))
+    history = [[
+        f'<a class="version-link" href="{escape(partition_url(base, v.pipeline, v.table, v.ds, h.version, v.of_rejects))}">'
+        f"{h.version}</a>" + (" ◀" if h.version == v.version else ""),
+        when(h.time), num(h.rows), num(h.rows_removed), run_cell(h.dag_id, h.run_id, h.task_id, h.try_number),
+    ] for h in v.versions]
+    body += ("<h2>Versions that wrote this day</h2>"
+             + table(["version", "time", "rows added", "rows removed", "DAG · task / run"], history, {0, 2, 3},
+                     "None left in the table's log.", "partition-versions"))
+    name = f"{v.table} (rejects)" if v.of_rejects else v.table
+    crumbs: list[tuple[str, str | None]] = [("Lake", base + "/"), (v.pipeline, url(base, "pipelines", v.pipeline)),
+                                            (v.table, url(base, "pipelines", v.pipeline, "tables", v.table)),
+                                            (f"ds={v.ds}", None)]
+    return page(f"{v.pipeline} / {name} / ds={v.ds}", crumbs, body)
 
 
 def report(base: str, pipeline_name: str | None, table_name: str | None, ds: str | None, relative: str) -> str:

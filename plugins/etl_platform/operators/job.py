@@ -112,7 +112,7 @@ class SparkJobOperator(BaseOperator):
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         try:
             self.log.info("Running job %s on %s with %s", self.job, describe_backend(handle.to_dict()), self.job_kwargs)
-            summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"], run_identity(context))
+            summary = self._hook.run_job(handle, self.job, self.job_kwargs, context["ds"], self.run_of(context))
         except Exception as exc:
             if log_job_failure(self.log, self.job, exc):  # the data is at fault: the same run would fail the same way
                 raise AirflowFailException(str(exc)) from exc
@@ -121,6 +121,12 @@ class SparkJobOperator(BaseOperator):
             self._hook.close()
         self.log.info("Job %s done: %s", self.job, summary)
         return summary
+
+    def run_of(self, context: Any) -> dict[str, Any]:
+        """:func:`run_identity`, asking the lake to wait for the run's publish step when the DAG has one."""
+        from etl_platform.operators.lake import publishes_per_run
+
+        return {**run_identity(context), **({"publish": "run"} if publishes_per_run(self) else {})}
 
     def on_kill(self) -> None:
         if self._hook is not None:

@@ -142,7 +142,10 @@ class LocalJobOperator(BaseOperator):
                                        "(the trigger form's Advanced Options -> Partition Key)") from exc
         registered = get_job(self.job)
         s = Settings.from_env()
-        ctx = registered.context(engine=None, lake_root=s.lake_uri, ds=ds, run=run_identity(context),
+        from etl_platform.operators.lake import publishes_per_run
+
+        run = {**run_identity(context), **({"publish": "run"} if publishes_per_run(self) else {})}
+        ctx = registered.context(engine=None, lake_root=s.lake_uri, ds=ds, run=run,
                                  max_reject_ratio=s.max_reject_ratio,
                                  block_bytes=s.ingest_block_bytes)
         self.log.info("Running job %s for ds=%s in this process with %s", self.job, ds, self.job_kwargs)
