@@ -3,7 +3,7 @@
 ``start_seaweedfs(base)`` is a context manager (usable outside pytest) that starts one server with
 its data, sockets and log under ``base``, one bucket, and one identity whose keys are required
 (wrong or missing keys are refused), waits until the bucket answers, and stops the server by pid.
-The fixture ``s3_server`` shares one per test module; import it from here.
+The fixture ``s3_server`` shares one per test module: ``from tests.s3 import s3_server_fixture``.
 """
 
 from __future__ import annotations
@@ -112,13 +112,13 @@ def _identities(access_key: str, secret_key: str) -> dict:
                             "actions": ["Read", "Write", "List", "Tagging"]}]}
 
 
-def _command(base: Path, ports: dict[str, int], bucket: str) -> list[str]:
-    return [str(WEED), "-logtostderr", f"-config_dir={base}", "mini", f"-dir={base / 'data'}", f"-ip={HOST}",
+def _command(base: Path, data: Path, ports: dict[str, int], bucket: str) -> list[str]:
+    return [str(WEED), "-logtostderr", f"-config_dir={base}", "mini", f"-dir={data}", f"-ip={HOST}",
             f"-ip.bind={HOST}", f"-bucket={bucket}", *(f"-{flag}={port}" for flag, port in ports.items()),
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # not needed: do not listen
             f"-s3.config={base / 's3.json'}", "-master.telemetry=false",
             f"-s3.localSocket={base / 's3.sock'}", f"-filer.localSocket={base / 'filer.sock'}",
-            f"-webdav.cacheDir={base / 'webdav-cache'}"]
+            f"-webdav.cacheDir={base / 'webdav-cache'}", "-volume.preStopSeconds=0"]
 
 
 def _bucket_ready(server: S3Server) -> bool:
@@ -152,6 +152,13 @@ def stop(proc: subprocess.Popen, grace: float = 15) -> None:
         proc.wait(timeout=5)
 
 
+def _remove_grpc_sockets(ports: dict[str, int]) -> None:
+    """``weed mini`` puts its gRPC sockets in /tmp whatever TMPDIR says and may leave the S3 one behind."""
+    for port in ports.values():
+        for sock in Path("/tmp").glob(f"seaweedfs-*-grpc-{port + GRPC_OFFSET}.sock"):
+            sock.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def start_seaweedfs(base: str | Path, bucket: str = "lake", start_timeout: float = 60,
                     attempts: int = 3) -> Iterator[S3Server]:
@@ -164,15 +171,16 @@ def start_seaweedfs(base: str | Path, bucket: str = "lake", start_timeout: float
     access_key, secret_key = "etl" + secrets.token_hex(6), secrets.token_hex(20)
     (base / "s3.json").write_text(json.dumps(_identities(access_key, secret_key)))
     # The tests' leak check finds processes by ETL_CLUSTER_WORKDIR (tests/procs.py).
-    env = {**os.environ, "ETL_CLUSTER_WORKDIR": str(base)}
+    env = {**os.environ, "ETL_CLUSTER_WORKDIR": str(base), "TMPDIR": str(base)}
     for attempt in range(1, attempts + 1):
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
-        (base / "data").mkdir(exist_ok=True)
+        data = base / f"data-{attempt}"  # weed keeps its options in -dir: a new start, a new one
+        data.mkdir(exist_ok=True)
         started = time.monotonic()
         offset = (base / "weed.log").stat().st_size if (base / "weed.log").exists() else 0
         with open(base / "weed.log", "ab") as log:
             log.write(f"--- attempt {attempt}: ports {ports}\n".encode())
-            proc = subprocess.Popen(_command(base, ports, bucket), cwd=base, env=env, stdout=log,
+            proc = subprocess.Popen(_command(base, data, ports, bucket), cwd=base, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         server = S3Server(base, ports["s3.port"], access_key, secret_key, bucket, proc, ports)
         try:
@@ -188,14 +196,20 @@ def start_seaweedfs(base: str | Path, bucket: str = "lake", start_timeout: float
             exited = proc.poll() is not None
         finally:
             stop(proc)
-        port_lost = b"is not available" in (base / "weed.log").read_bytes()[offset:]
+            _remove_grpc_sockets(ports)
+        output = (base / "weed.log").read_bytes()[offset:]
+        port_lost = b"is not available" in output or b"address already in use" in output
         if not (exited and port_lost) or attempt == attempts:
-            what = f"exited with {proc.returncode}" if exited else f"did not serve bucket {bucket!r} in {start_timeout} s"
+            what = (f"exited with {proc.returncode}" if exited
+                    else f"did not serve bucket {bucket!r} in {start_timeout} s")
             raise RuntimeError(f"SeaweedFS at {server.endpoint} {what}; its log ({base / 'weed.log'}):\n{server.log()}")
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory) -> Iterator[S3Server]:
-    """One SeaweedFS S3 server per test module, bucket ``lake``."""
+@pytest.fixture(scope="module", name="s3_server")
+def s3_server_fixture(tmp_path_factory) -> Iterator[S3Server]:
+    """``s3_server``: one SeaweedFS S3 server per test module, bucket ``lake``.
+
+    Import ``s3_server_fixture`` into a test module to use it (the name keeps linters quiet).
+    """
     with start_seaweedfs(tmp_path_factory.mktemp("s3")) as server:
         yield server
