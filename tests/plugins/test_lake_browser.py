@@ -1,17 +1,24 @@
-"""The lake browser plugin (plugins/etl_platform/lake_browser) on a small lake built here.
+"""The lake browser plugin (plugins/etl_platform/lake_browser) on small Delta lakes built here.
 
-The app runs under FastAPI's TestClient with Airflow's SimpleAuthManager and real JWTs: listing,
-row and reject counts from Parquet footers, report serving, path traversal refused, read-only
-routes, and Airflow's login enforced (also once through the whole api-server app, mounted by the
-plugin manager from the plugins folder).
+The fixture lake is written as the platform writes it (``Lake.stage``, Parquet files from pyarrow,
+``Lake.commit``), with re-runs, an empty day, a skipped day, rejects and a report. The app runs
+under FastAPI's TestClient with Airflow's SimpleAuthManager and real JWTs: listing, row and reject
+counts from the Delta log, versions with their run and task, a partition as of an older version,
+an empty day shown apart from a day not processed, report serving, path traversal refused,
+read-only routes, Airflow's login enforced (also once through the whole api-server app, mounted by
+the plugin manager from the plugins folder), the same views of a lake on S3, and a year of daily
+commits answered in well under 2 s.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,45 +26,101 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from include.etl.lake import Lake
 from tests.conftest import ROOT
+from tests.s3 import s3_server_fixture  # noqa: F401 - the fixture `s3_server`
 
 REPORT = """<!doctype html><html><head><meta charset="utf-8"><title>Monthly report</title></head>
 <body><h1>Revenue</h1><svg id="revenue-chart" width="200" height="100">
 <rect class="bar" x="10" y="40" width="30" height="60"/><rect class="bar" x="50" y="20" width="30" height="80"/>
 </svg></body></html>
 """
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
+REPORT_PATH = "shop/_reports/orders/ds=2024-01-01/report.html"
 
 
-def _parquet(path: Path, rows: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": list(range(rows)), "name": [f"n{i}" for i in range(rows)]}), path)
+def rows(n: int, start: int = 0) -> pa.Table:
+    return pa.table({"id": list(range(start, start + n)), "name": [f"n{i}" for i in range(start, start + n)]},
+                    schema=SCHEMA)
+
+
+def run_of(run_id: str, task_id: str, try_number: int = 1, dag_id: str = "shop_daily") -> dict[str, str]:
+    return {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "try_number": str(try_number)}
+
+
+def publish(lake: Lake, table: str, ds: str, *files: pa.Table, run: dict[str, str] | None = None) -> dict:
+    """What a job does: stage Parquet files of ``table``'s ``ds`` (none: an empty day) and commit them."""
+    if run is not None:
+        lake = Lake(lake.root, lake.domain, run=run)
+    if not files:
+        return lake.commit(table, ds, None, schema=SCHEMA)
+    staged = stage(lake, table, ds, *files)
+    return lake.commit(table, ds, staged)
+
+
+def stage(lake: Lake, table: str, ds: str, *files: pa.Table) -> str:
+    """Staged files of ``ds``, not committed (what a failed run leaves)."""
+    staged = lake.stage(table, ds)
+    fs, path = lake.root.filesystem(), lake.engine_path(staged)
+    fs.create_dir(path)
+    for i, t in enumerate(files):
+        pq.write_table(t, f"{path}/part-{i}.parquet", filesystem=fs)
+    return staged
+
+
+def write_report(lake: Lake, table: str, ds: str, name: str, text: str) -> None:
+    fs = lake.root.filesystem()
+    uri = lake.report_uri(table, ds, name)
+    fs.create_dir(lake.engine_path(uri.rsplit("/", 1)[0]))
+    with fs.open_output_stream(lake.engine_path(uri)) as out:
+        out.write(text.encode())
+
+
+def build_shop(root) -> dict[str, int]:
+    """The ``shop`` pipeline of the fixture lakes; returns the versions of orders' commits by name."""
+    shop = Lake(root, "shop")
+    v = {}
+    v["first"] = publish(shop, "orders", "2024-01-01", rows(3), rows(4, 3),
+                         run=run_of("scheduled__2024-01-01", "ingest_orders"))["version"]
+    v["empty"] = publish(shop, "orders", "2024-01-02", run=run_of("scheduled__2024-01-02", "ingest_orders"))["version"]
+    publish(shop, "orders", "2024-01-03", rows(5, 100), run=run_of("scheduled__2024-01-03", "ingest_orders"))
+    # 2024-01-04: never run; 2024-01-05 ran
+    publish(shop, "orders", "2024-01-05", rows(1, 500), run=run_of("scheduled__2024-01-05", "ingest_orders"))
+    v["rerun"] = publish(shop, "orders", "2024-01-01", rows(2, 1000),
+                         run=run_of("manual__rerun", "ingest_orders", try_number=2))["version"]
+    stage(shop, "orders", "2024-01-06", rows(9))  # a failed run's files: never committed, never shown
+    publish(shop, shop.rejects("orders"), "2024-01-01", rows(2), run=run_of("scheduled__2024-01-01", "ingest_orders"))
+    publish(shop, shop.rejects("lines"), "2024-01-01", rows(1))  # the rejects of a table with no data yet
+    publish(shop, "customers", "2024-01-03", rows(10))
+    write_report(shop, "orders", "2024-01-01", "report.html", REPORT)
+    return v
+
+
+@pytest.fixture(scope="module")
+def lake_template(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    root = tmp_path_factory.mktemp("template") / "lake"
+    versions = build_shop(root)
+    publish(Lake(root, "weather"), "daily", "2023-12-31", rows(6))
+    return root, versions
 
 
 @pytest.fixture
-def lake(tmp_path) -> Path:
-    """A lake of two pipelines, with everything that must not show up around them."""
+def versions(lake_template) -> dict[str, int]:
+    return lake_template[1]
+
+
+@pytest.fixture
+def lake(lake_template, tmp_path) -> Path:
+    """A copy of the template lake, with everything that must not show up around it."""
     root = tmp_path / "lake"
+    shutil.copytree(lake_template[0], root)
     shop = root / "shop"
-    # orders: two files in one partition, an empty partition, a report, Spark's marker files
-    _parquet(shop / "orders" / "ds=2024-01-01" / "part-0.parquet", 3)
-    _parquet(shop / "orders" / "ds=2024-01-01" / "part-1.parquet", 4)
-    (shop / "orders" / "ds=2024-01-01" / "_SUCCESS").write_text("")
-    (shop / "orders" / "ds=2024-01-01" / ".part-0.parquet.crc").write_text("not parquet")
-    (shop / "orders" / "ds=2024-01-01" / "report.html").write_text(REPORT)
-    (shop / "orders" / "ds=2024-01-02").mkdir(parents=True)  # a day without data: empty partition
-    _parquet(shop / "orders" / "ds=2024-01-03" / "nested" / "part-0.parquet", 5)  # nested directories
-    (shop / "orders" / "ds=not-a-date").mkdir()  # not a partition
-    (shop / "orders" / "notes.txt").write_text("not a partition")
-    _parquet(shop / "orders" / ".staging-ds=2024-01-04-abc" / "part-0.parquet", 9)  # being written
-    # rejects of orders for one day, and of an input that has no table (yet)
-    _parquet(shop / "_rejects" / "orders" / "ds=2024-01-01" / "part-0.parquet", 2)
-    _parquet(shop / "_rejects" / "lines" / "ds=2024-01-01" / "part-0.parquet", 1)
-    _parquet(shop / "customers" / "ds=2024-01-03" / "part-0.parquet", 10)
+    (shop / "notes").mkdir()  # a directory that is no Delta table
+    (shop / "notes" / "a.txt").write_text("not a table")
     (shop / "_tmp").mkdir()
     (shop / ".staging-x").mkdir()
-    _parquet(root / "weather" / "daily" / "ds=2023-12-31" / "part.0.parquet", 6)
     (root / ".trash").mkdir()
-    (root / "_internal").mkdir()
+    (root / "_internal" / "t" / "_delta_log").mkdir(parents=True)
     (root / "README.txt").write_text("a file, not a pipeline")
     (tmp_path / "secret.txt").write_text("TOP SECRET outside the lake")
     return root
@@ -86,103 +149,226 @@ def _no_runs(**query) -> list:
     return []
 
 
-@pytest.fixture
-def client(lake, auth) -> TestClient:
+def _client(root, auth) -> TestClient:
     from etl_platform.lake_browser.app import create_app
 
     # No Airflow DB in this process: the runs' clusters come from the tests (below).
-    c = TestClient(create_app(lake_root=lake, cluster_runs=_no_runs), root_path="/lake", follow_redirects=False)
+    c = TestClient(create_app(lake_root=root, cluster_runs=_no_runs), root_path="/lake", follow_redirects=False)
     c.headers["Authorization"] = f"Bearer {auth('viewer')}"
     return c
 
 
+@pytest.fixture
+def client(lake, auth) -> TestClient:
+    return _client(lake, auth)
+
+
+HTML = {"Accept": "text/html"}
+
+
 def test_lists_pipelines_ignoring_hidden_and_internal_names(client, lake):
     body = client.get("/api/pipelines").json()
+    assert body["lake_root"] == f"file://{lake.resolve()}"
     assert [p["name"] for p in body["pipelines"]] == ["shop", "weather"]
     assert {p["name"]: p["tables"] for p in body["pipelines"]} == {"shop": 3, "weather": 1}
-    assert {p["name"]: p["latest"] for p in body["pipelines"]} == {"shop": "2024-01-03", "weather": "2023-12-31"}
-    page = client.get("/", headers={"Accept": "text/html"})
+    assert {p["name"]: p["latest"] for p in body["pipelines"]} == {"shop": "2024-01-05", "weather": "2023-12-31"}
+    page = client.get("/", headers=HTML)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'href="/lake/pipelines/shop"' in page.text and 'href="/lake/pipelines/weather"' in page.text
-    for hidden in (".trash", "_internal", "README.txt", "_rejects", ".staging"):
+    for hidden in (".trash", "_internal", "README.txt", ".staging", "notes", "_tmp"):
         assert hidden not in page.text
+    assert f'href="/lake/reports/{REPORT_PATH}"' in page.text  # the latest reports
 
 
-def test_tables_of_a_pipeline_with_latest_counts(client):
+def test_tables_of_a_pipeline_with_latest_counts_and_versions(client, versions):
     tables = {t["name"]: t for t in client.get("/api/pipelines/shop").json()["tables"]}
     # `_rejects/lines` is the rejects of a table `lines` that has no data partition yet
     assert list(tables) == ["customers", "lines", "orders"]
-    assert tables["orders"] == {"name": "orders", "partitions": 3, "latest": "2024-01-03", "latest_rows": 5,
-                                "latest_rejects": None, "has_rejects": True, "reports": 1}
+    orders = tables["orders"]
+    assert orders | {"updated": None} == {
+        "name": "orders", "partitions": 4, "latest": "2024-01-05", "latest_rows": 1, "latest_rejects": None,
+        "has_rejects": True, "reports": 1, "version": versions["rerun"], "updated": None, "empty_days": 1,
+        "error": None}
+    assert dt.datetime.fromisoformat(orders["updated"]).tzinfo is not None
     assert tables["customers"]["latest_rows"] == 10 and tables["customers"]["has_rejects"] is False
     assert tables["lines"]["partitions"] == 0 and tables["lines"]["has_rejects"] is True
     page = client.get("/pipelines/shop").text
     assert 'href="/lake/pipelines/shop/tables/orders"' in page
+    assert f'href="/lake/pipelines/shop/tables/orders/versions">{versions["rerun"]}</a>' in page
 
 
-def test_partitions_with_row_and_reject_counts_from_footers(client):
-    parts = client.get("/api/pipelines/shop/tables/orders").json()["partitions"]
-    assert [p["ds"] for p in parts] == ["2024-01-03", "2024-01-02", "2024-01-01"]  # newest first
+def test_partitions_with_row_and_reject_counts_from_the_log(client, versions):
+    body = client.get("/api/pipelines/shop/tables/orders").json()
+    assert body["version"] == versions["rerun"] and body["error"] is None
+    parts = body["partitions"]
+    assert [p["ds"] for p in parts] == ["2024-01-05", "2024-01-03", "2024-01-02", "2024-01-01"]  # newest first
     by_ds = {p["ds"]: p for p in parts}
-    assert by_ds["2024-01-01"]["rows"] == 7 and by_ds["2024-01-01"]["files"] == 2  # _SUCCESS, .crc, html ignored
-    assert by_ds["2024-01-01"]["rejects"] == 2
-    assert by_ds["2024-01-01"]["reports"] == ["shop/orders/ds=2024-01-01/report.html"]
-    assert by_ds["2024-01-02"] | {} == {"ds": "2024-01-02", "rows": 0, "rejects": None, "files": 0, "bytes": 0,
-                                        "reports": [], "error": None, "rejects_error": None}
+    first = by_ds["2024-01-01"]  # re-run: 2 rows in one file replaced 7 rows in two
+    assert (first["rows"], first["files"], first["rejects"], first["state"]) == (2, 1, 2, "data")
+    assert first["bytes"] > 0 and first["reports"] == [REPORT_PATH]
+    assert (first["version"], first["run_id"], first["task_id"], first["dag_id"]) == (
+        versions["rerun"], "manual__rerun", "ingest_orders", "shop_daily")
     assert by_ds["2024-01-03"]["rows"] == 5 and by_ds["2024-01-03"]["rejects"] is None
+    assert "2024-01-06" not in by_ds  # staged, never committed
     lines = client.get("/api/pipelines/shop/tables/lines").json()["partitions"]
-    assert lines == [{"ds": "2024-01-01", "rows": None, "rejects": 1, "files": 0, "bytes": 0, "reports": [],
-                      "error": None, "rejects_error": None}]
+    assert [(p["ds"], p["rows"], p["rejects"], p["state"]) for p in lines] == [("2024-01-01", None, 1, "rejects only")]
 
-    page = client.get("/pipelines/shop/tables/orders", headers={"Accept": "text/html"}).text
-    assert page.count('<span class="ds">') == 3 and ">7<" in page and ">2<" in page
-    assert 'href="/lake/reports/shop/orders/ds=2024-01-01/report.html"' in page
+    page = client.get("/pipelines/shop/tables/orders", headers=HTML).text
+    assert page.count('<span class="ds">') == 5  # four published days and the skipped one
+    assert f'href="/lake/reports/{REPORT_PATH}"' in page
+    assert 'href="/lake/pipelines/shop/tables/orders/partitions/2024-01-01"' in page
+    assert 'href="/lake/pipelines/shop/tables/orders/partitions/2024-01-01?rejects=true">2</a>' in page
+    assert 'href="/lake/pipelines/shop/tables/orders/versions"' in page
+    assert "manual__rerun" in page and "ingest_orders (try" not in page
 
 
-def test_an_unreadable_partition_is_shown_not_a_failed_page(client, lake):
-    (lake / "weather" / "daily" / "ds=2024-01-01").mkdir()
-    (lake / "weather" / "daily" / "ds=2024-01-01" / "part-0.parquet").write_bytes(b"garbage, not parquet")
-    parts = {p["ds"]: p for p in client.get("/api/pipelines/weather/tables/daily").json()["partitions"]}
-    assert parts["2024-01-01"]["rows"] is None and parts["2024-01-01"]["error"]
-    assert parts["2023-12-31"]["rows"] == 6
-    assert "unreadable" in client.get("/pipelines/weather/tables/daily").text
+def test_an_empty_day_is_shown_apart_from_a_day_not_processed(client, versions):
+    body = client.get("/api/pipelines/shop/tables/orders").json()
+    empty = next(p for p in body["partitions"] if p["ds"] == "2024-01-02")
+    assert (empty["rows"], empty["state"], empty["version"]) == (0, "empty", versions["empty"])
+    assert empty["run_id"] == "scheduled__2024-01-02"
+    assert body["missing_days"] == ["2024-01-04"]  # inside the daily range, no commit names it
+    view = client.get("/api/pipelines/shop/tables/orders/partitions/2024-01-02").json()
+    assert (view["state"], view["state_text"], view["rows"], view["preview"]) == ("empty", "no data that day", 0, [])
+    assert [c["name"] for c in view["columns"]] == ["id", "name"]
+    missing = client.get("/api/pipelines/shop/tables/orders/partitions/2024-01-04")
+    assert missing.status_code == 404 and "not processed" in missing.json()["detail"]
+    assert client.get("/api/pipelines/shop/tables/orders/partitions/2030-01-01").status_code == 404
+
+    page = client.get("/pipelines/shop/tables/orders", headers=HTML).text
+    row_empty = page.split('<span class="ds">2024-01-02</span>')[1].split("</tr>")[0]
+    row_missing = page.split('<span class="ds">2024-01-04</span>')[1].split("</tr>")[0]
+    assert "no data that day" in row_empty and ">0<" in row_empty
+    assert "not processed" in row_missing and "no data that day" not in row_missing
+    day = client.get("/pipelines/shop/tables/orders/partitions/2024-01-02", headers=HTML)
+    assert day.status_code == 200 and "no data that day" in day.text
+    gone = client.get("/pipelines/shop/tables/orders/partitions/2024-01-04", headers=HTML)
+    assert gone.status_code == 404 and "not processed" in gone.text
+
+
+def test_versions_are_listed_with_their_run_and_task(client, versions):
+    body = client.get("/api/pipelines/shop/tables/orders/versions").json()
+    rows = body["versions"]
+    assert [v["version"] for v in rows] == list(range(versions["rerun"], -1, -1))  # newest first, to the creation
+    assert rows[-1]["operation"] == "CREATE TABLE" and rows[-1]["ds"] is None
+    rerun = rows[0]
+    assert (rerun["ds"], rerun["rows"], rerun["rows_removed"]) == ("2024-01-01", 2, 7)
+    assert (rerun["dag_id"], rerun["run_id"], rerun["task_id"], rerun["try_number"]) == (
+        "shop_daily", "manual__rerun", "ingest_orders", "2")
+    first = next(v for v in rows if v["version"] == versions["first"])
+    assert (first["ds"], first["rows"], first["rows_removed"], first["run_id"]) == (
+        "2024-01-01", 7, 0, "scheduled__2024-01-01")
+    assert dt.datetime.fromisoformat(first["time"]) <= dt.datetime.fromisoformat(rerun["time"])
+    assert [v["version"] for v in client.get("/api/pipelines/shop/tables/orders/versions?limit=2").json()["versions"]] \
+        == [versions["rerun"], versions["rerun"] - 1]
+    rejects = client.get("/api/pipelines/shop/tables/orders/versions?rejects=true").json()["versions"]
+    assert [(v["ds"], v["rows"]) for v in rejects if v["ds"]] == [("2024-01-01", 2)]
+
+    page = client.get("/pipelines/shop/tables/orders/versions", headers=HTML).text
+    assert page.count('<span class="version">') == versions["rerun"] + 1
+    assert "manual__rerun" in page and "ingest_orders (try 2)" in page and "CREATE TABLE" in page
+    link = f'href="/lake/pipelines/shop/tables/orders/partitions/2024-01-01?version={versions["first"]}"'
+    assert link in page
+
+
+def test_a_partition_as_of_an_older_version(client, versions):
+    latest = client.get("/api/pipelines/shop/tables/orders/partitions/2024-01-01").json()
+    assert (latest["version"], latest["latest_version"], latest["rows"], latest["files"]) == (
+        versions["rerun"], versions["rerun"], 2, 1)
+    assert [r["id"] for r in latest["preview"]] == [1000, 1001]
+    assert latest["rejects"] == 2 and latest["reports"] == [REPORT_PATH]
+    assert [v["version"] for v in latest["versions"]] == [versions["rerun"], versions["first"]]
+
+    old = client.get(f"/api/pipelines/shop/tables/orders/partitions/2024-01-01?version={versions['first']}").json()
+    assert (old["version"], old["latest_version"], old["rows"], old["files"], old["state"]) == (
+        versions["first"], versions["rerun"], 7, 2, "data")
+    assert sorted(r["id"] for r in old["preview"]) == list(range(7))
+    assert {"id": 0, "name": "n0"} in old["preview"]
+    # a day published after that version was not processed yet, as of it
+    before = client.get(f"/api/pipelines/shop/tables/orders/partitions/2024-01-03?version={versions['first']}")
+    assert before.status_code == 404 and f"as of version {versions['first']}" in before.json()["detail"]
+    limited = client.get(f"/api/pipelines/shop/tables/orders/partitions/2024-01-01?version={versions['first']}&limit=3")
+    assert len(limited.json()["preview"]) == 3
+    for bad in ("version=999", "version=-1", "limit=100000"):
+        assert client.get(f"/api/pipelines/shop/tables/orders/partitions/2024-01-01?{bad}").status_code in (404, 422)
+    assert client.get("/api/pipelines/shop/tables/orders/partitions/2024-13-01").status_code == 404
+
+    page = client.get(f"/pipelines/shop/tables/orders/partitions/2024-01-01?version={versions['first']}",
+                      headers=HTML).text
+    assert f"version {versions['first']} (latest: " in page
+    assert 'href="/lake/pipelines/shop/tables/orders/partitions/2024-01-01"' in page  # back to the latest
+    assert "<h2>First 7 rows</h2>" in page and ">n6<" in page and ">n1000<" not in page
+    assert "scheduled__2024-01-01" in page and "manual__rerun" in page  # the versions that wrote the day
+
+
+def test_the_rejected_rows_of_a_day(client):
+    view = client.get("/api/pipelines/shop/tables/orders/partitions/2024-01-01?rejects=true").json()
+    assert view["of_rejects"] is True and view["rows"] == 2 and len(view["preview"]) == 2
+    lines = client.get("/api/pipelines/shop/tables/lines/partitions/2024-01-01?rejects=true").json()
+    assert lines["rows"] == 1
+    assert client.get("/api/pipelines/shop/tables/lines/partitions/2024-01-01").status_code == 404
+    assert client.get("/api/pipelines/shop/tables/customers/partitions/2024-01-03?rejects=true").status_code == 404
+    page = client.get("/pipelines/shop/tables/orders/partitions/2024-01-01?rejects=true", headers=HTML).text
+    assert "shop / orders (rejects) / ds=2024-01-01" in page
+
+
+def test_an_unreadable_table_is_shown_not_a_failed_page(client, lake):
+    log = lake / "weather" / "daily" / "_delta_log"
+    for f in log.glob("*.json"):
+        f.write_text("garbage, not a Delta log")
+    body = client.get("/api/pipelines/weather/tables/daily").json()
+    assert body["partitions"] == [] and body["error"]
+    assert "cannot be read" in client.get("/pipelines/weather/tables/daily").text
+    assert "unreadable" in client.get("/pipelines/weather").text
+    tables = client.get("/api/pipelines/weather").json()["tables"]
+    assert tables[0]["error"] and tables[0]["latest"] is None
+    assert client.get("/").status_code == 200
 
 
 def test_report_is_served_sandboxed_and_framed_by_its_page(client):
-    rel = "shop/orders/ds=2024-01-01/report.html"
-    resp = client.get(f"/files/{rel}")
+    resp = client.get(f"/files/{REPORT_PATH}")
     assert resp.status_code == 200 and resp.text == REPORT
     assert resp.headers["content-type"] == "text/html; charset=utf-8"
+    assert resp.headers["content-length"] == str(len(REPORT.encode()))
     csp = resp.headers["content-security-policy"]
     assert csp.startswith("sandbox allow-scripts") and "default-src 'none'" in csp
     assert "allow-same-origin" not in csp
-    page = client.get(f"/reports/{rel}")
+    page = client.get(f"/reports/{REPORT_PATH}")
     assert page.status_code == 200
-    assert f'src="/lake/files/{rel}"' in page.text and 'sandbox="allow-scripts' in page.text
+    assert f'src="/lake/files/{REPORT_PATH}"' in page.text and 'sandbox="allow-scripts' in page.text
     assert 'href="/lake/pipelines/shop/tables/orders"' in page.text  # breadcrumbs back to the table
-    # a Parquet file is a download of the lake too, but never a report page
-    assert client.get("/files/shop/orders/ds=2024-01-01/part-0.parquet").status_code == 200
-    assert client.get("/reports/shop/orders/ds=2024-01-01/part-0.parquet").status_code == 404
-    assert client.get("/files/shop/orders/ds=2024-01-01/missing.html").status_code == 404
+    assert "ds=2024-01-01" in page.text
+    # only reports are files of the browser: data files are read through their tables
+    data_file = next((Path(client.app.state.lake_root) / "shop/orders/ds=2024-01-01").glob("w-*/part-0.parquet"))
+    rel = data_file.relative_to(client.app.state.lake_root).as_posix()
+    assert client.get(f"/files/{rel}").status_code == 404
+    assert client.get(f"/reports/{rel}").status_code == 404
+    assert client.get("/files/shop/_reports/orders/ds=2024-01-01/missing.html").status_code == 404
+    assert client.get("/files/shop/orders/_delta_log/00000000000000000000.json").status_code == 404
 
 
 @pytest.mark.parametrize("path", [
     "%2e%2e/secret.txt",
     "shop/%2e%2e/%2e%2e/secret.txt",
-    "shop/orders/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+    "shop/_reports/orders/ds=2024-01-01/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt",
     "%2Fetc%2Fpasswd",
     "/etc/passwd",
     "shop%2F..%2F..%2Fsecret.txt",
-    "shop/orders/.staging-ds=2024-01-04-abc/part-0.parquet",
-    "shop/link-out/secret.txt",
-    "shop/link-file",
-    "shop/orders/ds=2024-01-01%00.html",
+    "shop/_reports/orders/ds=2024-01-01/.hidden.html",
+    "shop/_reports/orders/ds=2024-01-01/link-out.html",
+    "shop/_reports/orders/ds=2024-01-01/linkdir/secret.html",
+    "shop/_reports/orders/ds=2024-01-01%00.html",
     "shop\\..\\..\\secret.txt",
-    "shop/orders",
+    "shop/_reports/orders/ds=2024-01-01",
+    "shop/_reports/orders/ds=2024-01-01/secret.txt",
 ])
 def test_path_traversal_and_hidden_files_are_refused(client, lake, path):
-    (lake / "shop" / "link-out").symlink_to(lake.parent)  # a symlink out of the lake
-    (lake / "shop" / "link-file").symlink_to(lake.parent / "secret.txt")
+    reports = lake / "shop" / "_reports" / "orders" / "ds=2024-01-01"
+    (lake.parent / "secret.html").write_text("TOP SECRET outside the lake")
+    (reports / "link-out.html").symlink_to(lake.parent / "secret.html")  # a symlink out of the lake
+    (reports / "linkdir").symlink_to(lake.parent)
+    (reports / ".hidden.html").write_text("TOP SECRET hidden")
+    (reports / "secret.txt").write_text("TOP SECRET not a report")
     for route in ("files", "reports"):
         resp = client.get(f"/{route}/{path}")
         assert resp.status_code == 404, (route, path, resp.status_code)
@@ -191,8 +377,11 @@ def test_path_traversal_and_hidden_files_are_refused(client, lake, path):
 
 def test_traversal_through_names_is_refused(client):
     for url in ("/api/pipelines/%2e%2e", "/api/pipelines/shop/tables/%2e%2e", "/api/pipelines/_rejects",
-                "/api/pipelines/shop/tables/_rejects", "/api/pipelines/.trash", "/pipelines/nope",
-                "/pipelines/shop/tables/nope", "/api/pipelines/shop/tables/.staging-x"):
+                "/api/pipelines/shop/tables/_rejects", "/api/pipelines/.trash", "/api/pipelines/_internal",
+                "/pipelines/nope", "/pipelines/shop/tables/nope", "/api/pipelines/shop/tables/.staging-x",
+                "/api/pipelines/shop/tables/notes", "/api/pipelines/shop/tables/_reports",
+                "/api/pipelines/shop/tables/_rejects%2Forders/versions",
+                "/api/pipelines/shop/tables/orders/partitions/..%2F..%2Fsecret"):
         assert client.get(url).status_code == 404, url
 
 
@@ -200,16 +389,19 @@ def test_resolve_file_directly(lake):
     from etl_platform.lake_browser.catalog import Catalog
 
     cat = Catalog(lake)
-    assert cat.resolve_file("shop/orders/ds=2024-01-01/report.html") == (lake / "shop/orders/ds=2024-01-01/report.html").resolve()
-    assert cat.resolve_file("shop/_rejects/orders/ds=2024-01-01/part-0.parquet") is not None
+    found = cat.resolve_file(REPORT_PATH)
+    assert found is not None and Path(found.path) == (lake / REPORT_PATH).resolve() and found.size == len(REPORT)
+    assert b"".join(cat.read_chunks(found)).decode() == REPORT
     for bad in ("../secret.txt", "shop/../../secret.txt", "/etc/passwd", "", "shop//orders", "./shop",
-                str(lake.parent / "secret.txt"), "shop/orders/ds=2024-01-01/_SUCCESS"):
+                str(lake.parent / "secret.txt"), "shop/_reports/orders/ds=2024-01-01/_SUCCESS",
+                "shop/_reports/orders/report.html", "shop/orders/_delta_log/00000000000000000000.json"):
         assert cat.resolve_file(bad) is None, bad
 
 
 def test_only_get_routes(client):
     for method in ("POST", "PUT", "PATCH", "DELETE"):
-        for url in ("/", "/api/pipelines", "/files/shop/orders/ds=2024-01-01/report.html"):
+        for url in ("/", "/api/pipelines", f"/files/{REPORT_PATH}", "/api/pipelines/shop/tables/orders/versions",
+                    "/api/pipelines/shop/tables/orders/partitions/2024-01-01"):
             assert client.request(method, url).status_code == 405, (method, url)
     from etl_platform.lake_browser.app import create_app
 
@@ -221,11 +413,12 @@ def test_airflow_login_is_required(lake, auth):
     from etl_platform.lake_browser.app import create_app
 
     anon = TestClient(create_app(lake_root=lake), root_path="/lake", follow_redirects=False)
-    for url in ("/", "/api/pipelines", "/pipelines/shop/tables/orders",
-                "/files/shop/orders/ds=2024-01-01/report.html", "/reports/shop/orders/ds=2024-01-01/report.html"):
+    for url in ("/", "/api/pipelines", "/pipelines/shop/tables/orders", f"/files/{REPORT_PATH}",
+                f"/reports/{REPORT_PATH}", "/pipelines/shop/tables/orders/versions",
+                "/api/pipelines/shop/tables/orders/partitions/2024-01-01?version=1"):
         resp = anon.get(url)
         assert resp.status_code == 401, (url, resp.status_code)
-        assert "Revenue" not in resp.text and "orders" not in resp.text
+        assert "Revenue" not in resp.text and "orders" not in resp.text and "n1000" not in resp.text
     # a browser without a session is sent to Airflow's login, and back here afterwards
     resp = anon.get("/pipelines/shop", headers={"Accept": "text/html,application/xhtml+xml"})
     assert resp.status_code == 302 and resp.headers["location"] == "/auth/login?next=%2Flake%2Fpipelines%2Fshop"
@@ -243,11 +436,14 @@ def test_airflow_login_is_required(lake, auth):
         assert anon.get("/api/pipelines", headers={"Authorization": f"Bearer {auth(role)}"}).status_code == 200
 
 
-def test_settings_give_the_lake_root(lake, auth, monkeypatch):
+def test_settings_give_the_lake(lake, auth, monkeypatch):
     from etl_platform.lake_browser.app import create_app
 
-    monkeypatch.setenv("ETL_LAKE_ROOT", str(lake))
+    monkeypatch.setenv("ETL_LAKE_URI", f"file://{lake}")
     c = TestClient(create_app(), headers={"Authorization": f"Bearer {auth('viewer')}"})
+    assert [p["name"] for p in c.get("/api/pipelines").json()["pipelines"]] == ["shop", "weather"]
+    monkeypatch.delenv("ETL_LAKE_URI")
+    monkeypatch.setenv("ETL_LAKE_ROOT", str(lake))  # the older, local-only setting
     assert [p["name"] for p in c.get("/api/pipelines").json()["pipelines"]] == ["shop", "weather"]
 
 
@@ -256,7 +452,7 @@ def test_mounted_by_the_api_server_behind_its_login(lake, auth, monkeypatch):
     from airflow import plugins_manager
     from airflow.api_fastapi.app import create_app
 
-    monkeypatch.setenv("ETL_LAKE_ROOT", str(lake))
+    monkeypatch.setenv("ETL_LAKE_URI", f"file://{lake}")
     plugins, errors = plugins_manager._get_plugins()
     assert "lake_browser" in [p.name for p in plugins] and not errors, errors
     external, _ = plugins_manager._get_ui_plugins()
@@ -265,13 +461,14 @@ def test_mounted_by_the_api_server_behind_its_login(lake, auth, monkeypatch):
 
     api = TestClient(create_app(apps="core"), follow_redirects=False)
     assert api.get("/lake/api/pipelines").status_code == 401
-    assert api.get("/lake/files/shop/orders/ds=2024-01-01/report.html").status_code == 401
+    assert api.get(f"/lake/files/{REPORT_PATH}").status_code == 401
     api.cookies.set("_token", auth("viewer"))
     resp = api.get("/lake/api/pipelines")
     assert resp.status_code == 200 and [p["name"] for p in resp.json()["pipelines"]] == ["shop", "weather"]
-    page = api.get("/lake/pipelines/shop/tables/orders", headers={"Accept": "text/html"})
-    assert page.status_code == 200 and 'href="/lake/reports/shop/orders/ds=2024-01-01/report.html"' in page.text
-    assert api.get("/lake/files/shop/orders/ds=2024-01-01/report.html").text == REPORT
+    page = api.get("/lake/pipelines/shop/tables/orders", headers=HTML)
+    assert page.status_code == 200 and f'href="/lake/reports/{REPORT_PATH}"' in page.text
+    assert api.get(f"/lake/files/{REPORT_PATH}").text == REPORT
+    assert api.get("/lake/api/pipelines/shop/tables/orders/versions").status_code == 200
 
 
 def test_loading_the_plugin_imports_nothing_heavy():
@@ -281,7 +478,8 @@ def test_loading_the_plugin_imports_nothing_heavy():
         import sys
         import lake_browser_plugin
         assert lake_browser_plugin.LakeBrowserPlugin.name == "lake_browser"
-        heavy = ("fastapi", "starlette", "pandas", "pyarrow", "numpy", "dask", "pyspark", "narwhals", "polars")
+        heavy = ("fastapi", "starlette", "pandas", "pyarrow", "numpy", "dask", "pyspark", "narwhals", "polars",
+                 "deltalake")
         print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules))
         """
     )
@@ -292,6 +490,73 @@ def test_loading_the_plugin_imports_nothing_heavy():
     assert line == "HEAVY=", f"loading the plugin imported: {line[6:]}"
 
 
+# ---------------------------------------------------------------- a lake on S3
+
+
+def test_the_same_views_of_a_lake_on_s3(s3_server, auth):
+    location = s3_server.location("browser")
+    versions = build_shop(location)
+    c = _client(location, auth)
+    body = c.get("/api/pipelines").json()
+    assert body["lake_root"] == f"s3://{s3_server.bucket}/browser" and [p["name"] for p in body["pipelines"]] == ["shop"]
+    parts = {p["ds"]: p for p in c.get("/api/pipelines/shop/tables/orders").json()["partitions"]}
+    assert (parts["2024-01-01"]["rows"], parts["2024-01-01"]["rejects"], parts["2024-01-02"]["state"]) == (2, 2, "empty")
+    assert parts["2024-01-01"]["reports"] == [REPORT_PATH]
+    rows = c.get("/api/pipelines/shop/tables/orders/versions").json()["versions"]
+    assert rows[0]["run_id"] == "manual__rerun" and rows[0]["task_id"] == "ingest_orders"
+    old = c.get(f"/api/pipelines/shop/tables/orders/partitions/2024-01-01?version={versions['first']}").json()
+    assert old["rows"] == 7 and sorted(r["id"] for r in old["preview"]) == list(range(7))
+    assert c.get(f"/files/{REPORT_PATH}").text == REPORT
+    assert c.get("/files/shop/_reports/orders/ds=2024-01-01/nope.html").status_code == 404
+    assert c.get("/pipelines/shop/tables/orders", headers=HTML).status_code == 200
+
+
+# ---------------------------------------------------------------- a year of daily commits
+
+
+def publish_year(lake: Lake, table: str, start: dt.date, days: int) -> None:
+    """``days`` daily commits (every 7th day empty), as a year of a daily DAG leaves them."""
+    for i in range(days):
+        ds = (start + dt.timedelta(days=i)).isoformat()
+        run = run_of(f"scheduled__{ds}", f"ingest_{table}")
+        if i % 7 == 6:
+            publish(lake, table, ds, run=run)
+        else:
+            publish(lake, table, ds, rows(i % 5 + 1, i * 10), run=run)
+
+
+@pytest.fixture(scope="module")
+def year_lake(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("year") / "lake"
+    publish_year(Lake(root, "shop"), "orders", dt.date(2024, 1, 1), 365)
+    return root
+
+
+def test_a_year_of_daily_partitions_answers_in_under_two_seconds(year_lake, auth, capsys):
+    from etl_platform.lake_browser import catalog
+
+    c = _client(year_lake, auth)
+    urls = ["/", "/pipelines/shop", "/pipelines/shop/tables/orders", "/pipelines/shop/tables/orders/versions",
+            "/pipelines/shop/tables/orders/partitions/2024-12-30", "/pipelines/shop/tables/orders/partitions/2024-03-01"
+            "?version=100", "/api/pipelines/shop/tables/orders", "/api/pipelines/shop/tables/orders/versions"]
+    timings = {}
+    for label, clear in (("cold", True), ("warm", False)):
+        for url in urls:
+            if clear:
+                catalog._CACHE.clear()
+            started = time.perf_counter()
+            resp = c.get(url, headers=HTML)
+            timings[(label, url)] = time.perf_counter() - started
+            assert resp.status_code == 200, (url, resp.text[:300])
+    body = c.get("/api/pipelines/shop/tables/orders").json()
+    assert len(body["partitions"]) == 365 and body["version"] == 365 and body["missing_days"] == []
+    assert sum(p["state"] == "empty" for p in body["partitions"]) == 52
+    assert len(c.get("/api/pipelines/shop/tables/orders/versions").json()["versions"]) == 366
+    with capsys.disabled():
+        print("\nlake view over 365 daily commits (s): " + ", ".join(
+            f"{label} {url.split('/lake')[-1]}={t:.3f}" for (label, url), t in timings.items()))
+    slow = {k: round(t, 3) for k, t in timings.items() if t >= 2.0}
+    assert not slow, slow
 # ---------------------------------------------------------------- the runs' clusters (clusters.py)
 
 DASK_URL, SPARK_URL = "http://127.0.0.1:8787/status", "http://127.0.0.1:4040"

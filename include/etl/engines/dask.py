@@ -44,9 +44,20 @@ def text_as_string(frame: Any) -> dict[str, Any]:
     return {str(name): pa.string() for name, dtype in frame.dtypes.items() if is_text(dtype)}
 
 
+def _fsspec(filesystem: Any) -> Any:
+    """Dask's filesystem argument for a pyarrow filesystem (an S3 lake): fsspec's wrapper of it,
+    so that reads and writes take the same code path as on local disk (a pyarrow filesystem
+    given as is makes Dask read ``ds=...`` directories as a partition column)."""
+    if filesystem is None:
+        return "fsspec"
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    return ArrowFSWrapper(filesystem)
+
+
 def _to_parquet(frame: Any, path: str, filesystem: Any) -> Any:
     """The delayed write of ``frame`` into the directory ``path`` (text as ``string``)."""
-    extra = {"filesystem": filesystem} if filesystem is not None else {}
+    extra = {"filesystem": _fsspec(filesystem)} if filesystem is not None else {}
     return frame.to_parquet(path, write_index=False, schema=text_as_string(frame), compute=False, **extra)
 
 
@@ -108,7 +119,7 @@ class DaskEngine:
         if not files:
             return _empty(schema)
         # No hive partitioning: the ``ds=...`` directory name must not become a column.
-        return dd.read_parquet(list(files), dataset={"partitioning": None}, filesystem=filesystem or "fsspec")
+        return dd.read_parquet(list(files), dataset={"partitioning": None}, filesystem=_fsspec(filesystem))
 
     def read_parquets(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
         """Parquet ``files`` (a period's daily partitions) as one frame of exactly ``schema`` (a
@@ -127,7 +138,7 @@ class DaskEngine:
             return _empty(schema, arrow=True)
         return dd.read_parquet(list(files), columns=list(schema.names), dataset={"partitioning": None, "schema": schema},
                                dtype_backend="pyarrow", aggregate_files=True, blocksize=BLOCK_BYTES,
-                               filesystem=filesystem or "fsspec")
+                               filesystem=_fsspec(filesystem))
 
     def write_parquet(self, frame: Any, path: str, filesystem: Any = None) -> int:
         return self.write_parquets({path: frame}, filesystem)[path]

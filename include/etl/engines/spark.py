@@ -68,13 +68,37 @@ def probe_python_workers(session: Any) -> None:
     session.range(0, parallelism, numPartitions=parallelism).mapInPandas(_probe, "id bigint").collect()
 
 
-def _local_only(filesystem: Any) -> None:
-    """The Spark engine reads and writes the lake through the server's own filesystem (local disk)."""
-    if filesystem is not None:
-        raise NotImplementedError(
-            "the Spark engine reaches the lake through the Spark server's filesystem; an s3:// lake needs Hadoop's "
-            "S3A connector (hadoop-aws) on the server, which this deployment does not have: use the Dask backend "
-            "for an object-store lake, or a file:// lake for Spark")
+# An object-store lake (``filesystem`` given) is read and written by the Spark tasks' Python
+# workers with pyarrow (``mapInArrow``), not by Spark's own Parquet source: that needs Hadoop's
+# S3A connector (``hadoop-aws``) on the server, which a deployment may not have (no Maven).
+WRITTEN_DDL = "path string, rows bigint"
+
+
+def write_batches(batches: Iterator, filesystem: Any, directory: str) -> Iterator:
+    """``mapInArrow`` function: a Spark partition's rows -> one Parquet file under ``directory``."""
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, rows, path = None, 0, f"{directory}/part-{uuid.uuid4().hex}.parquet"
+    for batch in batches:
+        if writer is None:
+            writer = pq.ParquetWriter(path, batch.schema, filesystem=filesystem)
+        writer.write_batch(batch)
+        rows += batch.num_rows
+    if writer is not None:
+        writer.close()
+        yield pa.RecordBatch.from_pydict({"path": [path], "rows": pa.array([rows], pa.int64())})
+
+
+def read_files(batches: Iterator, filesystem: Any, schema: Any) -> Iterator:
+    """``mapInArrow`` function: Parquet file paths -> their rows as ``schema``."""
+    import pyarrow.parquet as pq
+
+    for batch in batches:
+        for path in batch.column(0).to_pylist():
+            yield from pq.read_table(path, filesystem=filesystem).select(schema.names).cast(schema).to_batches()
 
 
 class SparkEngine:
@@ -111,13 +135,12 @@ class SparkEngine:
     def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str, filesystem: Any = None) -> tuple[int, int]:
         from pyspark.sql import functions as F
 
-        _local_only(filesystem)
         names = [c for c in parsed.columns if c not in REJECT_COLUMNS]
         ok = F.col("_reason").isNull()
         parsed = parsed.persist()  # parse once, write twice, count
         try:
-            parsed.filter(ok).select(*names).write.mode("overwrite").parquet(accepted_dir)
-            parsed.filter(~ok).select(*REJECT_COLUMNS).write.mode("overwrite").parquet(rejects_dir)
+            self.write_parquet(parsed.filter(ok).select(*names), accepted_dir, filesystem)
+            self.write_parquet(parsed.filter(~ok).select(*REJECT_COLUMNS), rejects_dir, filesystem)
             row = parsed.select(
                 F.count_if(ok).alias("accepted"), F.count_if(~ok).alias("rejected")
             ).collect()[0]
@@ -127,9 +150,10 @@ class SparkEngine:
 
     def read_parquet(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
         # Files given one by one: their ``ds=...`` directory does not become a column.
-        _local_only(filesystem)
         if not files:
             return self._empty(schema)
+        if filesystem is not None:
+            return self._read_remote(files, schema, filesystem)
         return self.session.read.parquet(*files)
 
     def read_parquets(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
@@ -137,9 +161,10 @@ class SparkEngine:
         without time zone is Spark's ``timestamp_ntz``)."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
-        _local_only(filesystem)
         if not files:
             return self._empty(schema)
+        if filesystem is not None:
+            return self._read_remote(files, schema, filesystem)
         return self.session.read.schema(from_arrow_schema(schema, prefer_timestamp_ntz=True)).parquet(*files)
 
     def _empty(self, schema: Any) -> Any:
@@ -147,10 +172,31 @@ class SparkEngine:
 
         return self.session.createDataFrame([], from_arrow_schema(schema, prefer_timestamp_ntz=True))
 
+    def _read_remote(self, files: Sequence[str], schema: Any, filesystem: Any) -> Any:
+        """Object-store files read by the tasks' Python workers with pyarrow, one task per file."""
+        import functools
+
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        ddl = from_arrow_schema(schema, prefer_timestamp_ntz=True)
+        names = self.session.createDataFrame([(f,) for f in files], "path string").repartition(len(files))
+        return names.mapInArrow(functools.partial(read_files, filesystem=filesystem, schema=schema), ddl)
+
     def write_parquet(self, frame: Any, path: str, filesystem: Any = None) -> int:
-        _local_only(filesystem)
-        frame.write.mode("overwrite").parquet(path)
-        return int(self.session.read.parquet(path).count())  # from the Parquet footers
+        if filesystem is None:
+            frame.write.mode("overwrite").parquet(path)
+            return int(self.session.read.parquet(path).count())  # from the Parquet footers
+        import functools
+
+        import pyarrow.parquet as pq
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        filesystem.create_dir(path)
+        written = frame.mapInArrow(functools.partial(write_batches, filesystem=filesystem, directory=path),
+                                   WRITTEN_DDL).collect()
+        if not written:  # no rows at all: one empty file says the columns
+            pq.write_table(to_arrow_schema(frame.schema).empty_table(), f"{path}/part-0.parquet", filesystem=filesystem)
+        return sum(int(r["rows"]) for r in written)
 
     def write_parquets(self, frames: dict[str, Any], filesystem: Any = None) -> dict[str, int]:
         """One Spark job per output (a DataFrame write has one sink); Parquet inputs are cheap to re-read."""

@@ -145,8 +145,10 @@ class Lake:
         """
         check_ds(ds)
         files = self._staged_files(staged) if staged else []
-        if not files:
-            staged = self._stage_empty(table, ds, schema if schema is not None else self.schema(table))
+        if not files:  # the table's own columns when it has some: an empty day never changes them
+            if schema is None or self.exists(table):
+                schema = self.schema(table)  # FileNotFoundError: a new table, and nothing says its columns
+            staged = self._stage_empty(table, ds, schema)
             files = self._staged_files(staged)
         info = {**{k: str(v) for k, v in self.run.items() if k != "publish"},
                 **{k: str(v) for k, v in (metadata or {}).items()}, "staged": staged}
@@ -162,6 +164,7 @@ class Lake:
     def _commit_files(self, table: str, ds: str, files: list, info: Mapping[str, str]) -> dict[str, Any]:
         """One Delta commit: ``files`` (relative path, size, rows) become ``table``'s ``ds`` partition."""
         from deltalake import CommitProperties, DeltaTable
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction
 
         uri = self.table_uri(table)
@@ -169,13 +172,22 @@ class Lake:
                 for rel, size, rows in files]
         rows = sum(n for _, _, n in files)
         file_schema = self._file_schema(uri, files[0][0])
-        table_obj = self._open_or_create(uri, file_schema)
-        replaced = _row_counts(table_obj).get(ds, 0)
-        info = {"ds": ds, "rows": str(rows), "rows_removed": str(replaced), "files": str(len(adds)), **info}
-        table_obj.create_write_transaction(adds, "overwrite", _with_ds(file_schema), partition_by=["ds"],
-                                           partition_filters=[("ds", "=", ds)],
-                                           commit_properties=CommitProperties(custom_metadata=info))
-        version = DeltaTable(uri, storage_options=self._options()).version()
+        for attempt in range(1, 4):  # another writer's commit in between (the table's creation): read it again
+            table_obj = self._open_or_create(uri, file_schema)
+            replaced = _row_counts(table_obj).get(ds, 0)
+            meta = {"ds": ds, "rows": str(rows), "rows_removed": str(replaced), "files": str(len(adds)), **info}
+            try:
+                table_obj.create_write_transaction(adds, "overwrite", _with_ds(file_schema), partition_by=["ds"],
+                                                   partition_filters=[("ds", "=", ds)],
+                                                   commit_properties=CommitProperties(custom_metadata=meta))
+                break
+            except CommitFailedError as exc:
+                if attempt == 3:
+                    raise
+                log.info("commit to %s ds=%s conflicted with another writer (%s): trying again", uri, ds, exc)
+        version = self._landed(table, info["staged"]) if info.get("staged") else None
+        if version is None:
+            version = DeltaTable(uri, storage_options=self._options()).version()
         log.info("committed %s ds=%s: %s rows in %s file(s), replacing %s rows (version %s)", uri, ds, rows, len(adds),
                  replaced, version)
         return {"table": table, "uri": uri, "version": version, "rows": rows, "files": len(adds)}
@@ -293,7 +305,7 @@ class Lake:
         entry = self._staged_entry(table, ds) if isinstance(ds, str) and version is None else None
         if entry is not None:
             return [f"{self.table_uri(table)}/{rel}" for rel, _, _ in entry["files"]]
-        return [str(u) for u in self.delta(table, version).file_uris(partition_filters=[("ds", "in", days)])]
+        return [str(u) for u in self.delta(table, version).file_uris(file_pruning_predicate=[("ds", "in", days)])]
 
     def row_count(self, table: str, ds: str, version: int | None = None) -> int:
         """Rows of a published partition, from the commit log (no data is read); 0 for none."""
@@ -409,7 +421,7 @@ class Lake:
 def _row_counts(table_obj: Any) -> dict[str, int]:
     import pyarrow as pa
 
-    actions = pa.table(table_obj.get_add_actions(flatten=True))
+    actions = pa.RecordBatchReader.from_stream(table_obj.get_add_actions(flatten=True)).read_all()
     counts: dict[str, int] = {}
     if actions.num_rows and "partition.ds" in actions.column_names:
         for d, n in zip(actions.column("partition.ds").to_pylist(), actions.column("num_records").to_pylist(),
@@ -454,7 +466,7 @@ def list_tables(location: Any) -> list[tuple[str, str]]:
 
     found = []
     for pipeline in dirs(base):
-        if not pipeline.isidentifier():
+        if not pipeline.isidentifier() or pipeline.startswith("_"):
             continue
         for name in dirs(f"{base}/{pipeline}"):
             if name == REJECTS:

@@ -1,5 +1,6 @@
-"""The lake browser: an Airflow UI page that lists the lake's pipelines, tables, partitions (row and
-reject counts) and opens the reports written into it. Read-only, behind Airflow's login.
+"""The lake browser: an Airflow UI page that lists the lake's pipelines, its Delta tables, their
+partitions (row and reject counts, which run wrote each day) and versions, opens a partition (as of
+any version still in the lake) and the reports written beside it. Read-only, behind Airflow's login.
 
 Two extension points of an Airflow 3 plugin:
 

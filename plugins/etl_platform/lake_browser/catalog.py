@@ -8,11 +8,12 @@ and an ``s3://`` lake read the same way. Layout (``include/etl/lake``)::
     {lake}/{pipeline}/_reports/{table}/ds={ds}/   HTML reports of a partition
 
 A partition's rows, files and bytes come from the table's log (the ``numRecords`` of each file):
-no data file is opened except for a partition's preview. Which days were published, and by which
-run, comes from the commits (:meth:`Lake.history`): a day published without data is a commit that
-left the partition without rows, shown as ``empty`` ("no data that day"); a day no commit names
-was not processed. What is derived from one version of a table never changes, so it is kept per
-``(table, version)`` in this process: a new commit is a new version, read again.
+no data file is opened except for a partition's preview. A day published without data is a
+partition of zero rows, shown as ``empty`` ("no data that day"); a day the table has no partition
+for was not processed. Which run wrote a day, and the list of versions, come from the commits
+(:meth:`Lake.history`), read only by the pages that show them. What is derived from one version of
+a table never changes, so it is kept per ``(table, version)`` in this process: a new commit is a
+new version, read again.
 
 pyarrow and deltalake are imported inside the functions, never when this module is imported.
 """
@@ -208,22 +209,29 @@ class _Day:
 
 @dataclass
 class _Snapshot:
-    """What the pages need of one version of one Delta table."""
+    """What the pages need of one version of one Delta table; its commits are read when first asked for."""
 
+    lake: Lake
+    table: str
     version: int
-    time: str | None
-    days: dict[str, _Day]  # ds -> rows, files, bytes in this version
-    published: set[str]  # every ds a commit up to this version named (empty days included)
-    history: list[Version]  # commits up to this version, newest first
-    oldest: int | None  # the oldest version still in the log
+    time: str | None  # of this version's commit
+    days: dict[str, _Day]  # ds -> rows, files, bytes in this version (empty days: 0 rows)
+    _history: list[Version] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def state(self, ds: str) -> str:
         day = self.days.get(ds)
-        if day is not None and (day.rows or not day.rows_known):
-            return DATA
-        if day is not None or ds in self.published:
-            return EMPTY
-        return NOT_PROCESSED
+        if day is None:
+            return NOT_PROCESSED
+        return DATA if day.rows or not day.rows_known else EMPTY
+
+    @property
+    def history(self) -> list[Version]:
+        """The table's commits up to this version still in its log, newest first."""
+        with self._lock:
+            if self._history is None:
+                self._history = [v for v in _versions(self.lake.history(self.table)) if v.version <= self.version]
+            return self._history
 
     def last_commit(self, ds: str) -> Version | None:
         return next((v for v in self.history if v.ds == ds), None)
@@ -286,15 +294,11 @@ def _snapshot(lake: Lake, table: str, version: int | None = None) -> _Snapshot:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    history = [v for v in _versions(lake.history(table)) if v.version <= current]
-    snap = _Snapshot(
-        version=current,
-        time=next((v.time for v in history if v.version == current), None),
-        days=_days(delta),
-        published={v.ds for v in history if v.ds},
-        history=history,
-        oldest=min((v.version for v in history), default=None),
-    )
+    head = delta.history(1)
+    stamp = head[0].get("timestamp") if head else None
+    snap = _Snapshot(lake=lake, table=table, version=current, days=_days(delta),
+                     time=dt.datetime.fromtimestamp(stamp / 1000, dt.UTC).isoformat(timespec="seconds")
+                     if stamp else None)
     with _LOCK:
         _CACHE[key] = snap
         while len(_CACHE) > _CACHE_SIZE:
@@ -317,7 +321,7 @@ def _json_value(value: Any) -> Any:
 
 
 def _missing_days(published: list[str]) -> list[str]:
-    """Days inside a daily table's range that no commit names (not processed); none for coarser tables."""
+    """Days inside a daily table's range it has no partition for (not processed); none for coarser tables."""
     dates = sorted(dt.date.fromisoformat(d) for d in published if valid_ds(d))
     if len(dates) < 2 or min(b - a for a, b in zip(dates, dates[1:], strict=False)) != dt.timedelta(days=1):
         return []
@@ -399,7 +403,7 @@ class Catalog:
         for r in self.reports(pipeline):
             if r.table == table:
                 reports.setdefault(r.ds, []).append(r.path)
-        days = (snap.published | set(snap.days)) if snap else set()
+        days = set(snap.days) if snap else set()
         out = []
         for ds in sorted(days | set(rejects), reverse=True):
             n_rejects = rejects.get(ds)
@@ -445,9 +449,7 @@ class Catalog:
             return {}, _error(exc)
         if snap is None:
             return {}, None
-        counts = {ds: 0 for ds in snap.published}
-        counts.update({ds: day.rows for ds, day in snap.days.items()})
-        return counts, None
+        return {ds: day.rows for ds, day in snap.days.items()}, None
 
     def latest_ds(self, pipeline: str) -> str | None:
         """The newest published ``ds`` of any table of a pipeline."""
@@ -457,8 +459,8 @@ class Catalog:
                 snap = self._snap(pipeline, table)
             except Exception:  # noqa: BLE001 - a damaged table is shown on its own page
                 continue
-            if snap and (snap.published or snap.days):
-                latest = max(latest or "", *snap.published, *snap.days)
+            if snap and snap.days:
+                latest = max(latest or "", *snap.days)
         return latest
 
     def table_summaries(self, pipeline: str) -> list[TableSummary]:
@@ -477,7 +479,7 @@ class Catalog:
                 out.append(summary)
                 continue
             if snap is not None:
-                days = snap.published | set(snap.days)
+                days = set(snap.days)
                 summary.partitions = len(days)
                 summary.latest = max(days) if days else None
                 summary.version, summary.updated = snap.version, snap.time

@@ -258,7 +258,7 @@ def partition_view(base: str, v) -> str:
     if not v.of_rejects:
         rejects = (f'<a class="rejects-link" href="{escape(partition_url(base, v.pipeline, v.table, v.ds, rejects=True))}">'
                    f"{num(v.rejects)}</a>" if v.rejects is not None else muted("none published"))
-        facts.append(("rejects", rejects))
+        facts.append(("rejects" if v.version == v.latest_version else "rejects (latest)", rejects))
     facts.append(("reports", report_links(base, v.reports)))
     body = "<table class=\"facts\"><tbody>" + "".join(
         f"<tr><th>{escape(k)}</th><td>{c}</td></tr>" for k, c in facts) + "</tbody></table>"
