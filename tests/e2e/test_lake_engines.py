@@ -125,7 +125,12 @@ def test_failed_run_publishes_nothing_and_concurrent_days_both_land(real_engines
     assert sorted_rows(lake.read_arrow("medals_by_region", DS)) == medals
     assert Lake(location, "olympics", run={"dag_id": "olympics_etl", "run_id": "failed"}).staged_entries()
 
-    # Two runs for two days at once: both land, each in its own partition.
+    # Two runs for two days at once: both land, each in its own partition. Their drivers are two
+    # threads of this process, as two jobs on one Dask worker are (which unlocks cached_property,
+    # else two threads building Dask expressions deadlock on Python 3.11).
+    from include.etl.clusters.dask_jobs import allow_concurrent_cached_property
+
+    allow_concurrent_cached_property()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         runs = [pool.submit(run_olympics, engine, location, d, run_id=f"day-{d}") for d in (DS, DS2)]
         for r in runs:
