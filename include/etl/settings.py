@@ -101,14 +101,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _lake_uri(env: Mapping[str, str]) -> str:
+    """The lake's URI, normalised; a malformed one is kept as given, so that DAGs still parse and
+    a run fails in its first task naming it (``StartClusterOperator.check_lake``)."""
     from include.etl.lake.location import LakeConfigError, normalize_uri
 
-    try:
-        if env.get("ETL_LAKE_URI"):
+    if env.get("ETL_LAKE_URI"):
+        try:
             return normalize_uri(env["ETL_LAKE_URI"])
-        return normalize_uri(_path(env, "ETL_LAKE_ROOT", PROJECT_ROOT / "lake"), "ETL_LAKE_ROOT")
-    except LakeConfigError as exc:
-        raise ConfigError(str(exc)) from None
+        except LakeConfigError:
+            return env["ETL_LAKE_URI"].strip()
+    return normalize_uri(_path(env, "ETL_LAKE_ROOT", PROJECT_ROOT / "lake"), "ETL_LAKE_ROOT")
 
 
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:

@@ -123,7 +123,21 @@ def lake_connection(uri: str, conn_id: str, env: Mapping[str, str] | None = None
             f"the lake {uri} needs the Airflow connection {conn_id!r} (ETL_LAKE_CONN_ID), which is not defined: "
             f"create it in Airflow or set AIRFLOW_CONN_{conn_id.upper()}='{CONN_EXAMPLE}' "
             "(or set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL)")
+    _mask(conn.get("password"), (conn.get("extra") or {}).get("aws_session_token"))
     return conn
+
+
+def _mask(*secrets: Any) -> None:
+    """In an Airflow process, have Airflow's log masker hide these values wherever they would appear."""
+    import sys
+
+    if "airflow.sdk" not in sys.modules:  # not in Airflow (a cluster worker): nothing logs through its masker
+        return
+    from airflow.sdk.log import mask_secret
+
+    for secret in secrets:
+        if secret:
+            mask_secret(str(secret))
 
 
 def s3_storage_options(conn: Mapping[str, Any] | None) -> dict[str, str]:
@@ -155,12 +169,17 @@ class LakeLocation:
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def resolve(cls, value: str | Path | LakeLocation, conn_id: str = DEFAULT_CONN_ID,
+    def resolve(cls, value: str | Path | LakeLocation, conn_id: str | None = None,
                 env: Mapping[str, str] | None = None) -> LakeLocation:
-        """The location of ``value`` (a URI or a path); an S3 lake's options from :func:`lake_connection`."""
+        """The location of ``value`` (a URI or a path); an S3 lake's options from :func:`lake_connection`
+        (``conn_id`` default: ``ETL_LAKE_CONN_ID``, read through the settings)."""
         if isinstance(value, LakeLocation):
             return value
         uri = normalize_uri(value)
+        if conn_id is None:
+            from include.etl.settings import Settings
+
+            conn_id = Settings.from_env(env).lake_conn_id if uri.startswith("s3://") else DEFAULT_CONN_ID
         if uri.startswith("s3://"):
             return cls(uri, conn_id, s3_storage_options(lake_connection(uri, conn_id, env)))
         return cls(uri, conn_id, {})

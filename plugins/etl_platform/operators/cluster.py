@@ -111,6 +111,7 @@ class StartClusterOperator(BaseOperator):
         from include.etl.clusters import sweep_workdir
 
         self.check_inputs()
+        self.check_lake()
 
         from include.etl.clusters.shared import clusters_root
 
@@ -123,6 +124,20 @@ class StartClusterOperator(BaseOperator):
         handle = self._hook.start_or_attach(workdir, reuse=reuse, shared_root=clusters_root())
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         return handle.to_dict()
+
+    def check_lake(self) -> None:
+        """Fail at once (no retries, no cluster started) when the lake cannot be reached and written:
+        a malformed ETL_LAKE_URI, an unreachable endpoint, a missing bucket or refused keys."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.etl.lake.location import LakeConfigError, LakeLocation, check_lake
+        from include.etl.settings import ConfigError, Settings
+
+        try:
+            settings = Settings.from_env()
+            check_lake(LakeLocation.resolve(settings.lake_uri, settings.lake_conn_id))
+        except (LakeConfigError, ConfigError) as exc:
+            raise AirflowFailException(f"{exc}. No cluster was started; retries cannot help.") from exc
 
     def check_inputs(self) -> None:
         """Fail at once (no retries, no cluster started) when a local input file is missing."""
