@@ -441,10 +441,17 @@ def dag_task_times(text: str) -> dict[str, float]:
 
 
 def read_table(lake: str, table: str):
+    """A table's ``ds`` partition as a pyarrow dataset: through Delta for the platform's lake (its
+    directories also hold staged files), as a Parquet folder for Polars' and DuckDB's outputs."""
     import pyarrow.dataset as pads
 
-    path = Path(lake) / "olympics" / table / f"ds={DS}"
-    return pads.dataset(str(path), format="parquet", partitioning=None)
+    path = Path(lake) / "olympics" / table
+    if (path / "_delta_log").is_dir():
+        from deltalake import DeltaTable
+
+        dataset = DeltaTable(str(path)).to_pyarrow_dataset(file_pruning_predicate=[("ds", "=", DS)])
+        return pads.dataset(dataset.files, format="parquet", partitioning=None)
+    return pads.dataset(str(path / f"ds={DS}"), format="parquet", partitioning=None)
 
 
 def verify(results: dict[str, dict], rows: int) -> dict:  # noqa: C901 - one flat list of equality checks
