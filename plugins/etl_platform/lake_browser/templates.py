@@ -134,7 +134,8 @@ def index(base: str, root: str, pipelines: list[dict], reports: list, clusters: 
             escape(dt.datetime.fromtimestamp(r.modified, dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))] for r in reports]
     all_clusters = f'<a class="clusters-link" href="{escape(url(base, "clusters"))}">clusters of recent runs</a>'
     body = (
-        f'<p class="muted">Read-only view of the lake at <code>{escape(root)}</code>.</p>'
+        f'<p class="muted">Read-only view of the lake at <code>{escape(root)}</code>. '
+        f'<a class="sql-link" href="{escape(url(base, "sql"))}">Query the lake with SQL</a>.</p>'
         f'<h2 id="clusters">Clusters of running runs</h2>'
         + cluster_table(clusters or [], clusters_error, framed, "No run is using a cluster now.")
         + f'<p>All {all_clusters}, with their dashboards.</p>'
