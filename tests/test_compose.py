@@ -6,6 +6,7 @@ sure the compose file describes it completely and consistently with .env.example
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -21,6 +22,12 @@ VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 def documented(name: str) -> bool:
     return re.search(rf"^#?\s*{re.escape(name)}=", ENV_EXAMPLE, re.MULTILINE) is not None
+
+
+def default_of(value: str) -> str:
+    """A compose value with its ``${VAR:-default}`` form resolved to the default."""
+    m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", value)
+    return m.group(1) if m else value
 
 
 def command(service: str) -> str:
@@ -45,7 +52,7 @@ def test_every_variable_is_documented_in_env_example():
 def test_every_setting_the_code_reads_is_documented():
     settings = (ROOT / "include" / "etl" / "settings.py").read_text()
     read = set(re.findall(r'"(ETL_[A-Z_]+)"', settings))
-    assert {"ETL_LAKE_ROOT", "ETL_DEFAULT_BACKEND"} <= read
+    assert {"ETL_LAKE_URI", "ETL_LAKE_ROOT", "ETL_LAKE_CONN_ID", "ETL_LAKE_RETENTION_DAYS", "ETL_DEFAULT_BACKEND"} <= read
     missing = sorted(v for v in read if not documented(v))
     assert not missing, f"settings read by the code but not in .env.example: {missing}"
 
@@ -74,7 +81,7 @@ def test_clusters_are_services_and_airflow_attaches_to_them():
     env = COMPOSE["x-airflow-common"]["environment"]
     assert env["AIRFLOW_CONN_DASK_DEFAULT"] == "tcp://dask-scheduler:8786"
     assert env["AIRFLOW_CONN_SPARK_CONNECT_DEFAULT"] == "sc://spark-connect:15002"
-    assert "ETL_DEFAULT_BACKEND" in env and env["ETL_LAKE_ROOT"] == "/lake"
+    assert "ETL_DEFAULT_BACKEND" in env and "ETL_LAKE_ROOT" not in env  # the lake is ETL_LAKE_URI (S3)
     assert command("dask-scheduler").startswith("dask scheduler") and "--port 8786" in command("dask-scheduler")
     assert command("dask-worker").startswith("dask worker tcp://dask-scheduler:8786")
     for dask_service in ("dask-scheduler", "dask-worker"):  # warm imports: the first job pays none (docs/benchmarks)
@@ -91,17 +98,37 @@ def test_clusters_are_services_and_airflow_attaches_to_them():
     assert f"AIRFLOW_CONN_{SparkClusterHook.default_conn_name.upper()}" in env
 
 
-def test_one_image_one_lake_and_only_the_ui_published():
+def test_one_image_and_only_the_ui_published():
     images = {svc.get("image") for name, svc in SERVICES.items() if name not in ("postgres", "redis")}
     assert images == {"${ETL_IMAGE:-olympics-etl:latest}"}
-    for name, svc in SERVICES.items():
-        if name in ("postgres", "redis"):
-            continue
-        lakes = [v for v in svc.get("volumes", []) if isinstance(v, dict) and v["target"] == "/lake"]
-        assert lakes == [{"type": "volume", "source": "lake", "target": "/lake"}], f"{name} lacks the shared lake"
     published = {name: svc["ports"] for name, svc in SERVICES.items() if svc.get("ports")}
     assert list(published) == ["airflow-apiserver"]
     assert published["airflow-apiserver"] == ["${AIRFLOW_UI_BIND:-127.0.0.1}:${AIRFLOW_UI_PORT:-8080}:8080"]
+
+
+def test_the_lake_is_the_s3_service_for_every_airflow_and_cluster_service():
+    """One object store (SeaweedFS from the project image), and every process that reads or writes
+    the lake gets the same URI and connection; no service shares a lake volume any more."""
+    s3 = SERVICES["s3"]
+    assert "weed" in command("s3") and "mini" in command("s3") and "-bucket=lake" in command("s3")
+    assert "-s3.config=" in command("s3") and "LAKE_S3_SECRET_KEY:?" in s3["environment"]["S3_IDENTITIES"]
+    users = [n for n in SERVICES if n.startswith(("airflow-", "dask-", "spark-worker", "spark-connect"))]
+    assert len(users) >= 9
+    for name in users:
+        env = SERVICES[name].get("environment") or {}
+        assert default_of(str(env.get("ETL_LAKE_URI", ""))) == "s3://lake/etl", f"{name} does not use the S3 lake"
+        conn = json.loads(env["AIRFLOW_CONN_LAKE_DEFAULT"])
+        assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"] == "${LAKE_S3_ENDPOINT:-http://s3:8333}"
+        assert conn["login"].startswith("${LAKE_S3_ACCESS_KEY:?") and conn["password"].startswith("${LAKE_S3_SECRET_KEY:?")
+        assert env["ETL_LAKE_CONN_ID"] == "lake_default"
+        targets = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in SERVICES[name].get("volumes", [])]
+        assert "/lake" not in targets, f"{name} still mounts a local lake"
+    assert SERVICES["airflow-scheduler"]["depends_on"]["s3"]["condition"] == "service_healthy"
+    # The connection's fields are what include.etl.lake.location reads.
+    from include.etl.lake.location import s3_storage_options
+
+    options = s3_storage_options({"login": "k", "password": "s", "extra": {"endpoint_url": "http://s3:8333"}})
+    assert options["AWS_ENDPOINT_URL"] == "http://s3:8333" and options["AWS_ALLOW_HTTP"] == "true"
 
 
 def test_start_order_waits_for_health():
