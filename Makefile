@@ -44,6 +44,8 @@ bench: install
 	.venv/bin/python bench/backfill.py --backend dask --from 2011-11-01 --to 2011-11-30
 	# A one-off run (dags test olympics_etl) against a do-nothing DAG of the same seven tasks.
 	.venv/bin/python bench/dags_test.py --backends dask,spark
+	# The lake on local disk against a local S3 server (SeaweedFS): the olympics chain on Dask.
+	.venv/bin/python bench/lake_storage.py --rows 2000000 --repeat 3
 
 BENCH_ROWS ?= 1000000 5000000
 
