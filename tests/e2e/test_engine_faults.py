@@ -31,6 +31,7 @@ from include.etl.jobs import JobContext, resolve_job
 from include.etl.lake import Lake
 from include.etl.settings import Settings
 from tests.e2e.expected import assert_marts_match
+from tests.lake import part, read_partition
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -83,6 +84,10 @@ def _chain(engine, lake_root: Path, sources: dict, during_athletes=None) -> dict
 def _assert_complete(summaries: dict, lake_root: Path, sources: dict) -> None:
     athletes = summaries["athletes"]
     assert athletes["rows_in"] == ROWS and athletes["rows_accepted"] == ROWS and athletes["rows_rejected"] == 0, athletes
+    # the published table holds each row once: no file of a killed attempt was committed beside its retry's
+    lake = Lake(lake_root, "olympics")
+    assert lake.row_count("athletes", DS) == ROWS == read_partition(part(lake_root, "olympics", "athletes", DS)).num_rows
+    assert [h["version"] for h in lake.history("athletes")] == [1, 0]  # one commit (0 created the table)
     assert_marts_match(lake_root, DS, Path(sources["athletes"]).parent, expected=sources["expected"])
 
 

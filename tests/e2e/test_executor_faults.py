@@ -25,6 +25,7 @@ from urllib.parse import quote
 import pytest
 
 from etl_platform.hooks.cluster import safe_path_part
+from include.etl.lake import Lake
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
@@ -177,4 +178,8 @@ def test_scheduler_crash_during_a_run_the_run_still_completes(deployment):
     probe.procs = live  # wait() fails early if a live component dies, not for the scheduler we killed
     wait("the run to complete after the scheduler restart", finished, 420, probe, interval=2)
     assert_marts_match(home / "lake", "2024-07-12", DATA)
+    # each table was published once for the day (by the run's publish step), whatever tries the crash cost
+    lake = Lake(home / "lake", "olympics")
+    for table in ("athletes", "regions", "venues", "enriched", "avg_age_by_year", "medals_by_region"):
+        assert [h["ds"] for h in lake.history(table) if h.get("ds")] == ["2024-07-12"], (table, lake.history(table))
     assert processes_with_env(str(home / "logs" / "clusters" / "olympics_etl")) == []

@@ -16,10 +16,12 @@ from urllib.parse import quote
 
 import pytest
 
+from include.etl.lake import Lake
 from tests.conftest import ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.stack import Api, Stack, free_port, wait
 from tests.gateway import dask_gateway  # noqa: F401 - the gateway server fixture
+from tests.lake import part, read_partition
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -58,6 +60,13 @@ def test_a_run_gets_its_cluster_from_the_gateway_and_gives_it_back(dask_gateway,
         assert gw.status(name) == "STOPPED", "the run's cluster was not the gateway's, or it was not stopped"
         ingest = api("GET", f"{run_path}/taskInstances/ingest_regions/xcomEntries/return_value")["value"]
         assert ingest["rows_accepted"] == 230, ingest
+        # the gateway's worker committed the partition to the run's lake, recording who wrote it
+        lake = Lake(home / "lake", "olympics")
+        assert ingest["path"] == lake.table_uri("regions") and lake.row_count("regions", "2024-07-09") == 230, ingest
+        assert read_partition(part(home / "lake", "olympics", "regions", "2024-07-09")).num_rows == 230
+        commit = lake.history("regions")[0]
+        assert (commit["version"], commit["dag_id"], commit["run_id"], commit["task_id"]) == (
+            ingest["version"], DAG_ID, run, "ingest_regions"), commit
 
         assert gw.clusters() == [], "the teardown left the run's cluster running on the gateway"
         assert gw.wait_no_cluster_processes(30) == [], "a scheduler or worker of the run's cluster still runs"

@@ -28,6 +28,8 @@ from include.etl.jobs import JobContext, resolve_job
 from include.etl.lake import Lake
 from tests.conftest import DATA_ROOT
 from tests.e2e.airflow_env import bin_airflow
+from tests.lake import part, read_partition, rejects
+from tests.lake import published as is_published
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -75,9 +77,7 @@ def expected_marts(path: Path) -> dict[str, list[tuple]]:
 
 def published(lake_root: Path, table: str) -> list[tuple]:
     """A published partition as sorted tuples (dates as ISO strings, None for nulls)."""
-    import pyarrow.parquet as pq
-
-    rows = pq.read_table(Lake(lake_root, "nz_trade").partition(table, DS), partitioning=None).to_pylist()
+    rows = read_partition(part(lake_root, "nz_trade", table, DS)).to_pylist()
     out = [tuple(v.isoformat() if hasattr(v, "isoformat") else v for v in r.values()) for r in rows]
     return sorted(out, key=lambda r: tuple((x is None, x) for x in r))
 
@@ -117,16 +117,24 @@ def test_dags_test_on_dask_publishes_the_expected_marts(airflow_home, expected):
     assert "state=success" in logs
     # every task ran once, in the DAG's order, and returned (pushed its XCom); none failed or was retried
     pushed = re.findall(r"Pushing xcom .*?task_id='(\w+)'", logs)
-    assert pushed == ["start_cluster", "ingest_trade", "enrich_trade", "marts", "stop_cluster"], pushed
+    # after the marts, the teardown and the run's publish step (both downstream of marts, in either order)
+    assert pushed[:4] == ["start_cluster", "ingest_trade", "enrich_trade", "marts"], pushed
+    assert sorted(pushed[4:]) == ["publish", "stop_cluster"], pushed
     assert "new_state=failed" not in logs and "up_for_retry" not in logs
     assert "Stopped the local Dask cluster" in logs
     assert processes_with_env(str(home)) == [], "cluster processes left running after the run"
     lake = home / "lake"
-    assert Lake(lake, "nz_trade").partition("trade", DS).is_dir()
-    assert Lake(lake, "nz_trade").rejects("trade", DS).is_dir()
+    nz = Lake(lake, "nz_trade")
+    assert nz.row_count("trade", DS) == ROWS and nz.has_partition(nz.rejects("trade"), DS)  # an empty rejects partition
+    assert read_partition(rejects(lake, "nz_trade", "trade", DS)).num_rows == 0
     assert_marts_equal_expected(lake, expected)
     assert len(published(lake, "enriched")) == expected["rows"] == ROWS
-    assert list(lake.rglob(".staging-*")) == []
+    # one commit per table (version 0 created it), by the run's publish step, recording the run
+    for table in (*TABLES, nz.rejects("trade")):
+        history = nz.history(table)
+        assert [h["version"] for h in history] == [1, 0], (table, history)
+        assert history[0]["dag_id"] == "nz_trade_etl" and history[0]["ds"] == DS, (table, history[0])
+    assert list((lake / "nz_trade").glob("_runs/*")) == [], "the publish step left the run's staged entries"
 
 
 # --- the jobs on module-scoped real clusters, both engines ---------------------------------------------
@@ -162,11 +170,10 @@ def run_jobs(engine, lake_root: Path, source: str, max_reject_ratio: float = 0.0
 
 
 def table_of(path: Path):
-    """(column types, pandas frame sorted on every column) of a Parquet dataset directory."""
+    """(column types, pandas frame sorted on every column) of a published partition (:func:`tests.lake.part`)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path, partitioning=None).replace_schema_metadata(None)
+    table = read_partition(path).replace_schema_metadata(None)
     types = {f.name: ("string" if f.type in (pa.string(), pa.large_string()) else str(f.type)) for f in table.schema}
     frame = table.to_pandas()
     return types, frame.sort_values(list(frame.columns), na_position="last", kind="stable").reset_index(drop=True)
@@ -196,15 +203,15 @@ def test_marts_on_both_engines_equal_the_sql_computation_and_each_other(engines,
         assert marts["yearly_change"]["rows_out"] == len(expected["yearly_change"])
         assert_marts_equal_expected(lakes[name], expected)
     for table in TABLES:
-        assert_same_table(Lake(lakes["spark"], "nz_trade").partition(table, DS),
-                          Lake(lakes["dask"], "nz_trade").partition(table, DS))
-    types, yearly = table_of(Lake(lakes["dask"], "nz_trade").partition("yearly_change", DS))
+        assert_same_table(part(lakes["spark"], "nz_trade", table, DS),
+                          part(lakes["dask"], "nz_trade", table, DS))
+    types, yearly = table_of(part(lakes["dask"], "nz_trade", "yearly_change", DS))
     assert types == {"direction": "string", "measure": "string", "country": "string", "commodity": "string",
                      "transport_mode": "string", "year": "int64", "value": "int64", "previous_value": "int64",
                      "change_pct": "double"}
-    assert table_of(Lake(lakes["dask"], "nz_trade").partition("monthly_trade", DS))[0]["month"] == "date32[day]"
+    assert table_of(part(lakes["dask"], "nz_trade", "monthly_trade", DS))[0]["month"] == "date32[day]"
     assert yearly["previous_value"].isna().sum() == 44  # every series' first year (2015)
-    enriched = table_of(Lake(lakes["dask"], "nz_trade").partition("enriched", DS))[1]
+    enriched = table_of(part(lakes["dask"], "nz_trade", "enriched", DS))[1]
     assert int(enriched["is_total"].sum()) == 2541 * 2 + 2525  # Exports $, Imports $ and Reimports $ totals
 
 
@@ -254,16 +261,17 @@ def test_injected_bad_rows_are_rejected_with_reason_and_line_on_both_engines(eng
         ingest = run["ingest"]["summary"]
         assert ingest["rows_in"] == ingest["rows_accepted"] + ingest["rows_rejected"] == good + len(BAD_LINES), name
         assert (ingest["rows_accepted"], ingest["rows_rejected"]) == (good, len(BAD_LINES)), name
-        rejects = table_of(Path(ingest["rejects_path"]))[1].sort_values("_line")
-        assert rejects[["_line", "_raw", "_reason"]].values.tolist() == [list(b) for b in BAD_LINES], name
-        assert set(rejects["_source"]) == {str(source)}
+        assert ingest["rejects_path"] == Lake(lakes[name], "nz_trade").table_uri("_rejects/trade")
+        rejected = table_of(rejects(lakes[name], "nz_trade", "trade", DS))[1].sort_values("_line")
+        assert rejected[["_line", "_raw", "_reason"]].values.tolist() == [list(b) for b in BAD_LINES], name
+        assert set(rejected["_source"]) == {str(source)}
         assert run["enrich"]["summary"]["rows_out"] == good
         assert run["marts"]["summary"]["source_rows"] == good
     for table in TABLES:
-        assert_same_table(Lake(lakes["spark"], "nz_trade").partition(table, DS),
-                          Lake(lakes["dask"], "nz_trade").partition(table, DS))
-    assert_same_table(Lake(lakes["spark"], "nz_trade").rejects("trade", DS),
-                      Lake(lakes["dask"], "nz_trade").rejects("trade", DS))
+        assert_same_table(part(lakes["spark"], "nz_trade", table, DS),
+                          part(lakes["dask"], "nz_trade", table, DS))
+    assert_same_table(rejects(lakes["spark"], "nz_trade", "trade", DS),
+                      rejects(lakes["dask"], "nz_trade", "trade", DS))
 
 
 def test_too_many_rejects_publish_nothing(dask_engine, base, bad_source):
@@ -271,4 +279,6 @@ def test_too_many_rejects_publish_nothing(dask_engine, base, bad_source):
     lake = base / "threshold"
     with pytest.raises(RejectThresholdExceeded, match=rf"7 of {good + 7} rows rejected .* above the limit of 1\.00%"):
         run_jobs(dask_engine, lake, str(source), upto="ingest")
-    assert not Lake(lake, "nz_trade").partition("trade", DS).exists()
+    assert not is_published(part(lake, "nz_trade", "trade", DS))
+    assert not is_published(rejects(lake, "nz_trade", "trade", DS))
+    assert not Lake(lake, "nz_trade").exists("trade")  # nothing committed at all

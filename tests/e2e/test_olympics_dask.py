@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from include.etl.lake import Lake, list_tables
 from tests.conftest import DATA
 from tests.e2e.airflow_env import bin_airflow
 from tests.e2e.expected import assert_marts_match, read_mart
 from tests.procs import processes_with_env
-from include.etl.lake import Lake, list_tables
 
 pytestmark = pytest.mark.slow
 DS = "2024-07-07"

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
+from include.etl.lake import Lake
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
@@ -25,6 +26,7 @@ from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+TABLES = ("athletes", "regions", "venues", "enriched", "avg_age_by_year", "medals_by_region")
 
 
 @pytest.fixture
@@ -66,6 +68,9 @@ def test_compose_topology_natively(tmp_path, postgres_db):
         "AIRFLOW_CONN_DASK_DEFAULT": f"tcp://127.0.0.1:{dask_port}",
         "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": f"sc://127.0.0.1:{connect_port}",
         "ETL_DEFAULT_BACKEND": "dask",
+        # the lake as compose names it, by ETL_LAKE_URI (compose's is its S3 service; here a local disk
+        # every process of this machine shares: tests/e2e/test_lake_engines.py covers an S3 lake)
+        "ETL_LAKE_URI": f"file://{home / 'lake'}",
     }
     env = project_env(home, **airflow)
     bin_airflow = str(ROOT / "bin" / "airflow")
@@ -148,7 +153,19 @@ def test_compose_topology_natively(tmp_path, postgres_db):
         # They really ran side by side (each its own ingest, enrich and aggregate on the shared cluster).
         spans = sorted((r["start_date"], r["end_date"]) for r in got)
         assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), f"no two runs overlapped: {spans}"
-        assert not list((home / "lake").rglob(".staging-*")), "a run left a staging directory behind"
+        # Every run published each table once, in one commit per table and day (none lost to a concurrent
+        # run's commit, none repeated), and left no staged entry behind. (The scheduler may also have made
+        # today's scheduled run once the DAG was unpaused: its day is not one of these.)
+        lake = Lake(home / "lake", "olympics")
+        finished = {rid: day for rid, day in runs.values()} | {r["dag_run_id"]: r["logical_date"][:10] for r in got}
+        assert len(set(finished.values())) == 5, finished
+        for table in (*TABLES, *(lake.rejects(t) for t in ("athletes", "regions", "venues"))):
+            commits = [h["ds"] for h in lake.history(table) if h.get("ds") in finished.values()]
+            assert sorted(commits) == sorted(finished.values()), (table, lake.history(table))
+            assert set(finished.values()) <= lake.published_days(table), table
+        for rid in finished:
+            run_lake = Lake(home / "lake", "olympics", run={"dag_id": "olympics_etl", "run_id": rid})
+            assert run_lake.staged_entries() == [], f"the run {rid} left staged entries behind"
         print(f"production stack: backfill done after {time.monotonic() - t0:.0f} s")
     finally:
         stack.stop_all()

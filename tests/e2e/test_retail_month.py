@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import DATA_ROOT
+from tests.lake import lake_of, published, read_partition
 
 pytestmark = pytest.mark.slow
 
@@ -138,13 +139,16 @@ def milli(value: float) -> int:
 
 
 def parquet_files(partition: Path) -> list[Path]:
-    files = sorted(partition.glob("*.parquet"))
-    assert files, f"no Parquet file in {partition}"
+    """The data files of a published partition in its table's latest version (an empty day has one, of no rows)."""
+    lake, table, ds = lake_of(partition)
+    assert published(partition), f"nothing published at {partition}"
+    files = sorted(Path(lake.engine_path(f)) for f in lake.files(table, ds))
+    assert files, f"no Parquet file in the published {partition}"
     return files
 
 
 def rows(partition: Path) -> list[dict]:
-    return [r for f in parquet_files(partition) for r in pq.read_table(f).to_pylist()]
+    return read_partition(partition).to_pylist()
 
 
 # ---------------------------------------------------------------- the month, on both engines
@@ -221,7 +225,9 @@ def test_month_rollup_equals_sql_over_the_raw_files(month, db, files, backend):
     assert (extra["rows"], extra["days"], extra["trading_days"], extra["empty_days"], extra["invoice_lines"]) == (
         len(got), len(days), len(files), len(days) - len(files), accepted), extra
     assert rollup["trading_days"] == sorted(files)
-    assert Path(rollup["report"]).is_file()
+    assert rollup["report"] == lake_of(done["lake"] / "monthly_sales_by_country" / f"ds={MONTH}")[0].report_uri(
+        "monthly_sales_by_country", MONTH, "report.html")
+    assert (done["lake"] / "_reports" / "monthly_sales_by_country" / f"ds={MONTH}" / "report.html").is_file()
     # Every day's mart (the rollup checks itself against them) and its rejects, days without trading included.
     expected_days = oracle_days(db)
     lake = done["lake"]
@@ -245,7 +251,9 @@ def test_every_daily_table_has_one_schema_over_the_month_on_both_engines(month):
     for table, columns in TABLE_SCHEMAS.items():
         declared = [(f.name, str(f.type)) for f in schema(columns)]
         for backend in BACKENDS:
-            seen: dict[str, list[str]] = {}
+            lake = lake_of(month[backend]["lake"] / table / f"ds={MONTH}")[0]
+            assert [(f.name, str(f.type)) for f in lake.schema(table)] == declared, (backend, table)  # the table's
+            seen: dict[str, list[str]] = {}  # and every file the latest version holds
             for day in month_days():
                 for f in parquet_files(month[backend]["lake"] / table / f"ds={day}"):
                     found = str([(c.name, str(c.type)) for c in pq.read_schema(f)])

@@ -45,6 +45,8 @@ from tests.e2e.test_retail import (
     period_by_country,
     read_table,
 )
+from tests.lake import part as partition
+from tests.lake import published
 from tests.procs import processes_with_env
 
 pytestmark = [pytest.mark.slow, needs_data]
@@ -178,7 +180,8 @@ def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployme
     part = home / "lake" / "retail" / "weekly_sales_by_country" / f"ds={WEEK[0]}"
     files = sorted(landing.iterdir())
     assert period_by_country(part, "week", WEEK[0]) == oracle_period_by_country(oracle_db(files))
-    report = (part / "report.html").read_text(encoding="utf-8")
+    report_file = home / "lake" / "retail" / "_reports" / "weekly_sales_by_country" / f"ds={WEEK[0]}" / "report.html"
+    report = report_file.read_text(encoding="utf-8")
     for chart in ("revenue-per-day", "top-countries", "top-products", "cancellations-per-day"):
         assert f'id="{chart}"' in report, chart
     assert f"Days without trading: {NO_FILE}." in report
@@ -204,6 +207,12 @@ def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployme
     assert weekly[1]["partition_key"].endswith("re-run"), weekly[1]
     assert _tis(home, "retail_weekly", weekly[1]["run_id"])["rollup"] == "success"
     assert period_by_country(part, "week", WEEK[0]) == expected
+    # The re-run replaced the day's partition (one more commit of that day, recording the re-run), never appended.
+    from include.etl.lake import Lake
+
+    day_commits = [h for h in Lake(home / "lake", "retail").history("sales_by_country") if h.get("ds") == RERUN_DAY]
+    assert len(day_commits) == 2 and day_commits[0]["run_id"] == run_id, day_commits
+    assert day_commits[0]["rows_removed"] == day_commits[1]["rows"], day_commits
     with sqlite3.connect(home / "airflow.db", timeout=30) as db:
         marts = db.execute("SELECT e.partition_key, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
                            "WHERE a.uri = 'lake://retail/weekly_sales_by_country' ORDER BY e.id").fetchall()
@@ -272,7 +281,7 @@ def test_events_while_paused_are_lost_and_a_week_is_started_by_hand(deployment):
     assert "7 of its 7 days lack their daily partitions" in logs and "2010-12-13 .. 2010-12-19" in logs, logs[-2000:]
 
     # What the docs say to do: start the week by hand, from its key (the trigger form's Partition Key).
-    if not all((home / "lake" / "retail" / "sales_by_country" / f"ds={d}").is_dir() for d in WEEK):
+    if not all(published(partition(home / "lake", "retail", "sales_by_country", d)) for d in WEEK):
         pytest.fail("the week by hand needs the week the first test of this module publishes: run the module whole")
     run = api("POST", "dags/retail_weekly/dagRuns", {"logical_date": None, "partition_key": week_key})
     assert run["partition_key"] == week_key and run["run_type"] == "manual", run

@@ -27,6 +27,7 @@ from include.etl.lake import Lake
 from include.etl.settings import ConfigError, Settings
 from tests.conftest import DATA as _DATA
 from tests.e2e.stack import free_port
+from tests.lake import part, published, read_partition, rejects
 from tests.procs import processes_with_env
 
 DS = "2024-07-07"
@@ -116,11 +117,10 @@ def run_jobs(engine, lake_root: Path, sources: dict[str, str], max_reject_ratio:
 
 
 def read_table(path: Path):
-    """A Parquet dataset directory as (arrow schema types, pandas frame sorted on every column)."""
+    """A published partition (:func:`tests.lake.part`) as (arrow schema types, pandas frame sorted on every column)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path, partitioning=None)
+    table = read_partition(path)
     table = table.replace_schema_metadata(None)  # compare values, not pandas' dtype metadata
     types = {f.name: ("string" if f.type in (pa.string(), pa.large_string()) else str(f.type)) for f in table.schema}
     frame = table.to_pandas()
@@ -322,13 +322,13 @@ def test_olympics_jobs_on_spark_equal_dask(spark, spark_engine, dask_engine, bas
     for mart in ("avg_age_by_year", "medals_by_region"):
         assert on_spark["aggregate"]["summary"][mart]["rows_out"] == on_dask["aggregate"]["summary"][mart]["rows_out"]
     for table in TABLES:
-        assert_same_table(Lake(spark_lake, "olympics").partition(table, DS), Lake(dask_lake, "olympics").partition(table, DS))
+        assert_same_table(part(spark_lake, "olympics", table, DS), part(dask_lake, "olympics", table, DS))
 
     import pandas as pd
 
-    medals = read_table(Lake(spark_lake, "olympics").partition("medals_by_region", DS))[1]
+    medals = read_table(part(spark_lake, "olympics", "medals_by_region", DS))[1]
     assert not medals["region"].isna().any() and (medals["total"] > 0).all()
-    ages = read_table(Lake(spark_lake, "olympics").partition("avg_age_by_year", DS))[1]
+    ages = read_table(part(spark_lake, "olympics", "avg_age_by_year", DS))[1]
     assert pd.api.types.is_float_dtype(ages["avg_age"]) and (ages["n"] >= 0).all()
 
 
@@ -354,10 +354,9 @@ def test_generated_edge_cases_give_identical_tables_on_both_engines(spark_engine
         assert_marts_match(lakes[name], DS, data, athletes=Path(sources["athletes"]).name)
     assert runs["spark"]["ingest_athletes"]["summary"]["rows_rejected"] == runs["dask"]["ingest_athletes"]["summary"]["rows_rejected"]
     for table in TABLES:
-        assert_same_table(Lake(lakes["spark"], "olympics").partition(table, DS), Lake(lakes["dask"], "olympics").partition(table, DS))
-    rejects = Lake(lakes["spark"], "olympics").rejects("athletes", DS)
+        assert_same_table(part(lakes["spark"], "olympics", table, DS), part(lakes["dask"], "olympics", table, DS))
     if runs["spark"]["ingest_athletes"]["summary"]["rows_rejected"]:
-        assert_same_table(rejects, Lake(lakes["dask"], "olympics").rejects("athletes", DS))
+        assert_same_table(rejects(lakes["spark"], "olympics", "athletes", DS), rejects(lakes["dask"], "olympics", "athletes", DS))
 
 
 def _crafted_inputs(folder: Path) -> dict[str, str]:
@@ -389,12 +388,12 @@ def test_rejects_are_the_same_on_both_engines(spark_engine, dask_engine, base):
     assert {t: on_spark[f"ingest_{t}"]["summary"]["rows_rejected"] for t in sources} == {
         "athletes": 4, "regions": 2, "venues": 1}
     for table in ("athletes", "regions", "venues"):
-        spark_lake, dask_lake = Lake(base / "crafted-spark", "olympics"), Lake(base / "crafted-dask", "olympics")
-        assert_same_table(spark_lake.partition(table, DS), dask_lake.partition(table, DS))
-        assert_same_table(spark_lake.rejects(table, DS), dask_lake.rejects(table, DS))
-    rejects = read_table(Lake(base / "crafted-spark", "olympics").rejects("regions", DS))[1]
-    assert rejects[["_line", "_reason"]].values.tolist() == [[3, "duplicate key (NOC)"], [4, "missing required NOC"]]
-    notes = read_table(Lake(base / "crafted-spark", "olympics").partition("regions", DS))[1].set_index("NOC")["notes"]
+        spark_lake, dask_lake = base / "crafted-spark", base / "crafted-dask"
+        assert_same_table(part(spark_lake, "olympics", table, DS), part(dask_lake, "olympics", table, DS))
+        assert_same_table(rejects(spark_lake, "olympics", table, DS), rejects(dask_lake, "olympics", table, DS))
+    rejected = read_table(rejects(base / "crafted-spark", "olympics", "regions", DS))[1]
+    assert rejected[["_line", "_reason"]].values.tolist() == [[3, "duplicate key (NOC)"], [4, "missing required NOC"]]
+    notes = read_table(part(base / "crafted-spark", "olympics", "regions", DS))[1].set_index("NOC")["notes"]
     assert notes["SGP"] == 'a "quoted" note'
 
 
@@ -407,8 +406,9 @@ def test_malformed_rows_are_rejected_not_padded_or_truncated(spark_engine, base)
     ctx = JobContext(engine=spark_engine, lake=Lake(base / "malformed", "olympics"), ds=DS, max_reject_ratio=1.0)
     summary = resolve_job("olympics.ingest")(ctx, table="venues", source=str(src))
     assert (summary["rows_accepted"], summary["rows_rejected"]) == (1, 2)
-    rejects = read_table(Path(summary["rejects_path"]))[1]
-    assert rejects[["_line", "_raw", "_reason"]].values.tolist() == [
+    assert summary["rejects_path"] == Lake(base / "malformed", "olympics").table_uri("_rejects/venues")
+    rejected = read_table(rejects(base / "malformed", "olympics", "venues", DS))[1]
+    assert rejected[["_line", "_raw", "_reason"]].values.tolist() == [
         [3, "1996,Summer,Atlanta", "expected 5 fields, found 3"],
         [4, "2000,Summer,Sydney,151.2,-33.9,extra", "expected 5 fields, found 6"],
     ]
@@ -546,16 +546,17 @@ def test_every_bad_row_kind_is_rejected_alike_on_both_engines(spark_engine, dask
         summary = resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
         assert summary["rows_in"] == len(good) + len(BAD_ROWS) + 1 == summary["rows_accepted"] + summary["rows_rejected"]
         assert (summary["rows_accepted"], summary["rows_rejected"]) == (len(good), len(BAD_ROWS) + 1)
-        rejects = read_table(Path(summary["rejects_path"]))[1].sort_values("_line")
-        got = rejects[["_line", "_raw", "_reason"]].values.tolist()
+        assert summary["rejects_path"] == ctx.lake.table_uri("_rejects/athletes")
+        rejected = read_table(rejects(base / f"bad_rows-{name}", "olympics", "athletes", DS))[1].sort_values("_line")
+        got = rejected[["_line", "_raw", "_reason"]].values.tolist()
         assert [g[2] for g in got] == [e[2] for e in expected], name
         assert [g[0] for g in got] == [e[0] for e in expected], name
         assert [g[1] for g in got[:-1]] == [e[1] for e in expected[:-1]], name
         assert "\ufffd" in got[-1][1]  # the undecodable line is kept, bad bytes marked
-        assert set(rejects["_source"]) == {str(src)}
+        assert set(rejected["_source"]) == {str(src)}
         results[name] = summary
-    assert_same_table(Lake(base / "bad_rows-spark", "olympics").partition("athletes", DS), Lake(base / "bad_rows-dask", "olympics").partition("athletes", DS))
-    assert_same_table(Lake(base / "bad_rows-spark", "olympics").rejects("athletes", DS), Lake(base / "bad_rows-dask", "olympics").rejects("athletes", DS))
+    assert_same_table(part(base / "bad_rows-spark", "olympics", "athletes", DS), part(base / "bad_rows-dask", "olympics", "athletes", DS))
+    assert_same_table(rejects(base / "bad_rows-spark", "olympics", "athletes", DS), rejects(base / "bad_rows-dask", "olympics", "athletes", DS))
 
 
 @pytest.mark.slow
@@ -570,7 +571,10 @@ def test_too_many_rejects_fail_and_publish_nothing(engine_name, spark_engine, da
     ctx = JobContext(engine=engine, lake=lake, ds=DS, max_reject_ratio=0.01)
     with pytest.raises(RejectThresholdExceeded, match=rf"athletes input {src}: 3 of 4 rows rejected \(75.00%\)"):
         resolve_job("olympics.ingest")(ctx, table="athletes", source=str(src))
-    assert not lake.partition("athletes", DS).exists() and not lake.rejects("athletes", DS).exists()
+    lake_root = base / f"mostly_bad-{engine_name}"
+    assert not published(part(lake_root, "olympics", "athletes", DS))
+    assert not published(rejects(lake_root, "olympics", "athletes", DS))
+    assert not lake.exists("athletes") and not lake.exists(lake.rejects("athletes"))  # no commit at all
 
 
 @pytest.mark.parametrize("engine_name", ["spark", "dask"])
@@ -604,7 +608,9 @@ def test_failed_quality_check_keeps_the_published_marts(engine_name, spark_engin
     lake_root = base / f"quality-{engine_name}"
     run_jobs(engine, lake_root, SHIPPED)
     lake = Lake(lake_root, "olympics")
-    before = {m: read_table(lake.partition(m, DS))[1] for m in ("avg_age_by_year", "medals_by_region")}
+    marts = ("avg_age_by_year", "medals_by_region")
+    before = {m: read_table(part(lake_root, "olympics", m, DS))[1] for m in marts}
+    versions = {m: lake.delta(m).version() for m in marts}
     # A bad source: every age 119 (valid per row, implausible as a Games' mean).
     src = base / f"old_{engine_name}.csv"
     rows = Path(SHIPPED["athletes"]).read_text().splitlines()
@@ -615,5 +621,5 @@ def test_failed_quality_check_keeps_the_published_marts(engine_name, spark_engin
     with pytest.raises(QualityCheckFailed, match=r"nothing published .*averages outside the plausible \[10, 70\], e.g. .*: 119.00"):
         resolve_job("olympics.aggregate")(ctx)
     for mart, frame in before.items():
-        assert read_table(lake.partition(mart, DS))[1].equals(frame), f"{mart} changed although the checks failed"
-    assert not list((lake_root / "olympics").rglob(".staging-*"))
+        assert read_table(part(lake_root, "olympics", mart, DS))[1].equals(frame), f"{mart} changed although the checks failed"
+    assert {m: lake.delta(m).version() for m in marts} == versions, "a failed check committed a mart"

@@ -30,9 +30,11 @@ import pytest
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.clusters.idle_watch import last_activity
 from include.etl.errors import InputFileError
+from include.etl.lake import Lake
 from include.etl.settings import Settings
 from tests.conftest import DATA, ROOT
 from tests.e2e.stack import wait
+from tests.lake import part, read_partition
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -121,8 +123,9 @@ def test_ingest_through_the_endpoint_gives_the_summary_and_the_job_logs(spark, c
         summary = _hook(settings).run_job(handle, "olympics.ingest", {"table": "regions", "source": source}, DS)
     print(f"ingest through the endpoint: {time.monotonic() - t0:.2f} s")
     assert summary["rows_in"] == 230 and summary["rows_accepted"] == 230 and summary["rows_rejected"] == 0
-    assert summary["path"] == str(settings.lake_root / "olympics" / "regions" / f"ds={DS}")
-    assert any(p.suffix == ".parquet" for p in (settings.lake_root / "olympics" / "regions" / f"ds={DS}").rglob("*"))
+    assert summary["path"] == f"{settings.lake_uri}/olympics/regions"  # the table's URI
+    regions = read_partition(part(settings.lake_root, "olympics", "regions", DS))
+    assert regions.num_rows == 230 and summary["version"] == Lake(settings.lake_root, "olympics").delta("regions").version()
     relayed = [r.getMessage() for r in caplog.records if r.name == "etl_platform.hooks.spark"]
     assert any(m.startswith("[include.etl.jobs.steps] ingest regions: 230 rows read") for m in relayed), relayed
     assert any("in the job endpoint of" in m for m in relayed), relayed

@@ -19,7 +19,7 @@ from CI):
   day's real rejects) → ``weekly_sales_by_country`` → the week's report, and check the real
   report rendered: its heading, its five SVG charts, one revenue bar per day of the week in the
   lake (the Saturday as a day without trading), and its figures equal to what this test reads
-  from the marts' Parquet files with pyarrow;
+  from the marts' published partitions (their Delta tables' latest versions);
 * the report is self-contained (no element loading anything, no request but its own file) and
   framed in a sandbox: a script in its frame could read neither the Airflow session nor the API.
 
@@ -98,20 +98,21 @@ def _build_lake(lake: Path) -> dict:
     return run("retail.rollup", WEEK, period=PERIOD)
 
 
-# ---------------------------------------------------------------- what the report must show, from the Parquet files
+# ---------------------------------------------------------------- what the report must show, from the tables
 
 
 def _rows(partition: Path) -> list[dict]:
-    """The rows of a partition's Parquet files (a period's partition also holds its report.html)."""
-    import pyarrow.parquet as pq
+    """The rows of a published partition (``{lake}/{pipeline}/{table}/ds={ds}``), as of its table's latest version."""
+    from tests.lake import read_partition
 
-    return [row for f in sorted(partition.rglob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+    return read_partition(partition).to_pylist()
 
 
 def _count(partition: Path) -> int:
-    import pyarrow.parquet as pq
+    """Rows of a partition's data as published (0 when nothing is published for it)."""
+    from tests.lake import published, read_partition
 
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(partition.rglob("*.parquet")))
+    return read_partition(partition).num_rows if published(partition) else 0
 
 
 def _milli(value: float) -> int:
@@ -124,9 +125,11 @@ def _money(milli: int) -> str:
 
 def _expected(lake: Path) -> dict:
     """The report's figures, read here from the daily and weekly marts with pyarrow (not from the report code)."""
+    from include.etl.lake import Lake
+
     part = lake / PIPELINE
     first, last = _week_days()[0], _week_days()[-1]
-    days = sorted(p.name[3:] for p in (part / DAILY_TABLE).glob("ds=*") if first <= p.name[3:] <= last)
+    days = sorted(d for d in Lake(lake, PIPELINE).published_days(DAILY_TABLE) if first <= d <= last)
     lines = {d: _count(part / DAILY_TABLE / f"ds={d}") for d in days}
     daily = {d: _rows(part / "sales_by_country" / f"ds={d}") for d in days}
     revenue = {d: sum(_milli(r["revenue"]) for r in daily[d]) for d in days}
@@ -208,14 +211,17 @@ def _trigger_form(page, api, params: list[str]) -> None:
 
 
 def _partition_row(lake, ds: str, rows: int, rejects: str):
-    """The partitions table's row of ``ds``, checked: its rows (Parquet footers) and rejects."""
+    """The partitions table's row of ``ds`` (ds, state, rows, rejects, ...), checked: its rows and rejects,
+    and a day published without rows shown as such."""
     from playwright.sync_api import expect
 
     row = lake.locator("table.partitions tbody tr", has_text=ds)
     expect(row).to_be_visible()
     cells = row.locator("td")
-    expect(cells.nth(1)).to_have_text(f"{rows:,}")
-    expect(cells.nth(2)).to_have_text(rejects)
+    if rows == 0:
+        expect(cells.nth(1)).to_have_text("no data that day")
+    expect(cells.nth(2)).to_have_text(f"{rows:,}")
+    expect(cells.nth(3)).to_have_text(rejects)
     return row
 
 
@@ -306,9 +312,10 @@ def test_login_trigger_form_and_real_report(deployment, artifacts):
     from playwright.sync_api import expect, sync_playwright
 
     base, api, lake_root = deployment["base"], deployment["api"], deployment["lake"]
-    report_path = f"{PIPELINE}/{MART}/ds={WEEK}/report.html"
+    report_path = f"{PIPELINE}/_reports/{MART}/ds={WEEK}/report.html"  # beside the mart's table, not in it
     report_file = lake_root / report_path
-    assert deployment["rollup"]["report"] == str(report_file) and report_file.is_file(), deployment["rollup"]
+    assert deployment["rollup"]["report"] == "file://" + str(report_file.resolve()), deployment["rollup"]
+    assert report_file.is_file()
     expected = _expected(lake_root)
     rejects = expected["rejects"]
     assert rejects[REJECTS_DAY] == _negative_price_lines(DAYS_DIR / f"{REJECTS_DAY}.csv") > 0, rejects

@@ -16,6 +16,7 @@ from include.etl.contract import Column, Dataset
 from include.etl.errors import DataError, InputFileError, QualityCheckFailed, RejectThresholdExceeded
 from include.etl.jobs import Job, JobContext, Pipeline, get_job, job, register_pipeline, resolve_job, steps
 from include.etl.lake import Lake
+from tests.lake import part, published, read_partition, rejects
 
 DS = "2024-07-07"
 ORDERS = Dataset("orders", (Column("id", "integer", required=True), Column("amount", "float")))
@@ -34,23 +35,32 @@ class FakeEngine:
         reasons = ["bad"] * self.rejected + [None] * (self.rows - self.rejected)
         return pd.DataFrame({"id": range(self.rows), "_reason": reasons})
 
-    def write_split(self, parsed, accepted_dir, rejects_dir):
+    def write_split(self, parsed, accepted_dir, rejects_dir, filesystem=None):
+        assert filesystem is None, "a local lake: the engines use their own filesystem"
         ok = parsed["_reason"].isna()
         for frame, where in ((parsed[ok], accepted_dir), (parsed[~ok], rejects_dir)):
             Path(where).mkdir(parents=True)
             frame.to_parquet(Path(where) / "part.0.parquet", index=False)
         return int(ok.sum()), int((~ok).sum())
 
-    def read_parquet(self, path):
-        return pd.read_parquet(path)
+    def read_parquet(self, files, schema, filesystem=None):
+        assert filesystem is None
+        if not files:
+            return schema.empty_table().to_pandas()
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
-    def write_parquet(self, frame, path):
+    def read_parquets(self, files, schema, filesystem=None):
+        frame = self.read_parquet(files, schema, filesystem)
+        return frame[list(schema.names)]
+
+    def write_parquet(self, frame, path, filesystem=None):
+        assert filesystem is None
         Path(path).mkdir(parents=True)
         frame.to_parquet(Path(path) / "part.0.parquet", index=False)
         return len(frame)
 
-    def write_parquets(self, frames):
-        return {path: self.write_parquet(frame, path) for path, frame in frames.items()}
+    def write_parquets(self, frames, filesystem=None):
+        return {path: self.write_parquet(frame, path, filesystem) for path, frame in frames.items()}
 
     def run_noop(self):
         self.calls.append("noop")
@@ -75,6 +85,11 @@ def ctx_for(tmp_path, engine, **kwargs) -> JobContext:
     return JobContext(engine=engine, lake=Lake(tmp_path / "lake", "demo"), ds=DS, **kwargs)
 
 
+def uri(path: Path) -> str:
+    """A local lake path as the summaries name it (``file:///...``)."""
+    return "file://" + str(path.resolve())
+
+
 def test_registered_olympics_jobs_resolve_with_their_pipeline():
     for name in ("olympics.ingest", "olympics.enrich", "olympics.aggregate"):
         registered = get_job(name)
@@ -95,7 +110,7 @@ def test_a_pipeline_package_is_imported_on_first_use(registry, tmp_path, monkeyp
 
         @PIPELINE.job("hello")
         def hello(ctx):
-            return {"lake": str(ctx.lake.partition("t", ctx.ds))}
+            return {"lake": ctx.lake.table_uri("t")}
     """))
     monkeypatch.setattr(include.pipelines, "__path__", [*include.pipelines.__path__, str(tmp_path / "pipes")])
     monkeypatch.delitem(sys.modules, "include.pipelines.demo_pipe", raising=False)
@@ -103,7 +118,7 @@ def test_a_pipeline_package_is_imported_on_first_use(registry, tmp_path, monkeyp
     hello = resolve_job("demo_pipe.hello")
     assert hello.pipeline == "demo_pipe" and set(registry.JOBS) >= {"demo_pipe.hello", "demo_pipe.ingest"}
     ctx = hello.context(engine=None, lake_root=tmp_path, ds=DS)
-    assert hello(ctx) == {"lake": str(tmp_path / "demo_pipe" / "t" / f"ds={DS}")}
+    assert hello(ctx) == {"lake": uri(tmp_path / "demo_pipe" / "t")}
     assert registry.get_pipeline("demo_pipe").default_inputs("/data") == {"t": "/data/demo/t.csv"}
     monkeypatch.delitem(sys.modules, "include.pipelines.demo_pipe", raising=False)
 
@@ -165,22 +180,31 @@ def test_ingest_publishes_both_partitions_and_reports_extra_columns(tmp_path, cs
     summary = steps.ingest(ctx, ORDERS, str(csv_file))
     lake = tmp_path / "lake" / "demo"
     assert summary == {
-        "table": "orders", "source": str(csv_file), "path": str(lake / "orders" / f"ds={DS}"),
+        "table": "orders", "source": str(csv_file), "path": uri(lake / "orders"), "version": 1,  # 0 created it
         "rows_in": 200, "rows_accepted": 199, "rows_rejected": 1,
-        "rejects_path": str(lake / "_rejects" / "orders" / f"ds={DS}"), "extra_columns": ["note"],
+        "rejects_path": uri(lake / "_rejects" / "orders"), "extra_columns": ["note"],
     }
     assert engine.calls == [{"path": str(csv_file), "dataset": "orders", "ds": DS, "block_bytes": 4096}]
     assert "columns the contract does not declare, left out: ['note']" in caplog.text
-    assert len(pd.read_parquet(summary["rejects_path"])) == 1
+    assert read_partition(part(tmp_path / "lake", "demo", "orders", DS)).column("id").to_pylist() == list(range(1, 200))
+    assert read_partition(rejects(tmp_path / "lake", "demo", "orders", DS)).column("_reason").to_pylist() == ["bad"]
+    assert Lake(tmp_path / "lake", "demo").history("orders")[0]["ds"] == DS
 
 
 def test_ingest_over_the_threshold_publishes_nothing_and_keeps_staged_rejects(tmp_path, csv_file):
     ctx = ctx_for(tmp_path, FakeEngine(rejected=3, rows=4), max_reject_ratio=0.01)
-    with pytest.raises(RejectThresholdExceeded, match=rf"orders input {csv_file}: 3 of 4 rows rejected \(75.00%\)"):
+    with pytest.raises(RejectThresholdExceeded, match=rf"orders input {csv_file}: 3 of 4 rows rejected \(75.00%\)") as exc:
         steps.ingest(ctx, ORDERS, str(csv_file))
     lake = tmp_path / "lake" / "demo"
-    assert not (lake / "orders" / f"ds={DS}").exists() and not list((lake / "orders").iterdir())
-    assert [p.name for p in (lake / "_rejects" / "orders").iterdir()][0].startswith(".staging-")
+    # Nothing committed: neither table exists, and the accepted rows' staged files are gone ...
+    assert not published(part(tmp_path / "lake", "demo", "orders", DS))
+    assert not ctx.lake.exists("orders") and not ctx.lake.exists(ctx.lake.rejects("orders"))
+    assert not list((lake / "orders").rglob("*.parquet"))
+    # ... while the staged rejects, which the error names, are kept for inspection.
+    staged = str(exc.value).rsplit("staged rejects at ", 1)[1]
+    assert staged.startswith(uri(lake / "_rejects" / "orders" / f"ds={DS}") + "/")
+    kept = pd.read_parquet(ctx.lake.engine_path(staged))
+    assert kept["_reason"].tolist() == ["bad"] * 3
 
 
 def test_ingest_of_an_unusable_file_is_a_data_error(tmp_path):
@@ -195,7 +219,7 @@ def test_ingest_of_an_unusable_file_is_a_data_error(tmp_path):
 
 def test_engine_data_errors_keep_their_class_and_get_the_file_named(tmp_path, csv_file):
     class Broken(FakeEngine):
-        def write_split(self, parsed, accepted_dir, rejects_dir):
+        def write_split(self, parsed, accepted_dir, rejects_dir, filesystem=None):
             raise InputFileError("truncated block")
 
     with pytest.raises(InputFileError, match=rf"^orders input {csv_file}: truncated block$"):
@@ -213,7 +237,9 @@ def test_run_transform_and_publish_checked(tmp_path):
         return frame.with_columns(y=nw.col("x") * 2)
 
     out = steps.run_transform(ctx, "doubled", double, ["base"])
-    assert out["rows_out"] == 3 and pd.read_parquet(out["path"])["y"].tolist() == [2, 4, 6]
+    lake = tmp_path / "lake"
+    assert out == {"table": "doubled", "path": uri(lake / "demo" / "doubled"), "rows_out": 3, "version": 1}
+    assert read_partition(part(lake, "demo", "doubled", DS)).column("y").to_pylist() == [2, 4, 6]
 
     def no_big_values(tables):
         return [f"{name}: value above 5" for name, t in tables.items() if (t["y"] > 5).any()]
@@ -222,10 +248,16 @@ def test_run_transform_and_publish_checked(tmp_path):
     with pytest.raises(QualityCheckFailed, match=rf"ds={DS}, nothing published .*: mart: value above 5"):
         steps.publish_checked(ctx, {"mart": frame}, no_big_values)
     mart = tmp_path / "lake" / "demo" / "mart"
-    assert not list(mart.iterdir())  # staging discarded, nothing published
+    assert not ctx.lake.exists("mart") and not published(part(lake, "demo", "mart", DS))  # nothing published
+    assert not list(mart.rglob("*.parquet"))  # staging discarded
     import narwhals as nw
 
     small = frame.filter(nw.col("y") < 5)
     summary = steps.publish_checked(ctx, {"mart": small}, no_big_values)
-    assert summary == {"mart": {"path": str(mart / f"ds={DS}"), "rows_out": 2}}
+    assert summary == {"mart": {"table": "mart", "path": uri(mart), "rows_out": 2, "version": 1}}
+    assert read_partition(part(lake, "demo", "mart", DS)).column("y").to_pylist() == [2, 4]
+    # A re-run replaces the partition in one new version, never appends to it.
+    again = steps.publish_checked(ctx, {"mart": small}, no_big_values)
+    assert again["mart"]["version"] == 2 and ctx.lake.row_count("mart", DS) == 2
+    assert read_partition(part(lake, "demo", "mart", DS)).column("y").to_pylist() == [2, 4]
     assert issubclass(QualityCheckFailed, DataError)

@@ -1,21 +1,50 @@
-"""Lake paths, atomic publish and settings."""
+"""Lake names, commits (one Delta version per published partition) and settings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from include.etl.lake import STAGING_PREFIX, Lake, check_ds, publish, row_count
+from include.etl.lake import Lake, check_ds
 from include.etl.settings import PROJECT_ROOT, SHARED_DATA_DIR, ConfigError, Settings, default_data_dir
 
+DS = "2024-07-07"
 
-def test_partition_paths_per_pipeline(tmp_path):
+
+def _uri(path: Path) -> str:
+    return "file://" + str(Path(path).resolve())
+
+
+def _stage(lake: Lake, table: str, ds: str, files: dict[str, list[int]]) -> str:
+    """A staged directory of ``table``'s ``ds`` holding one Parquet file per entry (column ``v``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    staged = lake.stage(table, ds)
+    path = Path(lake.engine_path(staged))
+    path.mkdir(parents=True)
+    for name, values in files.items():
+        pq.write_table(pa.table({"v": pa.array(values, pa.int64())}), path / f"{name}.parquet")
+    return staged
+
+
+def test_table_names_per_pipeline(tmp_path):
     lake = Lake(tmp_path, "demo")
-    assert lake.partition("orders", "2024-07-07") == tmp_path / "demo" / "orders" / "ds=2024-07-07"
-    assert lake.rejects("orders", "2024-07-07") == tmp_path / "demo" / "_rejects" / "orders" / "ds=2024-07-07"
-    with pytest.raises(ValueError, match="ds='2024-13-01' is not a date"):
-        lake.partition("orders", "2024-13-01")
+    assert lake.table_uri("orders") == _uri(tmp_path / "demo" / "orders")
+    assert lake.rejects("orders") == "_rejects/orders"
+    assert lake.table_uri(lake.rejects("orders")) == _uri(tmp_path / "demo" / "_rejects" / "orders")
+    assert lake.report_uri("orders", DS, "report.html") == _uri(
+        tmp_path / "demo" / "_reports" / "orders" / f"ds={DS}" / "report.html")
+    # A staged directory is a fresh one inside the table's partition, never the same twice.
+    staged = lake.stage("orders", DS)
+    assert staged.startswith(lake.table_uri("orders") + f"/ds={DS}/") and staged != lake.stage("orders", DS)
+    for bad in (lambda: lake.stage("orders", "2024-13-01"), lambda: lake.report_uri("orders", "2024-13-01", "r"),
+                lambda: lake.files("orders", "2024-13-01")):
+        with pytest.raises(ValueError, match="ds='2024-13-01' is not a date"):
+            bad()
     assert check_ds("2024-02-29") == "2024-02-29"
-    assert Lake(str(tmp_path), "other").partition("t", "2024-07-07") == tmp_path / "other" / "t" / "ds=2024-07-07"
+    assert Lake(str(tmp_path), "other").table_uri("t") == _uri(tmp_path / "other" / "t")
 
 
 def test_lake_has_no_default_domain(tmp_path):
@@ -26,25 +55,42 @@ def test_lake_has_no_default_domain(tmp_path):
             Lake(tmp_path, bad)  # type: ignore[arg-type]
 
 
-def test_publish_replaces_partition_whole_and_leaves_no_staging(tmp_path):
-    lake = Lake(tmp_path, "demo")
-    target = lake.partition("t", "2024-07-07")
-    for version, files in ((1, ["a", "b"]), (2, ["c"])):
-        staging = lake.staging(target)
-        staging.mkdir()
-        for name in files:
-            (staging / f"{name}.parquet").write_text(str(version))
-        publish(staging, target)
-        assert sorted(p.name for p in target.iterdir()) == sorted(f"{n}.parquet" for n in files)
-    leftovers = [p.name for p in target.parent.iterdir() if p.name.startswith(STAGING_PREFIX)]
-    assert leftovers == []
-    with pytest.raises(FileNotFoundError, match="staging directory"):
-        publish(tmp_path / "nope", target)
+def test_commit_replaces_the_partition_whole_in_one_new_version(tmp_path):
+    run = {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 1}
+    lake = Lake(tmp_path, "demo", run=run)
+    other = lake.commit("t", "2024-07-08", _stage(lake, "t", "2024-07-08", {"x": [7]}))
+    assert other == {"table": "t", "uri": lake.table_uri("t"), "version": 1, "rows": 1, "files": 1}  # 0 created it
+    for version, files in ((2, {"a": [1, 2], "b": [3]}), (3, {"c": [4]})):
+        before = lake.delta("t").version()
+        result = lake.commit("t", DS, _stage(lake, "t", DS, files))
+        assert result["version"] == before + 1 == version  # exactly one new version
+        expected = sorted(v for values in files.values() for v in values)
+        assert sorted(lake.read_arrow("t", DS).column("v").to_pylist()) == expected  # the new files only
+        assert sorted(Path(f).name for f in lake.files("t", DS)) == sorted(f"{n}.parquet" for n in files)
+        assert lake.row_count("t", DS) == len(expected)
+    assert lake.row_counts("t") == {"2024-07-08": 1, DS: 1}  # the other day is untouched
+    assert lake.read_arrow("t", DS, version=2).column("v").to_pylist() == [1, 2, 3]  # the replaced version stays readable
+    latest = lake.history("t")[0]
+    assert {k: latest[k] for k in ("version", "ds", "rows", "rows_removed")} == {
+        "version": 3, "ds": DS, "rows": "1", "rows_removed": "3"}
+    assert {k: latest[k] for k in run} == {k: str(v) for k, v in run.items()}  # who wrote it
+    # Staged files no commit references are invisible: a staged directory never committed changes nothing.
+    _stage(lake, "t", DS, {"stray": [99]})
+    assert lake.delta("t").version() == 3 and lake.read_arrow("t", DS).column("v").to_pylist() == [4]
+    # A staged directory without files publishes an empty partition (a day without data), still one version.
+    assert lake.commit("t", DS, lake.stage("t", DS))["version"] == 4
+    assert lake.has_partition("t", DS) and lake.row_count("t", DS) == 0 and lake.read_arrow("t", DS).num_rows == 0
+    with pytest.raises(FileNotFoundError, match="no Delta table"):  # nothing to say the columns of a new table
+        lake.commit("new", DS, lake.stage("new", DS))
+    assert not lake.exists("new") and not lake.has_partition("new", DS)
 
 
 def test_settings_defaults_and_errors(tmp_path):
     s = Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path)})
     assert s.lake_root == tmp_path and s.default_backend == "dask" and s.bind_host == "127.0.0.1"
+    assert s.lake_uri == _uri(tmp_path)  # a local lake directory is a file:// lake
+    assert Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path), "ETL_LAKE_URI": _uri(tmp_path / "u")}).lake_root == (
+        tmp_path / "u").resolve()  # ETL_LAKE_URI wins
     assert not hasattr(s, "athletes_path")  # a pipeline's inputs are not platform settings
     relative = Settings.from_env({"ETL_LAKE_ROOT": "lake2"})  # relative to the project, not the cwd
     assert relative.lake_root.is_absolute() and relative.lake_root.name == "lake2"
@@ -56,17 +102,24 @@ def test_settings_defaults_and_errors(tmp_path):
         Settings.from_env({"ETL_MAX_REJECT_RATIO": "5"})
 
 
-def test_row_count_reads_footers_of_every_part_and_skips_spark_markers(tmp_path):
+def test_row_count_comes_from_the_log_of_every_part_and_skips_spark_markers(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    part = tmp_path / "ds=2024-07-07"  # a ds=... name must not turn into a column or a filter
-    part.mkdir()
-    pq.write_table(pa.table({"ID": [1, 2, 3]}), part / "part.0.parquet")
-    pq.write_table(pa.table({"ID": [4, 5]}), part / "part.1.parquet")
-    (part / "_SUCCESS").write_text("")
-    (part / ".part.0.parquet.crc").write_text("crc")
-    assert row_count(part) == 5
+    lake = Lake(tmp_path, "demo")
+    uri = lake.stage("t", DS)  # inside ds=...: the name must not turn into a column
+    staged = Path(lake.engine_path(uri))
+    staged.mkdir(parents=True)
+    pq.write_table(pa.table({"ID": [1, 2, 3]}), staged / "part.0.parquet")
+    pq.write_table(pa.table({"ID": [4, 5]}), staged / "part.1.parquet")
+    (staged / "_SUCCESS").write_text("")
+    (staged / ".part.0.parquet.crc").write_text("crc")
+    assert lake.commit("t", DS, uri)["files"] == 2
+    for data in staged.glob("*.parquet"):  # the counts are in the commit log: no data file is read
+        data.write_bytes(b"gone")
+    assert lake.row_count("t", DS) == 5 and lake.row_counts("t") == {DS: 5}
+    assert lake.row_count("t", "2024-07-08") == 0 and lake.row_count("nope", DS) == 0
+    assert lake.schema("t").names == ["ID"]
 
 
 def test_data_dir_is_the_shared_data_root_by_default(tmp_path):

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 from types import SimpleNamespace
 
-import pyarrow.parquet as pq
 import pytest
 
 from etl_platform.operators.partitioned import partition_day, table_of
@@ -15,6 +14,7 @@ from etl_platform.sensors.landing import LandingFileSensor
 from etl_platform.triggers.landing import LandingFileTrigger
 from include.etl.lake import Lake
 from include.etl.landing import deadline_for, landing_file, publish_empty
+from tests.lake import part, published, read_partition
 
 UTC = dt.UTC
 
@@ -117,12 +117,19 @@ def test_empty_partitions_have_the_declared_columns(tmp_path):
     from include.pipelines.retail.datasets import TABLE_SCHEMAS
 
     lake = Lake(tmp_path, "retail")
-    paths = publish_empty(lake, "2011-11-05", TABLE_SCHEMAS)
-    assert set(paths) == set(TABLE_SCHEMAS)
+    uris = publish_empty(lake, "2011-11-05", TABLE_SCHEMAS)
+    assert uris == {table: lake.table_uri(table) for table in TABLE_SCHEMAS}
     for table, columns in TABLE_SCHEMAS.items():
-        table_ = pq.read_table(paths[table])
+        path = part(tmp_path, "retail", table, "2011-11-05")
+        assert published(path)  # "no data that day", not "not processed yet"
+        table_ = read_partition(path)
         assert table_.num_rows == 0
         assert [(f.name, str(f.type)) for f in table_.schema] == [tuple(c) for c in columns]
-    assert not list(tmp_path.rglob(".staging-*"))
-    publish_empty(lake, "2011-11-05", TABLE_SCHEMAS)  # a rerun replaces them
-    assert len(list((tmp_path / "retail" / "invoice_lines" / "ds=2011-11-05").iterdir())) == 1
+        history = lake.history(table)
+        assert [h["version"] for h in history] == [1, 0]  # one commit (0 created the table)
+        assert (history[0]["ds"], history[0]["rows"]) == ("2011-11-05", "0")
+        assert lake.delta(table).history(1)[0]["empty_day"] == "true"
+    publish_empty(lake, "2011-11-05", TABLE_SCHEMAS)  # a rerun replaces them: one new version each, still empty
+    for table in TABLE_SCHEMAS:
+        assert lake.delta(table).version() == 2 and lake.row_counts(table) == {"2011-11-05": 0}
+    assert len(lake.files("invoice_lines", "2011-11-05")) == 1

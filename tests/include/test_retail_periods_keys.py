@@ -119,14 +119,20 @@ def test_the_rollup_dags_start_unpaused(dags):
 # check_period as the worker runs it: the DAG's task, its templates rendered with the run's context.
 
 def _check(dag_id, lake, monkeypatch, *, partition_key, published=(), partition_date=None, logical_date=None):
+    from include.etl.lake import Lake
+    from include.etl.landing import publish_empty
+    from include.pipelines.retail.datasets import TABLE_SCHEMAS
+
+    monkeypatch.delenv("ETL_LAKE_URI", raising=False)
     monkeypatch.setenv("ETL_LAKE_ROOT", str(lake))
-    for day in published:
-        for table in ("invoice_lines", "sales_by_country"):
-            (lake / "retail" / table / f"ds={day}").mkdir(parents=True, exist_ok=True)
+    daily = {table: TABLE_SCHEMAS[table] for table in ("invoice_lines", "sales_by_country")}
+    for day in published:  # each day committed as retail_daily does for a day without a landing file
+        publish_empty(Lake(lake, "retail"), day, daily)
     dag = _load(ROOT / ("dags/retail_monthly.py" if dag_id == "retail_monthly" else "tests/fixtures/dags/retail_weekly.py"))
     task = dag.get_task("check_period")
+    ti = SimpleNamespace(dag_id=dag_id, run_id=f"manual__{partition_key}", task_id=task.task_id, try_number=1)
     context = {"partition_key": partition_key, "partition_date": partition_date, "logical_date": logical_date,
-               "outlet_events": {}, "dag": dag, "task": task}
+               "outlet_events": {}, "dag": dag, "task": task, "ti": ti}
     task.render_template_fields(context)
     return task.retries, lambda: task.execute(context)
 

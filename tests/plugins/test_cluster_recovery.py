@@ -26,6 +26,7 @@ def settings(tmp_path):
 class _TI:
     def __init__(self, task_id: str):
         self.dag_id, self.run_id, self.task_id, self.map_index = "dag", "manual__2024-07-07", task_id, -1
+        self.try_number = 1
         self.xcom = {}
 
     def xcom_push(self, key, value):

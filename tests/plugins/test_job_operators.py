@@ -26,7 +26,7 @@ SUBMIT = {"backend": "spark", "address": "spark://127.0.0.1:7077", "owned": Fals
 
 
 class FakeTI:
-    task_id, dag_id, run_id, map_index = "t", "d", "r", -1
+    task_id, dag_id, run_id, map_index, try_number = "t", "d", "r", -1, 1
 
     def xcom_push(self, key, value):
         pass
@@ -42,12 +42,13 @@ class PipelineError(DataError):
 
 class FakeHook:
     def __init__(self, error: BaseException | None = None) -> None:
-        self.error, self.closed = error, False
+        self.error, self.closed, self.run = error, False, None
 
     def lost(self, handle):
         return None
 
-    def run_job(self, handle, job, job_kwargs, ds):
+    def run_job(self, handle, job, job_kwargs, ds, run=None):
+        self.run = run
         if self.error is not None:
             raise self.error
         return {"job": job, "ds": ds}
@@ -77,7 +78,10 @@ def test_other_errors_stay_retryable(monkeypatch):
     with pytest.raises(RuntimeError, match="connection reset") as raised:
         run_operator(monkeypatch, hook)
     assert not isinstance(raised.value, AirflowFailException) and hook.closed
-    assert run_operator(monkeypatch, FakeHook()) == {"job": "noop", "ds": DS}
+    ok = FakeHook()
+    assert run_operator(monkeypatch, ok) == {"job": "noop", "ds": DS}
+    # who runs the job, which every lake commit of the job records
+    assert ok.run.items() >= {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 1}.items()
 
 
 def test_an_unknown_job_fails_before_the_cluster_is_touched(monkeypatch):
@@ -176,8 +180,12 @@ def test_spark_submit_other_errors_stay_retryable(fake_submit):
     assert not isinstance(raised.value, AirflowFailException)
 
 
-def test_spark_submit_success_returns_the_summary(fake_submit):
+def test_spark_submit_success_returns_the_summary(fake_submit, tmp_path):
     assert submit_through_operator(fake_submit, {"summary": {"rows_in": 3}}) == {"rows_in": 3}
+    args = fake_submit.instances[-1].kwargs["application_args"]
+    assert args[args.index("--lake") + 1] == "file://" + str((tmp_path / "lake").resolve())  # the lake's URI
+    run = json.loads(args[args.index("--run") + 1])  # recorded by the application's commits
+    assert run.items() >= {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 1}.items()
 
 
 def test_submit_result_mapping():
