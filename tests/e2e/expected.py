@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 
 def _load(db: sqlite3.Connection, table: str, path: Path, numeric: set[str]) -> None:
@@ -47,30 +48,37 @@ def expected_marts(data_dir: Path, athletes: str = "athlete_events_head.csv") ->
     return {"avg_age_by_year": avg, "medals_by_region": medals, "athletes": rows}
 
 
-def read_mart(path: Path) -> list[tuple]:
-    """A published mart partition as sorted tuples (None for nulls)."""
-    from tests.lake import read_partition
-
-    table = read_partition(path)
+def _sorted(table) -> list[tuple]:
     rows = [tuple(r.values()) for r in table.to_pylist()]
     return sorted(rows, key=lambda r: tuple((x is None, x) for x in r[:3]))
 
 
-def assert_marts_match(lake_root: Path, ds: str, data_dir: Path, athletes: str = "athlete_events_head.csv",
+def read_mart(path: Path) -> list[tuple]:
+    """A published mart partition (``{lake}/{pipeline}/{table}/ds={ds}``) as sorted tuples (None for nulls)."""
+    from tests.lake import read_partition
+
+    return _sorted(read_partition(path))
+
+
+def assert_marts_match(lake_root: Path | Any, ds: str, data_dir: Path, athletes: str = "athlete_events_head.csv",
                        expected: dict | None = None) -> None:
-    """The published marts of ``ds`` equal :func:`expected_marts` (pass ``expected`` to reuse a computed one)."""
+    """The published marts of ``ds`` equal :func:`expected_marts` (pass ``expected`` to reuse a computed one).
+
+    ``lake_root``: a local lake directory, or a ``LakeLocation`` (an S3 lake)."""
     import math
 
+    from include.etl.lake import Lake
+
     expected = expected or expected_marts(data_dir, athletes)
-    base = lake_root / "olympics"
-    avg = read_mart(base / "avg_age_by_year" / f"ds={ds}")
+    lake = Lake(lake_root, "olympics")
+    for table in ("avg_age_by_year", "medals_by_region", "enriched"):
+        assert lake.has_partition(table, ds), f"{table} has no published partition ds={ds} in {lake.table_uri(table)}"
+    avg = _sorted(lake.read_arrow("avg_age_by_year", ds))
     assert [(y, s, n) for y, s, _, n in avg] == [(y, s, n) for y, s, _, n in expected["avg_age_by_year"]]
     for (y, s, got, n), (_, _, want, _) in zip(avg, expected["avg_age_by_year"], strict=True):
         if n == 0:
             assert got is None or math.isnan(got), (y, s, got)
         else:
             assert math.isclose(got, want, rel_tol=1e-9), (y, s, got, want)
-    medals = read_mart(base / "medals_by_region" / f"ds={ds}")
-    assert medals == expected["medals_by_region"]
-    enriched = read_mart(base / "enriched" / f"ds={ds}")
-    assert len(enriched) == expected["athletes"]
+    assert _sorted(lake.read_arrow("medals_by_region", ds)) == expected["medals_by_region"]
+    assert lake.row_count("enriched", ds) == expected["athletes"]

@@ -23,6 +23,7 @@ from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
 from tests.e2e.stack import Api, Stack, free_port, wait
 from tests.procs import processes_with_env
+from tests.s3 import start_seaweedfs
 
 pytestmark = pytest.mark.slow
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -45,17 +46,24 @@ def postgres_db():
 
 
 def test_compose_topology_natively(tmp_path, postgres_db):
+    import contextlib
+
     import pyspark
 
+    stack_s3 = contextlib.ExitStack()
     stack = Stack(tmp_path)
     home = tmp_path / "airflow"
+    # The lake as compose has it: an S3 service (SeaweedFS), named by ETL_LAKE_URI and the lake_default
+    # connection in the environment of every Airflow component and every cluster process.
+    s3 = stack_s3.enter_context(start_seaweedfs(tmp_path / "s3"))
+    lake_env = s3.env(prefix="prod")
     ext = str(tmp_path / "external")  # marker inherited by every external cluster process
     py = str(ROOT / ".venv" / "bin" / "python")
     api_port, redis_db = free_port(), 5 + (os.getpid() % 10)
     dask_port, master_port, master_ui, connect_port = free_port(), free_port(), free_port(), free_port()
     cluster_env = dict(os.environ, PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=ext, SPT_NOENV="1",
                        SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1",
-                       SPARK_LOG_DIR=ext, SPARK_WORKER_DIR=ext + "/work", PYSPARK_PYTHON=py)
+                       SPARK_LOG_DIR=ext, SPARK_WORKER_DIR=ext + "/work", PYSPARK_PYTHON=py, **lake_env)
     airflow = {
         # the docker-compose.yaml variables, with hosts of this machine
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -68,11 +76,10 @@ def test_compose_topology_natively(tmp_path, postgres_db):
         "AIRFLOW_CONN_DASK_DEFAULT": f"tcp://127.0.0.1:{dask_port}",
         "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": f"sc://127.0.0.1:{connect_port}",
         "ETL_DEFAULT_BACKEND": "dask",
-        # the lake as compose names it, by ETL_LAKE_URI (compose's is its S3 service; here a local disk
-        # every process of this machine shares: tests/e2e/test_lake_engines.py covers an S3 lake)
-        "ETL_LAKE_URI": f"file://{home / 'lake'}",
+        **lake_env,
     }
     env = project_env(home, **airflow)
+    lake_location = s3.location(prefix="prod")
     bin_airflow = str(ROOT / "bin" / "airflow")
     t0 = time.monotonic()
     try:
@@ -126,7 +133,7 @@ def test_compose_topology_natively(tmp_path, postgres_db):
 
         wait("both runs to succeed", done, 900, stack)
         for _, day in runs.values():
-            assert_marts_match(home / "lake", day, DATA)
+            assert_marts_match(lake_location, day, DATA)
         # The clusters were attached, not owned: still up, and nothing was started locally.
         for name in ("dask-scheduler", "dask-worker-0", "dask-worker-1", "spark-master", "spark-worker", "spark-connect"):
             assert stack.alive(name), f"{name} was stopped by the run"
@@ -149,14 +156,14 @@ def test_compose_topology_natively(tmp_path, postgres_db):
         days = sorted(r["logical_date"][:10] for r in got)
         assert days == ["2024-07-01", "2024-07-02", "2024-07-03"]
         for day in days:
-            assert_marts_match(home / "lake", day, DATA)
+            assert_marts_match(lake_location, day, DATA)
         # They really ran side by side (each its own ingest, enrich and aggregate on the shared cluster).
         spans = sorted((r["start_date"], r["end_date"]) for r in got)
         assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), f"no two runs overlapped: {spans}"
         # Every run published each table once, in one commit per table and day (none lost to a concurrent
         # run's commit, none repeated), and left no staged entry behind. (The scheduler may also have made
         # today's scheduled run once the DAG was unpaused: its day is not one of these.)
-        lake = Lake(home / "lake", "olympics")
+        lake = Lake(lake_location, "olympics")
         finished = {rid: day for rid, day in runs.values()} | {r["dag_run_id"]: r["logical_date"][:10] for r in got}
         assert len(set(finished.values())) == 5, finished
         for table in (*TABLES, *(lake.rejects(t) for t in ("athletes", "regions", "venues"))):
@@ -164,9 +171,11 @@ def test_compose_topology_natively(tmp_path, postgres_db):
             assert sorted(commits) == sorted(finished.values()), (table, lake.history(table))
             assert set(finished.values()) <= lake.published_days(table), table
         for rid in finished:
-            run_lake = Lake(home / "lake", "olympics", run={"dag_id": "olympics_etl", "run_id": rid})
+            run_lake = Lake(lake_location, "olympics", run={"dag_id": "olympics_etl", "run_id": rid})
             assert run_lake.staged_entries() == [], f"the run {rid} left staged entries behind"
+        assert not (home / "lake").exists(), "a run wrote to a local lake"
         print(f"production stack: backfill done after {time.monotonic() - t0:.0f} s")
     finally:
         stack.stop_all()
+        stack_s3.close()
     assert processes_with_env(ext) == [], "an external cluster process survived the test"
