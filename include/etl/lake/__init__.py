@@ -298,7 +298,8 @@ class Lake:
             return set()
 
     def files(self, table: str, ds: str | list[str], version: int | None = None) -> list[str]:
-        """The data files (URIs) of ``table``'s ``ds`` partition(s), as of ``version`` (default: latest)."""
+        """The data files of ``table``'s ``ds`` partition(s) as of ``version`` (default: latest): paths on a local
+        lake, ``s3://`` URIs on S3 (:meth:`engine_path` turns either into what the engines take)."""
         days = [check_ds(d) for d in ([ds] if isinstance(ds, str) else ds)]
         if not days:
             return []
