@@ -50,3 +50,16 @@ def read_partition(path: str | Path, columns: list[str] | None = None, version: 
     if not lake.has_partition(table, ds):
         raise FileNotFoundError(f"{path}: nothing published for this partition")
     return lake.read_arrow(table, ds, version=version, columns=columns)
+
+
+def stage_files(lake: Any, table: str, ds: str, *tables: Any) -> str:
+    """Staged Parquet files of ``table``'s ``ds`` partition (one file per pyarrow table), not committed:
+    what a job writes before its commit, and what a failed run leaves behind."""
+    import pyarrow.parquet as pq
+
+    staged = lake.stage(table, ds)
+    fs, path = lake.root.filesystem(), lake.engine_path(staged)
+    fs.create_dir(path)
+    for i, t in enumerate(tables):
+        pq.write_table(t, f"{path}/part-{i}.parquet", filesystem=fs)
+    return staged

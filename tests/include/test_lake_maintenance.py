@@ -27,6 +27,7 @@ from include.etl.lake.maintenance import (
     retention_hours,
 )
 from tests.conftest import ROOT
+from tests.lake import stage_files
 from tests.s3 import s3_server_fixture  # noqa: F401 - the fixture `s3_server`
 
 WEEK = 7 * 24
@@ -39,14 +40,7 @@ def batch(n: int, start: int = 0) -> pa.Table:
                     schema=SCHEMA)
 
 
-def stage(lake: Lake, table: str, ds: str, *files: pa.Table) -> str:
-    """Staged Parquet files of ``ds`` (one file per batch), not committed: what a failed run leaves."""
-    staged = lake.stage(table, ds)
-    fs, path = lake.root.filesystem(), lake.engine_path(staged)
-    fs.create_dir(path)
-    for i, t in enumerate(files):
-        pq.write_table(t, f"{path}/part-{i}.parquet", filesystem=fs)
-    return staged
+stage = stage_files  # tests/lake.py
 
 
 def publish(lake: Lake, table: str, ds: str, *files: pa.Table) -> int:

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
 from include.etl.lake import Lake
 from tests.conftest import ROOT
+from tests.lake import stage_files
 from tests.s3 import s3_server_fixture  # noqa: F401 - the fixture `s3_server`
 
 REPORT = """<!doctype html><html><head><meta charset="utf-8"><title>Monthly report</title></head>
@@ -58,14 +58,7 @@ def publish(lake: Lake, table: str, ds: str, *files: pa.Table, run: dict[str, st
     return lake.commit(table, ds, staged)
 
 
-def stage(lake: Lake, table: str, ds: str, *files: pa.Table) -> str:
-    """Staged files of ``ds``, not committed (what a failed run leaves)."""
-    staged = lake.stage(table, ds)
-    fs, path = lake.root.filesystem(), lake.engine_path(staged)
-    fs.create_dir(path)
-    for i, t in enumerate(files):
-        pq.write_table(t, f"{path}/part-{i}.parquet", filesystem=fs)
-    return staged
+stage = stage_files  # tests/lake.py
 
 
 def write_report(lake: Lake, table: str, ds: str, name: str, text: str) -> None:

@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from etl_platform.lake_browser import templates
 from include.etl.lake import sql as lake_sql
 
 PAGE_MAX_ROWS = 1_000  # rows a page shows at most (the JSON endpoint: lake_sql.MAX_ROWS)
@@ -156,17 +157,7 @@ def examples(available: list[lake_sql.LakeTable]) -> list[tuple[str, str]]:
 
 # -- HTML ------------------------------------------------------------------------------------
 
-STYLE = """
-:root { color-scheme: light dark; --fg: #1f2933; --muted: #616e7c; --line: #d9e2ec; --bg: #fff;
-        --head: #f5f7fa; --link: #0b69a3; --bad: #b42318; --warn: #b7791f; }
-@media (prefers-color-scheme: dark) {
-  :root { --fg: #e4e7eb; --muted: #9aa5b1; --line: #3e4c59; --bg: #1a202c; --head: #243040; --link: #63b3ed; }
-}
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
-       background: var(--bg); margin: 0; padding: 16px 24px; }
-h1 { font-size: 20px; margin: 4px 0 12px; } h2 { font-size: 16px; margin: 20px 0 8px; }
-a { color: var(--link); text-decoration: none; } a:hover { text-decoration: underline; }
-nav.crumbs { color: var(--muted); margin-bottom: 4px; } .muted { color: var(--muted); }
+STYLE = templates.STYLE + """
 textarea { width: 100%; max-width: 1100px; box-sizing: border-box; font: 13px/1.4 ui-monospace, monospace;
            padding: 8px; border: 1px solid var(--line); border-radius: 4px; background: var(--bg); color: var(--fg); }
 .controls { margin: 8px 0; display: flex; gap: 16px; align-items: center; flex-wrap: wrap; }

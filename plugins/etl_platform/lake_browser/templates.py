@@ -8,7 +8,7 @@ from urllib.parse import quote, urlencode
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1f2933; --muted: #616e7c; --line: #d9e2ec; --bg: #fff;
-        --head: #f5f7fa; --link: #0b69a3; --bad: #b42318; }
+        --head: #f5f7fa; --link: #0b69a3; --bad: #b42318; --warn: #b7791f; }
 @media (prefers-color-scheme: dark) {
   :root { --fg: #e4e7eb; --muted: #9aa5b1; --line: #3e4c59; --bg: #1a202c; --head: #243040; --link: #63b3ed; }
 }
