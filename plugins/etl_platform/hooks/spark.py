@@ -353,8 +353,8 @@ class SparkClusterHook(ClusterHook):
                 release_session(self._url(handle), session_id)
             return []
         killed = stop_local_spark_connect(handle)
-        log.info("Stopped the local Spark Connect server at %s (processes %s; still running before the kill: %s)",
-                 handle.address, handle.pids, killed or "none")
+        log.info("Stopped the local Spark Connect server at %s (processes %s%s)", handle.address, handle.pids,
+                 "" if killed else ", which had exited already")
         return killed + _sweep(handle)
 
     def engine(self, handle: ClusterHandle) -> Any:
