@@ -110,7 +110,8 @@ def test_write_rerun_and_external_readers(real_engines, backend, location, expec
 
 
 @pytest.mark.parametrize("backend", ["dask", "spark"])
-def test_failed_run_publishes_nothing_and_concurrent_days_both_land(real_engines, backend, location, expected):
+def test_failed_run_publishes_nothing_and_concurrent_days_both_land(real_engines, backend, location, expected,
+                                                                   monkeypatch):
     engine, lake = real_engines[backend], Lake(location, "olympics")
     published = run_olympics(engine, location, DS, run_id="first")
     assert {p["table"] for p in published} >= {"athletes", "enriched", *MARTS, "_rejects/athletes"}
@@ -127,9 +128,13 @@ def test_failed_run_publishes_nothing_and_concurrent_days_both_land(real_engines
 
     # Two runs for two days at once: both land, each in its own partition. Their drivers are two
     # threads of this process, as two jobs on one Dask worker are (which unlocks cached_property,
-    # else two threads building Dask expressions deadlock on Python 3.11).
+    # else two threads building Dask expressions deadlock on Python 3.11). Undone after the test: the
+    # patch is process-wide, and tests/include/test_dask_job_driver.py needs the locked original.
+    import functools
+
     from include.etl.clusters.dask_jobs import allow_concurrent_cached_property
 
+    monkeypatch.setattr(functools.cached_property, "__get__", functools.cached_property.__get__)
     allow_concurrent_cached_property()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         runs = [pool.submit(run_olympics, engine, location, d, run_id=f"day-{d}") for d in (DS, DS2)]
