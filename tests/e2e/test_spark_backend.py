@@ -473,8 +473,30 @@ def test_cancel_interrupts_only_its_own_task_and_leaves_the_server_up(spark, set
 @pytest.mark.slow
 def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(base, settings, monkeypatch):
     # Stands in for a compose service: a Spark Connect server this test owns, in its own process group.
+    # Its first free port is taken by an HTTP server before the JVM binds it (the race seen in CI):
+    # the handle must carry the port the server really listens on, not the chosen one.
+    from http.server import HTTPServer, BaseHTTPRequestHandler
+
+    import include.etl.clusters.spark_local as spark_local
+
+    squatters: list[HTTPServer] = []
+    real_free_port = spark_local.free_port
+
+    def free_port_then_taken(host):
+        port = real_free_port(host)
+        if not squatters:
+            squatters.append(HTTPServer((host, port), BaseHTTPRequestHandler))
+            threading.Thread(target=squatters[0].serve_forever, daemon=True).start()
+        return port
+
+    monkeypatch.setattr(spark_local, "free_port", free_port_then_taken)
     owner = SparkClusterHook(settings=settings)
-    external = owner.start_or_attach(base / "external")
+    try:
+        external = owner.start_or_attach(base / "external")
+    finally:
+        squatters[0].shutdown()
+        squatters[0].server_close()
+    assert external.address != f"sc://127.0.0.1:{squatters[0].server_address[1]}"
     try:
         monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", external.address)
         hook = get_cluster_hook("spark", settings=settings)

@@ -321,8 +321,28 @@ def server_command(settings: Settings, workdir: Path, port: int, ui_port: int, h
     return args
 
 
-def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float = 120.0) -> ClusterHandle:
-    """Start a Spark Connect server bound to ``settings.bind_host`` and wait until it answers a query."""
+class _PortTaken(ClusterStartError):
+    """Another process bound the chosen port between :func:`free_port` and the server's bind."""
+
+
+def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float = 120.0,
+                              attempts: int = 3) -> ClusterHandle:
+    """Start a Spark Connect server bound to ``settings.bind_host`` and wait until it answers a query.
+
+    Spark Connect does not move to another port when its port is taken, it exits: the start is tried
+    again with fresh ports, up to ``attempts`` times.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_spark_connect(settings, workdir, timeout)
+        except _PortTaken as exc:
+            if attempt == attempts:
+                raise
+            log.warning("%s; starting it again on other ports (attempt %d of %d)", exc, attempt + 1, attempts)
+    raise AssertionError("unreachable")
+
+
+def _start_spark_connect(settings: Settings, workdir: Path, timeout: float) -> ClusterHandle:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     check_java()
@@ -351,18 +371,18 @@ def start_local_spark_connect(settings: Settings, workdir: Path, timeout: float 
         import pyspark.sql.connect.session  # noqa: F401 - the client's imports take seconds: overlap them with the JVM's
 
         deadline = t0 + timeout
-        open_since = None
         while True:
-            # The server reports its port (it moves to the next one if the chosen port got taken).
+            # Only the server's own log line says where it listens: the chosen port may have been taken
+            # by another process between free_port() and the bind (the server then moves to the next
+            # port), so an open port proves nothing (seen in CI: an HTTP server had taken it).
             reported = _reported_port(logfile, log_offset)
             if reported:
                 port = reported
                 break
-            if port_open(host, port, 0.5):
-                open_since = open_since or time.monotonic()
-                if time.monotonic() - open_since > 5:  # listening, but the log line is not there: trust the port
-                    break
             if proc.poll() is not None:
+                if "java.net.BindException" in _log_since(logfile, log_offset):
+                    raise _PortTaken(f"the Spark Connect server could not bind {host}:{port} or {host}:{ui_port} "
+                                     "(taken by another process after it was chosen)")
                 raise ClusterStartError(
                     f"the Spark Connect server exited with code {proc.returncode} while starting; "
                     f"its log {logfile} ends with:\n{log_tail(logfile)}"
