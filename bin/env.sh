@@ -47,9 +47,7 @@ embedded_runtime_defaults() {
   export AIRFLOW__API__WORKERS="${AIRFLOW__API__WORKERS:-1}"
   # Should anyone enable the scheduler's health-check server, it binds to loopback, not 0.0.0.0.
   export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST="${AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST:-127.0.0.1}"
-  # Runs of a backend share one local cluster (started on demand, stopped after 10 min without
-  # work, and by Ctrl-C): a backfill or a busy day starts one cluster, not one per run. Plain
-  # bin/airflow (dags test, scripts, tests) keeps per_run: nothing outlives a one-off run.
-  export ETL_CLUSTER_REUSE="${ETL_CLUSTER_REUSE:-shared}"
-  export ETL_CLUSTER_SHARED_IDLE_TIMEOUT="${ETL_CLUSTER_SHARED_IDLE_TIMEOUT:-600}"
+  # The runtime owns one engine per backend (bin/supervise.py); runs attach through the files
+  # it writes there. `dags test` never uses them: a one-off run's engine lives in its process.
+  export ETL_RUNTIME_DIR="${ETL_RUNTIME_DIR:-$AIRFLOW_HOME/runtime}"
 }

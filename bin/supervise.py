@@ -9,15 +9,18 @@ Replaces ``airflow standalone`` so that
 * stopping the platform stops its work: on SIGINT (Ctrl-C), SIGTERM or SIGHUP every
   component's process group gets SIGTERM, what is left after the grace period gets SIGKILL,
   every descendant (LocalExecutor workers, task processes, which run in process groups of
-  their own) is killed, and so is every process of a local cluster started under this
-  ``AIRFLOW_HOME`` (found by the ``ETL_CLUSTER_WORKDIR`` it inherits, see
-  ``include.etl.clusters``). A second signal skips the grace period.
+  their own) is killed, and so are the runtime's engines. A second signal skips the grace period.
 
-The supervisor is a child subreaper: processes orphaned below it (a task's detached cluster
-processes once the task ended, a task process whose LocalExecutor worker died) are re-parented
-to it instead of to init, so they stay in its process tree, are reaped by it and are stopped
-with it. If the supervisor itself is SIGKILLed, each component gets SIGTERM from the kernel
-(``PR_SET_PDEATHSIG``); its clusters then stop by their idle timeout.
+**The runtime owns the local engines.** One component per engine of ``ETL_RUNTIME_ENGINES``
+(default ``dask,spark``) runs :mod:`include.etl.clusters.runtime`: it starts the engine, writes
+its handle to ``$ETL_RUNTIME_DIR/<backend>.json`` (runs attach through it), starts a new one if
+it dies and stops it with the platform. Nothing else starts, finds or stops engine processes.
+
+The supervisor is a child subreaper: processes orphaned below it (a task process whose
+LocalExecutor worker died) are re-parented to it instead of to init, so they stay in its process
+tree, are reaped by it and are stopped with it. If the supervisor itself is SIGKILLed, each
+component gets SIGTERM from the kernel (``PR_SET_PDEATHSIG``), and so does each engine process
+when its owner dies.
 
 Each component starts as ``bin/airflow <component>`` in its own session (so the terminal's
 Ctrl-C reaches the supervisor only, which then stops everything in order). The first one is
@@ -40,7 +43,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +51,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from include.etl.clusters import WORKDIR_VAR, group_members, sweep_workdir  # noqa: E402
+from include.etl.clusters import group_members  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -90,21 +92,19 @@ class Component:
     proc: subprocess.Popen | None = None
     buf: bytes = b""
     exited: int | None = None
+    engine: bool = False  # an engine's owner: its exit is reported, the platform goes on without it
 
 
 @dataclass
 class Supervisor:
     home: Path
     components: list[Component]
-    grace: float = 10.0  # the most the components (and their tasks) get to end after SIGTERM
-    cluster_grace: float = 3.0  # the same for a cluster's processes (a Spark JVM needs 1-2 s)
-    cluster_root: Path | None = None  # processes whose ETL_CLUSTER_WORKDIR is under it are ours
+    grace: float = 10.0  # the most the components (and their tasks, engines) get to end after SIGTERM
     ready_check: object = None  # callable() -> bool, or None
     banner: str = ""
     _sel: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     _signals: list[int] = field(default_factory=list)
     _seen: dict[int, str] = field(default_factory=dict)  # pid -> command line, of every descendant seen
-    _cluster_pids: dict[int, bool] = field(default_factory=dict)
 
     # ---- start -------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class Supervisor:
         def handler(signum, _frame):
             self._signals.append(signum)
             if len(self._signals) > 1:
-                self.grace = self.cluster_grace = 0  # a second Ctrl-C: no more waiting
+                self.grace = 0  # a second Ctrl-C: no more waiting
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, handler)
@@ -160,7 +160,13 @@ class Supervisor:
                 next_scan = time.monotonic() + 1
                 self._remember_descendants()
             for comp in self.components:
-                if comp.proc is not None and comp.proc.poll() is not None:
+                if comp.proc is None or comp.proc.poll() is None or comp.exited is not None:
+                    continue
+                if comp.engine:
+                    comp.exited = comp.proc.returncode
+                    say(f"WARNING: the {comp.name} engine's owner exited with code {comp.exited} (see its output "
+                        f"above): runs on {comp.name} fail until the platform is restarted")
+                else:
                     failed = comp
             if failed:
                 say(f"{failed.name} exited with code {failed.proc.returncode}; stopping the platform")
@@ -234,67 +240,54 @@ class Supervisor:
 
     # ---- stop --------------------------------------------------------------------------
 
-    def cluster_processes(self) -> dict[str, list[int]]:
-        """Live processes whose ETL_CLUSTER_WORKDIR is under ``cluster_root``, by workdir."""
-        found: dict[str, list[int]] = {}
-        if self.cluster_root is None:
-            return found
-        roots = {str(self.cluster_root).rstrip("/") + "/", os.path.realpath(self.cluster_root).rstrip("/") + "/"}
-        me = os.getpid()
-        for proc in psutil.process_iter(["pid", "status"]):
-            if proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            try:
-                workdir = proc.environ().get(WORKDIR_VAR)
-            except psutil.Error:
-                continue
-            if workdir and any(workdir.startswith(r) for r in roots):
-                found.setdefault(workdir, []).append(proc.pid)
+    def engine_processes(self) -> set[int]:
+        """The runtime's engines: their owners (components) and every process below them."""
+        found: set[int] = set()
+        for comp in self.components:
+            if comp.engine and comp.proc is not None:
+                found.add(comp.proc.pid)
+                try:
+                    found.update(p.pid for p in psutil.Process(comp.proc.pid).children(recursive=True))
+                except psutil.Error:
+                    pass
         return found
 
     def shutdown(self) -> None:
-        """Stop the components, the processes below them and the clusters they started; say what was stopped."""
+        """Stop the components, the processes below them and the runtime's engines; say what was stopped."""
         t0 = time.monotonic()
         live = [c for c in self.components if c.proc is not None]
         self._remember_descendants()
-        api = [c for c in live if c.name == "api-server"]
-        first = [c for c in live if c not in api]
-        # 1. SIGTERM the process group of every component but the api-server. A running task's
+        last = [c for c in live if c.name == "api-server" or c.engine]
+        first = [c for c in live if c not in last]
+        # 1. SIGTERM the process group of every Airflow component but the api-server. A running task's
         #    supervisor (in a LocalExecutor worker, the scheduler's group) forwards the SIGTERM to
-        #    its task process (own group), whose on_kill cancels its work on the cluster while the
-        #    cluster is still up. Nothing is signalled twice: a second SIGTERM makes Airflow's
+        #    its task process (own group), whose on_kill cancels its job on the engine while the
+        #    engine is still up. Nothing is signalled twice: a second SIGTERM makes Airflow's
         #    components skip their own clean-up.
         for comp in first:
             _killpg(comp.proc.pid, signal.SIGTERM)
         # The scheduler and the tasks below it (not the triggerer or dag-processor, which end meanwhile).
         scheduler = [c for c in first if c.name == "scheduler"]
         self._wait_for(scheduler, time.monotonic() + self.grace, descendants_too=True)
-        # 2. The api-server (the tasks could report their end to its execution API until now) and,
-        #    at the same time, every cluster process: no task is left to use them or start one.
-        for comp in api:
+        # 2. The api-server (the tasks could report their end to its execution API until now) and the
+        #    engines' owners, which stop their engines: no task is left to use them.
+        for comp in last:
             _killpg(comp.proc.pid, signal.SIGTERM)
-        clusters = self.cluster_processes()
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            sweeps = {w: pool.submit(sweep_workdir, w, self.cluster_grace) for w in clusters}
-            self._wait_for(live, time.monotonic() + min(self.grace, 5))
-            # 3. SIGKILL whatever of the tree is left (but the clusters being swept).
-            killed = self._kill_tree(live, spare={p for pids in clusters.values() for p in pids})
-            swept = {w: sorted(set(f.result()) | set(clusters[w])) for w, f in sweeps.items()}
+        self._wait_for(live, time.monotonic() + self.grace)
+        # 3. SIGKILL whatever of the tree is left.
+        killed = self._kill_tree(live)
         if killed:
             say(f"SIGKILLed {len(killed)} process(es) still running after the grace period: "
                 + ", ".join(f"{pid} ({cmd[:50]})" for pid, cmd in sorted(killed.items())))
-        # 4. Any cluster process left or started meanwhile.
-        for workdir in self.cluster_processes():
-            swept[workdir] = sorted(set(swept.get(workdir, [])) | set(sweep_workdir(workdir, grace=1)))
         self._reap_orphans()
-        self._report(live, swept, t0)
+        self._report(live, t0)
 
-    def _kill_tree(self, live: list[Component], spare: set[int]) -> dict[int, str]:
-        """SIGKILL the components' process groups and every live descendant not in ``spare``
-        (workers, task processes in groups of their own, orphans re-parented to us); reap the components."""
+    def _kill_tree(self, live: list[Component]) -> dict[int, str]:
+        """SIGKILL the components' process groups and every live descendant (workers, task processes
+        and engine processes in groups of their own, orphans re-parented to us); reap the components."""
         killed: dict[int, str] = {}
         for _ in range(5):  # processes can fork while being killed
-            leftovers = [p.pid for p in self._remember_descendants() if _alive(p.pid) and p.pid not in spare]
+            leftovers = [p.pid for p in self._remember_descendants() if _alive(p.pid)]
             for comp in live:
                 leftovers += _group_members(comp.proc.pid)
                 _killpg(comp.proc.pid, signal.SIGKILL)
@@ -314,7 +307,7 @@ class Supervisor:
         self._reap_orphans()
         return killed
 
-    def _report(self, live: list[Component], swept: dict[str, list[int]], t0: float) -> None:
+    def _report(self, live: list[Component], t0: float) -> None:
         comp_pids = {c.proc.pid for c in live}
         for comp in live:
             say(f"stopped {comp.name} (pid {comp.proc.pid}, exit code {comp.exited})")
@@ -323,35 +316,25 @@ class Supervisor:
             say(f"stopped {len(others)} other process(es) below them:")
             for pid, cmd in sorted(others.items()):
                 say(f"  {pid} {cmd}")
-        for workdir, pids in swept.items():
-            say(f"stopped the local cluster of {os.path.relpath(workdir, self.home)}: {len(pids)} process(es) {pids}")
-        left = [p for p in {*self._seen, *(p for pids in swept.values() for p in pids)} if _alive(p)]
+        left = [p for p in self._seen if _alive(p)]
         if left:
             say(f"WARNING: still running after the shutdown: {sorted(left)}")
         say(f"platform stopped in {time.monotonic() - t0:.1f} s")
 
     def _wait_for(self, comps: list[Component], deadline: float, descendants_too: bool = False) -> None:
         """Until ``comps``, their process groups (and, if asked, every other descendant but the
-        remaining components) have ended, or ``deadline``; printing their output meanwhile."""
+        remaining components and engines) have ended, or ``deadline``; printing their output meanwhile."""
         others = {c.proc.pid for c in self.components if c.proc is not None and c not in comps}
+        engines = self.engine_processes() if descendants_too else set()
         while time.monotonic() < deadline:
             self._pump(0.1)
             self._reap_orphans()
             if any(c.proc.poll() is None or _group_members(c.proc.pid) for c in comps):
                 continue
             if descendants_too and any(_alive(p.pid) for p in self._remember_descendants()
-                                       if p.pid not in others and _pgid(p.pid) not in others and not self._is_cluster(p.pid)):
+                                       if p.pid not in others and _pgid(p.pid) not in others and p.pid not in engines):
                 continue
             return
-
-    def _is_cluster(self, pid: int) -> bool:
-        """Is ``pid`` a process of a local cluster (it carries ETL_CLUSTER_WORKDIR)?"""
-        if pid not in self._cluster_pids:
-            try:
-                self._cluster_pids[pid] = WORKDIR_VAR in psutil.Process(pid).environ()
-            except psutil.Error:
-                return False
-        return self._cluster_pids[pid]
 
 
 def _kill(pid: int, sig: int) -> bool:
@@ -407,7 +390,8 @@ def _banner(home: Path) -> str:
               (generated on first start; stored in {pw_file}, mode 600)
  AIRFLOW_HOME {home}      lake: {os.environ.get("ETL_LAKE_ROOT", "")}
  Executor:    {os.environ.get("AIRFLOW__CORE__EXECUTOR", "")}, parallelism {os.environ.get("AIRFLOW__CORE__PARALLELISM", "32")}
- Stop with Ctrl-C (stops the components, running tasks and their local clusters).
+ Engines:     {os.environ.get("ETL_RUNTIME_ENGINES", "dask,spark")} (runs attach; see {os.environ.get("ETL_RUNTIME_DIR", "")})
+ Stop with Ctrl-C (stops the components, running tasks and the engines).
  Trigger 'olympics_etl' from the UI ("Trigger" -> form) or:
    bin/airflow dags trigger olympics_etl -c '{{"backend": "dask"}}'
 ================================================================================"""
@@ -424,11 +408,14 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format=f"{'run':13} | %(asctime)s %(message)s", datefmt="%H:%M:%S")
     home = Path(os.environ["AIRFLOW_HOME"]).absolute()
     airflow = str(ROOT / "bin" / "airflow")
+    from include.etl.clusters.runtime import engines_from_env
+
+    engines = [Component(name, [sys.executable, "-m", "include.etl.clusters.runtime", name], engine=True)
+               for name in engines_from_env()]
     sup = Supervisor(
         home=home,
-        components=[Component(name, [airflow, *args]) for name, args in COMPONENTS],
+        components=[Component(name, [airflow, *args]) for name, args in COMPONENTS] + engines,
         grace=float(os.environ.get("ETL_RUN_STOP_GRACE", "10")),
-        cluster_root=home / "logs" / "clusters",
         ready_check=lambda: _healthy(os.environ.get("AIRFLOW__API__PORT", "8080")),
         banner=_banner(home),
     )

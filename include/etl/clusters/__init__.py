@@ -3,12 +3,13 @@
 A :class:`ClusterHandle` is the small, JSON-serialisable description of a cluster that the
 start task passes downstream through XCom: where it is, and what (if anything) the platform
 started and must therefore stop. Nothing here is a cluster manager: local clusters are the
-engines' own launchers (``dask scheduler`` / ``dask worker``, Spark Connect's server) started
-as detached processes so that they outlive the task that started them.
+engines' own launchers (``dask scheduler`` / ``dask worker``, Spark Connect's server), started by
+their one owner (:mod:`include.etl.clusters.runtime`, or a one-off run's process).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -41,6 +42,22 @@ class ClusterHandle:
         if not isinstance(data, dict) or "backend" not in data or "address" not in data:
             raise ValueError(f"not a cluster handle: {data!r} (is the start-cluster task upstream of this task?)")
         return cls(**data)
+
+
+PR_SET_PDEATHSIG = 1
+try:
+    _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: never between fork and exec
+except OSError:
+    _LIBC = None
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of an engine process: SIGTERM when the thread that started it ends (Linux prctl)."""
+    try:
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except AttributeError:
+        pass
 
 
 class ClusterStartError(RuntimeError):
@@ -144,50 +161,3 @@ def kill_groups(pids: list[int], marker: str, grace: float = 10.0) -> list[int]:
     return alive
 
 
-WORKDIR_VAR = "ETL_CLUSTER_WORKDIR"
-
-
-def processes_of_workdir(workdir: str | Path) -> list[int]:
-    """Live processes of this user that inherited ``ETL_CLUSTER_WORKDIR=workdir`` (every cluster process does)."""
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        try:
-            inherited = proc.environ().get(WORKDIR_VAR)  # readable for our own processes only
-        except psutil.Error:
-            continue
-        if inherited == str(workdir) and is_alive(proc.pid):
-            found.append(proc.pid)
-    return found
-
-
-def sweep_workdir(workdir: str | Path, grace: float = 5.0) -> list[int]:
-    """Kill every process left over from a cluster started in ``workdir``; return their pids.
-
-    The safety net behind :func:`kill_groups`: it also finds processes that left their process
-    group (Python workers re-parented after a crash) or belong to an earlier try of the start
-    task whose handle was lost.
-    """
-    leftovers = processes_of_workdir(workdir)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in leftovers:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(is_alive(p) for p in leftovers):
-            time.sleep(0.1)
-        if not any(is_alive(p) for p in leftovers):
-            break
-    if leftovers:
-        log.warning("killed %d leftover process(es) of the cluster in %s: %s", len(leftovers), workdir, leftovers)
-    return leftovers
-
-
-def cluster_processes_alive(handle: ClusterHandle, marker: str) -> bool:
-    """For a cluster the platform started: are all of its process-group leaders still running?"""
-    return bool(handle.pids) and all(is_alive(p, marker) for p in handle.pids)

@@ -1,10 +1,8 @@
-"""Start and stop a local Dask cluster as detached ``dask scheduler`` / ``dask worker`` processes.
+"""Start and stop a local Dask cluster: ``dask scheduler`` / ``dask worker`` processes, or one in-process.
 
-The processes run in their own sessions (process groups), so they outlive the Airflow task
-that started them and every later task of the run can reach them; the teardown task stops
-them by process group. As a safety net against leaks when no teardown runs (a crashed
-scheduler host, say), the scheduler shuts itself down after ``idle_timeout`` seconds without
-work and the workers exit when they lose their scheduler.
+The processes run in process groups of their own and get SIGTERM when the process that started
+them dies: their one owner is the runtime (:mod:`include.etl.clusters.runtime`). A one-off run
+(``airflow dags test``) gets a cluster inside its own process instead (:func:`start_in_process_dask`).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups, log_tail
+from include.etl.clusters import ClusterHandle, ClusterStartError, die_with_parent, is_alive, kill_groups, log_tail
 from include.etl.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +28,8 @@ MARKER = "dask"
 def _spawn(args: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen:
     with open(logfile, "ab") as out:
         return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
 
@@ -142,7 +141,7 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = START_T
         sched = _spawn(
             [py, "-m", "distributed.cli.dask_scheduler", "--host", host, "--port", "0",
              "--dashboard-address", f"{host}:0", "--scheduler-file", str(scheduler_file),
-             "--idle-timeout", f"{int(settings.cluster_idle_timeout)}s", "--preload", "include.etl.clusters.dask_local"],
+             "--preload", "include.etl.clusters.dask_local"],
             workdir / "scheduler.log", env,
         )
         started.append(sched.pid)

@@ -3,26 +3,18 @@
 No Spark download: the ``pyspark`` wheel ships Spark's jars and launch scripts, so the server
 is ``<pyspark>/bin/spark-submit --class org.apache.spark.sql.connect.service.SparkConnectServer``
 with ``SPARK_HOME=<pyspark>``; the script replaces itself with the JVM, so the started pid is the JVM's.
-It runs in its own session (process group), so it outlives the Airflow task that started it
-and later tasks of the run attach to it over gRPC; the teardown task kills the process group,
-which also takes the Python workers the JVM forked.
+It runs in a process group of its own (which also holds the Python workers the JVM forks) and
+gets SIGTERM when the process that started it dies: its owner is either the runtime
+(:mod:`include.etl.clusters.runtime`, which also serves its job endpoint) or the one process of a
+one-off run (``airflow dags test``).
 
 Master ``local[N,F]``: ``N`` task threads (``ETL_LOCAL_WORKERS`` x ``ETL_LOCAL_THREADS``, the same
 parallelism a local Dask cluster gets; 2 by default) and ``F`` = :data:`TASK_ATTEMPTS` attempts
 per task (a plain ``local[N]`` never retries a failed task).
-
-Spark Connect has no server idle timeout (its session timeout closes sessions, not the server),
-so a watcher process (:mod:`include.etl.clusters.idle_watch`) runs beside the server and stops
-it after ``ETL_CLUSTER_IDLE_TIMEOUT`` seconds without Spark jobs: the safety net for a run whose
-teardown never ran. The watcher is one of the handle's process groups and stops with the server.
-With ``ETL_SPARK_THIN_TASKS`` (default) the same process also serves the server's job endpoint
-(:mod:`include.etl.clusters.spark_jobs`, its URL in the handle's ``extra["jobs_url"]``), so job
-tasks need not import the Spark Connect client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -36,7 +28,7 @@ import weakref
 from pathlib import Path
 from urllib.parse import urlparse
 
-from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive, kill_groups, log_tail
+from include.etl.clusters import ClusterHandle, ClusterStartError, die_with_parent, is_alive, kill_groups, log_tail
 from include.etl.clusters.dask_local import worker_env
 from include.etl.settings import Settings
 
@@ -366,7 +358,8 @@ def _start_spark_connect(settings: Settings, workdir: Path, timeout: float) -> C
     try:
         with open(logfile, "ab") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=workdir, start_new_session=True)
+                                    env=env, cwd=workdir, start_new_session=True,
+                                    preexec_fn=die_with_parent)
         started.append(proc.pid)
         import pyspark.sql.connect.session  # noqa: F401 - the client's imports take seconds: overlap them with the JVM's
 
@@ -396,108 +389,22 @@ def _start_spark_connect(settings: Settings, workdir: Path, timeout: float) -> C
         address = f"sc://{host}:{port}"
         listening = time.monotonic()
         ui = _ui_url(logfile, log_offset) or f"http://{host}:{ui_port}"
-        # Started before the health check, so that the job endpoint's imports overlap it.
-        watcher = _start_companion(settings, proc.pid, ui, workdir, env, address)
-        if watcher is not None:
-            started.append(watcher.pid)
         try:
             info = check_spark_connect(address, timeout=max(1.0, deadline - time.monotonic()), keep_session=True)
         except ClusterStartError as exc:
             raise ClusterStartError(f"{exc}\nits log {logfile} ends with:\n{log_tail(logfile)}") from None
         ready = time.monotonic()
         extra = {**info, "log": str(logfile), "listening_s": round(listening - t0, 2), "ready_s": round(ready - t0, 2)}
-        if watcher is not None and settings.spark_thin_tasks:
-            extra.update(_wait_for_endpoint(watcher, workdir / ENDPOINT_FILE, max(deadline, time.monotonic() + 30), t0))
         handle = ClusterHandle(
             backend="spark", address=address, owned=True, pids=started, workdir=str(workdir), dashboard_url=ui,
             extra=extra,
         )
-        log.info("Spark Connect server %s up in %.1f s (listening after %.1f s), UI %s, pid %s, job endpoint %s",
-                 address, ready - t0, listening - t0, handle.dashboard_url, proc.pid, extra.get("jobs_url", "none"))
+        log.info("Spark Connect server %s up in %.1f s (listening after %.1f s), UI %s, pid %s",
+                 address, ready - t0, listening - t0, handle.dashboard_url, proc.pid)
         return handle
     except BaseException:
         kill_groups(started, MARKER, grace=5)
         raise
-
-
-IDLE_WATCH_LOG = "idle-watch.log"
-ENDPOINT_FILE = "jobs-endpoint.json"  # written by the watcher once its job endpoint answers
-
-
-def _start_idle_watch(pid: int, ui: str, idle_timeout: float, workdir: Path, env: dict[str, str],
-                      address: str | None = None, bind_host: str = "127.0.0.1") -> subprocess.Popen:
-    """Start the watcher that stops server ``pid`` after ``idle_timeout`` s without jobs (0: never).
-
-    With ``address`` it also serves the server's job endpoint on ``bind_host`` (a free port) and
-    writes the endpoint's URL to :data:`ENDPOINT_FILE` in ``workdir`` (see :func:`_wait_for_endpoint`).
-    """
-    args = [sys.executable, "-m", "include.etl.clusters.idle_watch", "--pid", str(pid), "--ui", ui,
-            "--idle-timeout", str(idle_timeout), "--marker", MARKER]
-    if address:
-        (workdir / ENDPOINT_FILE).unlink(missing_ok=True)  # a shared server's workdir keeps the previous one's
-        args += ["--address", address, "--bind-host", bind_host, "--endpoint-file", str(workdir / ENDPOINT_FILE)]
-    with open(workdir / IDLE_WATCH_LOG, "ab") as out:
-        watcher = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=workdir, start_new_session=True)
-    if idle_timeout > 0:
-        log.info("The server stops itself after %.0f s without Spark jobs (ETL_CLUSTER_IDLE_TIMEOUT); watcher pid "
-                 "%s, log %s", idle_timeout, watcher.pid, workdir / IDLE_WATCH_LOG)
-    else:
-        log.info("No idle timeout (ETL_CLUSTER_IDLE_TIMEOUT=0); the job endpoint's process is pid %s, log %s",
-                 watcher.pid, workdir / IDLE_WATCH_LOG)
-    return watcher
-
-
-def _start_companion(settings: Settings, pid: int, ui: str, workdir: Path, env: dict[str, str],
-                     address: str) -> subprocess.Popen | None:
-    """The process beside the server: idle watcher (``ETL_CLUSTER_IDLE_TIMEOUT``) and job endpoint (``ETL_SPARK_THIN_TASKS``)."""
-    if settings.cluster_idle_timeout <= 0 and not settings.spark_thin_tasks:
-        return None
-    return _start_idle_watch(pid, ui, settings.cluster_idle_timeout, workdir, env,
-                             address=address if settings.spark_thin_tasks else None, bind_host=settings.bind_host)
-
-
-def _wait_for_endpoint(watcher: subprocess.Popen, endpoint_file: Path, deadline: float, t0: float) -> dict:
-    """``{"jobs_url", "jobs_endpoint_s"}`` once the job endpoint answers ``GET /health``; ``{}`` (a warning) if it does not come up.
-
-    Without the endpoint the job tasks run their jobs' drivers themselves, as with
-    ``ETL_SPARK_THIN_TASKS=false``: slower, not broken, so this never fails the start.
-    """
-    import urllib.request
-
-    from include.etl.clusters.dask_http import JOBS_PATH
-
-    log_file = endpoint_file.parent / IDLE_WATCH_LOG
-    while True:
-        try:
-            info = json.loads(endpoint_file.read_text())
-        except (OSError, ValueError):
-            info = None
-        if info and info.get("url"):
-            url = info["url"]
-            health = url[: -len(JOBS_PATH)] + "/health" if url.endswith(JOBS_PATH) else url
-            try:
-                with urllib.request.urlopen(health, timeout=5) as resp:  # noqa: S310 - our own loopback endpoint
-                    if json.load(resp).get("ok"):
-                        log.info("Job endpoint of the server up at %s (its imports took %s s)", url, info.get("warm_s"))
-                        return {"jobs_url": url, "jobs_endpoint_s": round(time.monotonic() - t0, 2)}
-            except (OSError, ValueError) as exc:
-                log.warning("The job endpoint at %s does not answer (%s): job tasks will run their jobs' drivers "
-                            "themselves; see %s", url, exc, log_file)
-                return {}
-        if info and info.get("error"):
-            log.warning("The job endpoint did not start (%s): job tasks will run their jobs' drivers themselves; "
-                        "see %s", info["error"], log_file)
-            return {}
-        if watcher.poll() is not None:
-            log.warning("The idle watcher exited (code %s) before its job endpoint answered; see %s:\n%s",
-                        watcher.returncode, log_file, log_tail(log_file))
-            return {}
-        if time.monotonic() > deadline:
-            log.warning("The job endpoint did not answer in time: job tasks will run their jobs' drivers themselves; "
-                        "see %s", log_file)
-            return {}
-        time.sleep(0.05)
 
 
 def stop_local_spark_connect(handle: ClusterHandle, timeout: float = 10.0) -> list[int]:

@@ -1,18 +1,13 @@
-"""Cluster hooks: resolve the Airflow connection, start or attach, health-check, connect, stop.
+"""Cluster hooks: resolve the Airflow connection, attach, health-check, connect, run jobs.
 
-One hook per backend. With no connection configured the hook starts a local cluster as
-detached processes (see ``include.etl.clusters``); with a connection it attaches to that
-cluster and never stops it.
+One hook per backend. A run's cluster comes, in this order, from:
 
-Local clusters come in two reuse modes (``ETL_CLUSTER_REUSE``, or ``StartClusterOperator(reuse=...)``):
+* the backend's Airflow connection (``dask_default``, ``spark_connect_default``): attach to it;
+* a one-off run (``airflow dags test``): an engine of its own, in its process, ending with it;
+* the runtime's engine (``make run``, :mod:`include.etl.clusters.runtime`): attach to it.
 
-* ``per_run``: the run starts its own cluster (``owned=True``) and its teardown stops it;
-* ``shared``: the run gets the backend's shared cluster of this AIRFLOW_HOME
-  (:mod:`include.etl.clusters.shared`), started on demand by the first run that needs it;
-  the handle says ``owned=False`` and ``extra["reuse"] == "shared"``, so no run's teardown
-  stops it: it stops itself after ``ETL_CLUSTER_SHARED_IDLE_TIMEOUT`` without work. Job tasks
-  look the shared cluster up again (:meth:`ClusterHook.resolve`), so a run follows a shared
-  cluster that idled out or was replaced between two of its tasks.
+A run stops only what it owns (a one-off run's engine); nothing else starts, finds or stops
+an engine's processes.
 """
 
 from __future__ import annotations
@@ -46,16 +41,9 @@ def safe_path_part(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "run"
 
 
-def is_shared(handle: ClusterHandle) -> bool:
-    """Is ``handle`` a run's view of a shared local cluster (never stopped by a run)?"""
-    return (handle.extra or {}).get("reuse") == "shared"
-
-
-def _sweep(handle: ClusterHandle) -> list[int]:
-    """After a stop: kill whatever of the cluster's workdir survived its process groups (orphaned workers)."""
-    from include.etl.clusters import sweep_workdir
-
-    return sweep_workdir(handle.workdir) if handle.owned and handle.workdir else []
+def is_runtime(handle: ClusterHandle) -> bool:
+    """Is ``handle`` a run's view of the runtime's engine (owned by the runtime, never stopped by a run)?"""
+    return bool((handle.extra or {}).get("runtime"))
 
 
 class ClusterHook(BaseHook):
@@ -70,71 +58,62 @@ class ClusterHook(BaseHook):
         self.conn_id = conn_id if conn_id is not None else self.default_conn_name
         self.settings = settings or Settings.from_env()
 
-    def start_or_attach(self, workdir: Path, reuse: str = "per_run", shared_root: Path | None = None) -> ClusterHandle:
-        """The configured cluster (attached), else a local one: the run's own, or the shared one.
+    def start_or_attach(self, workdir: Path, in_process: bool = False) -> ClusterHandle:
+        """The configured cluster, else for a one-off run (``in_process``) its own engine, else the runtime's.
 
-        :param workdir: the run's work directory, for a cluster of its own (``reuse="per_run"``).
-        :param shared_root: ``$AIRFLOW_HOME/logs/clusters``, where the shared clusters' registry is.
+        :param workdir: where a one-off run's engine keeps its logs.
         """
         attached = self.attach()
         if attached is not None:
             return attached
-        if reuse == "shared":
-            return self.shared(shared_root)
-        if reuse == "in_process":
+        if in_process:
             return self.start_in_process(workdir)
-        return self.start_local(workdir, self.settings)
+        from include.etl.clusters.runtime import RUNTIME_DIR_VAR, current, runtime_dir
+
+        engine = current(self.backend)
+        if engine is not None:
+            log.info("Attaching to the runtime's %s engine at %s (dashboard %s)", self.backend, engine.address,
+                     engine.dashboard_url)
+            return self.open_run(engine)
+        where = runtime_dir()
+        raise ClusterStartError(
+            f"no {self.backend} cluster for this run: no Airflow connection {self.conn_id!r}, and "
+            + (f"the runtime runs no {self.backend} engine ({where}: is `make run` up, with {self.backend} in "
+               "ETL_RUNTIME_ENGINES?)" if where else f"no runtime ({RUNTIME_DIR_VAR} is not set: start the platform "
+               "with `make run`)")
+            + ". Configure the connection to attach to an existing cluster, or test a DAG with `airflow dags test`.")
 
     def start_in_process(self, workdir: Path) -> ClusterHandle:
-        """An engine for a one-off run (every task in this process), ending with it; by default a local cluster."""
-        return self.start_local(workdir, self.settings)
+        """An engine for a one-off run (every task in this process), ending with it."""
+        raise NotImplementedError
 
     def attach(self) -> ClusterHandle | None:
         """The handle of the cluster a connection names (never stopped by the platform), or None."""
         return None
 
-    def start_local(self, workdir: Path, settings: Settings) -> ClusterHandle:
-        """Start a local cluster in ``workdir``; an owned handle."""
-        raise NotImplementedError
-
-    def shared(self, shared_root: Path | None = None) -> ClusterHandle:
-        """The backend's shared local cluster (found, or started now): a handle the run does not own."""
-        from include.etl.clusters.shared import SharedClusters, clusters_root, shared_settings
-
-        root = Path(shared_root) if shared_root else clusters_root()
-        s = self.settings
-        handle = SharedClusters(root).acquire(self.backend, lambda wd: self.start_local(wd, shared_settings(s)),
-                                              idle_timeout=s.shared_idle_timeout)
-        handle.extra["shared_root"] = str(root)
-        return self.open_run(handle)
-
     def open_run(self, handle: ClusterHandle) -> ClusterHandle:
-        """Per-run state on a shared cluster (Spark: the run's own session); Dask needs none."""
+        """Per-run state on an engine runs share (Spark: the run's own session); Dask needs none."""
         return handle
 
     def resolve(self, handle: ClusterHandle) -> ClusterHandle:
-        """The cluster a job task should use: ``handle``, or for a shared cluster the one running now.
+        """The cluster a job task should use: ``handle``, or for the runtime's engine the one running now.
 
-        A shared cluster can stop (idle timeout, ``make run`` stopped) or be replaced between two
-        tasks of a run; the registry knows the current one and starts one when none runs.
+        The runtime starts a new engine when one dies, so a task (a retry, say) follows it.
         """
-        if not is_shared(handle):
+        root = (handle.extra or {}).get("runtime")
+        if not root:
             return handle
-        from include.etl.clusters.shared import SharedClusters
+        from include.etl.clusters.runtime import current
 
-        registry = SharedClusters(handle.extra.get("shared_root") or Path(handle.workdir or ".").parent.parent)
-        current = registry.current(self.backend)
-        if current is not None and current.address == handle.address:
+        engine = current(self.backend, Path(root))
+        if engine is None:
+            raise ClusterStartError(f"the runtime's {self.backend} engine (was at {handle.address}) is not running "
+                                    f"now ({root}): is `make run` up?")
+        if engine.address == handle.address:
             return handle
-        if current is None:
-            log.warning("The shared %s cluster at %s is gone (idle timeout, or stopped): getting a new one",
-                        self.backend, handle.address)
-            current = self.shared(registry.root.parent)
-        else:
-            log.warning("The shared %s cluster at %s was replaced by the one at %s: using that one",
-                        self.backend, handle.address, current.address)
-            current.extra["shared_root"] = str(registry.root.parent)
-        return current
+        log.warning("The runtime's %s engine at %s was replaced by the one at %s: using that one", self.backend,
+                    handle.address, engine.address)
+        return self.open_run(engine)
 
     def stop(self, handle: ClusterHandle) -> list[int]:
         raise NotImplementedError
@@ -165,7 +144,7 @@ class ClusterHook(BaseHook):
         from include.etl.clusters import is_alive, log_tail
 
         if not handle.owned:
-            return None  # attached or shared: resolve() follows a shared cluster that went away
+            return None  # attached or the runtime's: resolve() follows the runtime's engine
         core = handle.pids[: self.core_processes] if self.core_processes else handle.pids
         gone = [p for p in core if not is_alive(p, self.marker)]
         if not gone:
@@ -233,18 +212,6 @@ class DaskClusterHook(ClusterHook):
         log.info("Dask cluster at %s is healthy: %s", address, health)
         return ClusterHandle("dask", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
 
-    def start_local(self, workdir: Path, settings: Settings) -> ClusterHandle:
-        from include.etl.clusters.dask_local import start_local_dask
-
-        s = settings
-        log.info(
-            "No connection %r: starting a local Dask cluster (%s workers x %s threads, %s each) on %s, logs in %s",
-            self.conn_id, s.local_workers, s.local_threads, s.dask_memory_limit, s.bind_host, workdir,
-        )
-        handle = start_local_dask(s, workdir)
-        log.info("Local Dask cluster up at %s (dashboard %s), processes %s", handle.address, handle.dashboard_url, handle.pids)
-        return handle
-
     def start_in_process(self, workdir: Path) -> ClusterHandle:
         from include.etl.clusters.dask_local import start_in_process_dask
 
@@ -256,9 +223,8 @@ class DaskClusterHook(ClusterHook):
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.dask_local import stop_local_dask
 
-        if is_shared(handle):
-            log.info("Dask cluster at %s is the shared local cluster: leaving it running for other runs (it stops "
-                     "itself after %s s without work)", handle.address, handle.extra.get("idle_timeout_s"))
+        if is_runtime(handle):
+            log.info("Dask cluster at %s is the runtime's engine: leaving it running for other runs", handle.address)
             return []
         if not handle.owned:
             log.info("Dask cluster at %s was attached (connection %r), not started here: leaving it running",
@@ -271,7 +237,7 @@ class DaskClusterHook(ClusterHook):
         else:
             log.info("Stopped the local Dask cluster at %s (%s)", handle.address,
                      f"processes {handle.pids}" if handle.pids else "it ran in this process")
-        return killed + _sweep(handle)
+        return killed
 
     def _connect(self, handle: ClusterHandle, **kwargs: Any):
         from distributed import Client

@@ -77,8 +77,8 @@ class DaskGatewayHook(DaskClusterHook):
         except ValueError:  # 404
             return "GONE"
 
-    def start_or_attach(self, workdir: Path, reuse: str = "per_run", shared_root: Path | None = None) -> ClusterHandle:
-        """A new cluster of the run's own (``reuse`` does not apply), once its workers are up."""
+    def start_or_attach(self, workdir: Path, in_process: bool = False) -> ClusterHandle:
+        """A new cluster of the run's own from the gateway (a one-off run too), once its workers are up."""
         timeout = float(self.extra.get("start_timeout", 180))
         options, adapt = self.extra.get("cluster_options") or {}, self.extra.get("adapt")
         workers = max(int(adapt.get("minimum", 1) if adapt else self.extra.get("workers", self.settings.local_workers)), 1)

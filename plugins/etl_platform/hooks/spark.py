@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, _sweep, is_shared, safe_path_part
+from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, is_runtime, safe_path_part
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 
@@ -51,19 +51,19 @@ class SparkClusterHook(ClusterHook):
     login = user id, password = token, extra ``use_ssl`` and ``dashboard_url`` optional): attach
     to that server and never stop it. Else the provider's ``spark_default`` connection, when it
     names a ``spark://`` standalone master: each job is a ``spark-submit`` application through
-    the provider's ``SparkSubmitHook``. Neither: start a local Spark Connect server from the
-    installed pyspark package (needs Java 17+).
+    the provider's ``SparkSubmitHook``. Neither: the runtime's Spark Connect server, or for a
+    one-off run a server of its own, started from the installed pyspark package (needs Java 17+).
 
     The start opens one server-side session for the run (its id is in the handle's ``extra``)
     and every job task joins it: Spark keeps one Python worker pool per session, so a task
     with its own session would pay about 2 s to start fresh workers (and leave a daemon process
     on the server). Hence closing a task's client never releases the run's session, and
     :meth:`cancel` interrupts only the operations tagged with this hook's tag. The stop task
-    releases the session on an attached server and kills a started one.
+    releases the session on an attached server and kills a one-off run's own.
 
-    On a server the platform started, :meth:`run_job` hands the job to the job endpoint beside
-    the server (``ETL_SPARK_THIN_TASKS``), which joins the run's session in its own process: the
-    task process then imports no pyspark.
+    On the runtime's server, :meth:`run_job` hands the job to the job endpoint its owner serves
+    (``ETL_SPARK_THIN_TASKS``), which joins the run's session in its own process: the task
+    process then imports no pyspark.
     """
 
     conn_name_attr = "conn_id"
@@ -72,7 +72,7 @@ class SparkClusterHook(ClusterHook):
     hook_name = "Spark Connect cluster"
     backend = "spark"
     marker = "SparkConnectServer"  # include.etl.clusters.spark_local.MARKER
-    core_processes = 1  # the server; the second pid is its idle watcher
+    core_processes = 1  # the server
 
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
@@ -144,20 +144,19 @@ class SparkClusterHook(ClusterHook):
             return ClusterHandle("spark", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
         return self._standalone_master()
 
-    def start_local(self, workdir: Path, settings: Settings) -> ClusterHandle:
+    def start_in_process(self, workdir: Path) -> ClusterHandle:
+        """A Spark Connect server of this one-off run: a child of this process, which stops it (or dies with it)."""
         from include.etl.clusters.spark_local import start_local_spark_connect
 
-        s = settings
-        log.info(
-            "No connection %r: starting a local Spark Connect server (local[%s] task threads) on %s, logs in %s",
-            self.conn_id, s.local_workers * s.local_threads, s.bind_host, workdir,
-        )
+        s = self.settings
+        log.info("A one-off run: starting a Spark Connect server of its own (local[%s] task threads) on %s, logs in %s",
+                 s.local_workers * s.local_threads, s.bind_host, workdir)
         handle = start_local_spark_connect(s, workdir)
         log.info("Local Spark Connect server up at %s (UI %s), process %s", handle.address, handle.dashboard_url, handle.pids)
         return handle
 
     def open_run(self, handle: ClusterHandle) -> ClusterHandle:
-        """The run's own session on the shared server (released by the run's teardown; the server stays).
+        """The run's own session on the runtime's server (released by the run's teardown; the server stays).
 
         Sessions keep runs apart (their state, their cancellation); each session starts its Python
         workers on its first Python UDF (about 2 s, once per run).
@@ -166,15 +165,9 @@ class SparkClusterHook(ClusterHook):
 
         health = check_spark_connect(handle.address, timeout=HEALTH_TIMEOUT, python=False, keep_session=True)
         handle.extra = {**{k: v for k, v in handle.extra.items() if k not in ("python_workers_s", "query_s")}, **health}
-        log.info("Opened this run's session %s on the shared Spark Connect server %s", health.get("session_id"),
+        log.info("Opened this run's session %s on the runtime's Spark Connect server %s", health.get("session_id"),
                  handle.address)
         return handle
-
-    def resolve(self, handle: ClusterHandle) -> ClusterHandle:
-        current = super().resolve(handle)
-        if current is not handle and current.address != handle.address:
-            current.extra.pop("session_id", None)  # the run's session was on the server that went away
-        return current
 
     def _standalone_master(self) -> ClusterHandle | None:
         """Attach to the provider's ``spark_default`` connection when it names a ``spark://`` master."""
@@ -206,7 +199,7 @@ class SparkClusterHook(ClusterHook):
                 run: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the job: through the server's job endpoint (thin task), by spark-submit, or with a client here.
 
-        A local server the platform started (per run, or the shared one) has a job endpoint
+        The runtime's server has a job endpoint
         (``extra["jobs_url"]``, :mod:`include.etl.clusters.spark_jobs`) in the process beside it,
         where the Spark Connect client, pandas and pyarrow are imported already: with
         ``ETL_SPARK_THIN_TASKS`` (default) the job's driver runs there, joining the run's session,
@@ -333,20 +326,18 @@ class SparkClusterHook(ClusterHook):
             log.info("Spark master %s was attached (connection %r): leaving it running", handle.address, handle.conn_id)
             return []
         if not handle.owned:
-            if is_shared(handle):
-                log.info("Spark Connect server at %s is the shared local server: leaving it running for other runs "
-                         "(it stops itself after %s s without Spark jobs)", handle.address,
-                         handle.extra.get("idle_timeout_s"))
+            if is_runtime(handle):
+                log.info("Spark Connect server at %s is the runtime's engine: leaving it running for other runs",
+                         handle.address)
             else:
                 log.info("Spark Connect server at %s was attached (connection %r), not started here: leaving it "
                          "running", handle.address, handle.conn_id)
             session_id = handle.extra.get("session_id")
-            if session_id and is_shared(handle):
+            if session_id and is_runtime(handle):
                 from include.etl.clusters.spark_local import port_open, split_address
 
                 if not port_open(*split_address(handle.address), HEALTH_TIMEOUT):
-                    log.info("The shared server at %s is gone already (idle timeout): no session to release",
-                             handle.address)
+                    log.info("The runtime's server at %s is gone already: no session to release", handle.address)
                     return []
             if session_id:
                 log.info("Releasing this run's Spark Connect session %s (and its Python workers)", session_id)
@@ -355,7 +346,7 @@ class SparkClusterHook(ClusterHook):
         killed = stop_local_spark_connect(handle)
         log.info("Stopped the local Spark Connect server at %s (processes %s%s)", handle.address, handle.pids,
                  "" if killed else ", which had exited already")
-        return killed + _sweep(handle)
+        return killed
 
     def engine(self, handle: ClusterHandle) -> Any:
         """A :class:`SparkEngine` on a client session; it joins the run's session when the handle has one."""

@@ -3,12 +3,12 @@
 **Where it is read from: Airflow's metadata DB**, by the api-server that serves the lake browser.
 Every run's ``StartClusterOperator`` task returns the run's cluster handle as its XCom
 (``include.etl.clusters.ClusterHandle``: backend, address, ``dashboard_url``, whether the platform
-started it, ``extra.reuse == "shared"``, pids and work directory of a local cluster). That one
-record exists for every kind of cluster (a run's own, the shared one, one attached through a
-connection, spark-submit), on every deployment (also where the workers are other machines, as
-under the CeleryExecutor of the production stack), and says which run uses it. The registry
-files under ``$AIRFLOW_HOME/logs/clusters/`` only know the shared clusters, and only on the host
-that started them; they are used for what the DB cannot know: whether a local cluster still runs.
+started it, ``extra.runtime`` for the runtime's engine, pids and work directory of a local
+cluster). That one record exists for every kind of cluster (a one-off run's own, a gateway's,
+the runtime's engine, one attached through a connection, spark-submit), on every deployment (also
+where the workers are other machines, as under the CeleryExecutor of the production stack), and
+says which run uses it. The runtime's engine files (``$ETL_RUNTIME_DIR/<backend>.json``) are read
+for what the DB cannot know: whether the runtime's engine still runs, and where.
 
 **Status** of a run's cluster:
 
@@ -17,8 +17,8 @@ that started them; they are used for what the DB cannot know: whether a local cl
   so a reused pid does not count), else ``stopped``. On a host where its work directory does not
   exist (workers elsewhere), from Airflow's states: ``stopped`` once its teardown succeeded,
   ``running`` while the run runs, else ``unknown``;
-* the shared cluster (``shared``): the one the registry records as running now (runs follow a
-  replaced shared cluster, so that is the one to look at), else ``stopped`` (it idled out);
+* the runtime's engine (``runtime``): the one its owner records as running now (runs follow a
+  replaced engine, so that is the one to look at), else ``stopped``;
 * an attached cluster or a spark-submit master (``attached``): ``attached``: it is not the
   platform's to start or stop; its dashboard is the connection's ``dashboard_url``, if any;
 * no handle yet: ``starting`` while the start task may still succeed, else ``not started``.
@@ -44,7 +44,7 @@ ACTIVE_RUN_STATES = ("queued", "running")
 # A start task in one of these states may still produce a handle.
 PENDING_TI_STATES = (None, "none", "scheduled", "queued", "running", "up_for_retry", "up_for_reschedule",
                      "deferred", "restarting")
-MARKERS = {"dask": "dask", "spark": "SparkConnectServer"}  # as include.etl.clusters.shared
+MARKERS = {"dask": "dask", "spark": "SparkConnectServer"}  # as the hooks' markers
 CORE_PROCESSES = {"dask": 0, "spark": 1}  # leading pids the cluster cannot work without (0: all)
 DASHBOARD_NAMES = {"dask": "Dask dashboard", "spark": "Spark UI"}
 DEFAULT_LIMIT = 25
@@ -76,7 +76,7 @@ class RunCluster:
     task_id: str
     backend: str | None
     address: str | None
-    mode: str  # own | shared | attached | "" (no handle)
+    mode: str  # own | runtime | attached | "" (no handle)
     status: str  # running | starting | stopped | not started | attached | unknown
     dashboard_url: str | None  # linked only when the cluster can be reached
     dashboard_name: str
@@ -174,16 +174,16 @@ def local_cluster_runs(handle: dict) -> bool | None:
     return all(_runs_here(p, MARKERS.get(backend, ""), workdir) for p in (pids[:core] if core else pids))
 
 
-def shared_cluster(backend: str) -> dict | None | bool:
-    """The handle of the running shared cluster of ``backend`` (the registry of this AIRFLOW_HOME);
-    None when none runs; False when this host has no registry for it (the clusters run elsewhere)."""
-    from include.etl.clusters.shared import SharedClusters, clusters_root
+def runtime_engine(backend: str, root: str | None = None) -> dict | None | bool:
+    """The handle of the runtime's running engine of ``backend``; None when none runs; False when
+    this host has no runtime directory (the engines run elsewhere)."""
+    from include.etl.clusters.runtime import current, runtime_dir
 
-    registry = SharedClusters(clusters_root())
-    if not registry.workdir(backend).is_dir():
+    where = Path(root) if root else runtime_dir()
+    if where is None or not where.is_dir():
         return False
-    current = registry.current(backend)
-    return None if current is None else current.to_dict()
+    engine = current(backend, where)
+    return None if engine is None else engine.to_dict()
 
 
 # -- the rows --------------------------------------------------------------------------------------
@@ -194,17 +194,17 @@ def _web_url(url: Any) -> str | None:
     return url if isinstance(url, str) and url.lower().startswith(("http://", "https://")) else None
 
 
-def _shared(row: RunCluster, handle: dict, shared: Callable[[str], dict | None | bool]) -> None:
-    current = shared(row.backend or "")
-    if current is False:  # no registry on this host: the handle is all there is
+def _runtime(row: RunCluster, handle: dict, engine: Callable[..., dict | None | bool]) -> None:
+    current = engine(row.backend or "", (handle.get("extra") or {}).get("runtime"))
+    if current is False:  # no runtime directory on this host: the handle is all there is
         row.status, row.dashboard_url = "unknown", _web_url(handle.get("dashboard_url"))
-        row.note = "shared by the runs; its registry is not on this host"
+        row.note = "the runtime's engine; its runtime directory is not on this host"
     elif current is None:
         row.status = "stopped"
-        row.note = "the shared cluster stopped (it stops itself when idle); the next run starts a new one"
-    else:  # the runs' job tasks follow a replaced shared cluster: show the one running now
+        row.note = "the runtime's engine is not running (make run stopped)"
+    else:  # the runs' job tasks follow a replaced engine: show the one running now
         row.status, row.dashboard_url = "running", _web_url(current.get("dashboard_url"))
-        row.note = "shared by the runs of this deployment"
+        row.note = "the runtime's engine, shared by the runs of this deployment"
         if current.get("address") != handle.get("address"):
             row.address = current.get("address")
             row.note += f"; replaced since this run started (it had {handle.get('address')})"
@@ -225,7 +225,7 @@ def _own(row: RunCluster, record: RunRecord, local: Callable[[dict], bool | None
         row.dashboard_url = _web_url((record.handle or {}).get("dashboard_url"))
 
 
-def describe(record: RunRecord, shared: Callable[[str], dict | None | bool] = shared_cluster,
+def describe(record: RunRecord, engine: Callable[..., dict | None | bool] = runtime_engine,
              local: Callable[[dict], bool | None] = local_cluster_runs) -> RunCluster:
     """The row of one run's cluster: its status and the dashboard to link (see the module's doc)."""
     handle = record.handle
@@ -241,9 +241,9 @@ def describe(record: RunRecord, shared: Callable[[str], dict | None | bool] = sh
         return row
     row.backend, row.address = str(handle.get("backend") or ""), handle.get("address")
     row.dashboard_name = DASHBOARD_NAMES.get(row.backend, "dashboard")
-    if (handle.get("extra") or {}).get("reuse") == "shared":
-        row.mode = "shared"
-        _shared(row, handle, shared)
+    if (handle.get("extra") or {}).get("runtime"):
+        row.mode = "runtime"
+        _runtime(row, handle, engine)
     elif handle.get("owned"):
         row.mode = "own"
         _own(row, record, local)

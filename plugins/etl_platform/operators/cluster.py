@@ -16,44 +16,21 @@ from include.etl.clusters import ClusterHandle
 
 
 def cluster_workdir(context: Any, backend: str) -> Path:
-    """Where a locally started cluster keeps its logs and scratch files: under Airflow's logs.
-
-    One directory per run and start task; every process of the cluster inherits it as
-    ``ETL_CLUSTER_WORKDIR``, which is how leftovers of an earlier try are found.
-    """
+    """Where a one-off run's own engine keeps its logs: under Airflow's logs, one directory per run."""
     home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
     ti = context["ti"]
-    task = safe_path_part(ti.task_id)
-    if getattr(ti, "map_index", -1) not in (None, -1):
-        task += f"-{ti.map_index}"
-    return home / "logs" / "clusters" / safe_path_part(ti.dag_id) / safe_path_part(ti.run_id) / task / backend
+    return home / "logs" / "clusters" / safe_path_part(ti.dag_id) / safe_path_part(ti.run_id) / backend
 
 
 def one_off_run(context: Any) -> bool:
     """Is this run a one-off (``airflow dags test``, ``dag.test()``): all its tasks in this one process?
 
-    Such a run must leave no process behind when it ends, so it never starts a shared cluster.
+    Such a run gets an engine of its own, in this process, which ends with it.
     """
     dag_run = context.get("dag_run") if hasattr(context, "get") else None
     if getattr(dag_run, "triggering_user_name", None) == "dag_test":  # what dag.test() records
         return True
     return sys.argv[1:3] == ["dags", "test"]
-
-
-def reuse_mode(requested: str | None, context: Any, settings: Any, log: Any = None) -> str:
-    """``per_run`` or ``shared``: the operator's ``reuse`` if given, else ``ETL_CLUSTER_REUSE``.
-
-    A one-off run gets ``in_process``: the engine lives in this process (which runs every task of
-    the run) and ends with it, where the engine can (Dask); else a cluster of its own (Spark)."""
-    from include.etl.settings import check_reuse
-
-    mode = check_reuse(requested, "reuse") if requested else settings.cluster_reuse
-    if one_off_run(context):
-        if log is not None:
-            log.info("A one-off run (airflow dags test): its engine starts for it alone, in this process where it "
-                     "can, so that nothing keeps running after it")
-        return "in_process"
-    return mode
 
 
 def missing_inputs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -71,18 +48,14 @@ def missing_inputs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 class StartClusterOperator(BaseOperator):
-    """Bring up the run's cluster, or attach to the configured one, and return its handle.
+    """Attach the run to its cluster and return the cluster's handle.
 
     :param backend: ``dask`` or ``spark`` (templated; usually ``{{ params.backend }}``).
     :param conn_id: connection naming an existing cluster; defaults to the backend hook's
-        ``default_conn_name`` (``dask_default``, ``spark_connect_default``). Undefined
-        connection: a local cluster is started, bound to ``ETL_BIND_HOST``.
-    :param reuse: ``per_run`` (the run starts its own local cluster; its teardown stops it) or
-        ``shared`` (the run uses the backend's shared local cluster of this AIRFLOW_HOME, started
-        on demand and stopped by its own idle timeout, ``ETL_CLUSTER_SHARED_IDLE_TIMEOUT``;
-        no run's teardown stops it). Templated; empty: ``ETL_CLUSTER_REUSE`` (``per_run`` by
-        default, ``shared`` under ``bin/run``). A one-off run (``airflow dags test``) always gets a
-        cluster of its own. Without effect when a connection names an existing cluster.
+        ``default_conn_name`` (``dask_default``, ``spark_connect_default``, or a ``dask_gateway``
+        connection, through which the run gets a cluster of its own from the gateway). Undefined
+        connection: the runtime's engine (``make run``), or for a one-off run (``airflow dags
+        test``) an engine of its own in its process, bound to ``ETL_BIND_HOST``.
     :param inputs: the run's input files, by name (templated, e.g. ``{"trade_path":
         "{{ params.trade_path }}"}``). Each local path must exist before any cluster is started;
         a missing one fails the task at once, without retries, naming the file and
@@ -93,35 +66,28 @@ class StartClusterOperator(BaseOperator):
     Wire the matching :class:`StopClusterOperator` as this task's teardown.
     """
 
-    template_fields: Sequence[str] = ("backend", "conn_id", "reuse", "inputs")
+    template_fields: Sequence[str] = ("backend", "conn_id", "inputs")
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (ClusterDashboardLink(),)
     ui_color = "#d8f3dc"
 
-    def __init__(self, *, backend: str, conn_id: str | None = None, reuse: str | None = None,
-                 inputs: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, backend: str, conn_id: str | None = None, inputs: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.backend = backend
         self.conn_id = conn_id
-        self.reuse = reuse
         self.inputs = inputs or {}
         self._hook: ClusterHook | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from include.etl.clusters import sweep_workdir
-
         self.check_inputs()
         self.check_lake()
-
-        from include.etl.clusters.shared import clusters_root
-
         self._hook = get_cluster_hook(self.backend, self.conn_id or None)
-        reuse = reuse_mode(self.reuse, context, self._hook.settings, self.log)
-        workdir = cluster_workdir(context, self._hook.backend)
-        # A rerun of this task (retry, clear) must not leave the cluster of an earlier try running.
-        if sweep_workdir(workdir):
-            self.log.warning("Stopped the processes of an earlier try's cluster in %s before starting anew", workdir)
-        handle = self._hook.start_or_attach(workdir, reuse=reuse, shared_root=clusters_root())
+        in_process = one_off_run(context)
+        if in_process:
+            self.log.info("A one-off run (airflow dags test): its engine starts for it alone, in this process, and "
+                          "ends with it")
+        handle = self._hook.start_or_attach(cluster_workdir(context, self._hook.backend), in_process=in_process)
         ClusterDashboardLink.persist(context, handle.dashboard_url)
         return handle.to_dict()
 
@@ -183,7 +149,4 @@ class StopClusterOperator(BaseOperator):
         handle = ClusterHandle.from_dict(self.cluster)
         hook = get_cluster_hook(handle.backend, handle.conn_id)
         killed = hook.stop(handle)
-        result = {"stopped": handle.owned, "address": handle.address, "killed": killed}
-        if (handle.extra or {}).get("reuse") == "shared":
-            result["shared"] = True
-        return result
+        return {"stopped": handle.owned, "address": handle.address, "killed": killed}

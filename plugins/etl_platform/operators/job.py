@@ -100,8 +100,7 @@ class SparkJobOperator(BaseOperator):
         get_job(self.job)  # an unknown job fails before touching the cluster
         handle = ClusterHandle.from_dict(self.cluster)
         self._hook = get_cluster_hook(handle.backend, handle.conn_id)
-        if (handle.extra or {}).get("reuse") == "shared":
-            handle = self._hook.resolve(handle)  # the shared cluster running now (it may have been replaced)
+        handle = self._hook.resolve(handle)  # the runtime's engine running now (it may have been replaced)
         lost = self._hook.lost(handle)
         if lost:
             # Retrying this task cannot bring a started cluster back; clearing it re-runs its setup.

@@ -1,0 +1,185 @@
+"""The runtime's local engines, each with exactly one owner: a process running this module.
+
+``python -m include.etl.clusters.runtime dask|spark`` starts one engine bound to
+``ETL_BIND_HOST``: a Dask scheduler and its workers, or a Spark Connect server with its job
+endpoint (served by this very process, :mod:`include.etl.clusters.spark_jobs`). Under
+``make run`` ``bin/supervise.py`` starts one per backend beside Airflow's components; tests start
+them the same way. The owner
+
+* writes the engine's handle to ``$ETL_RUNTIME_DIR/<backend>.json`` once it answers (atomically;
+  with its own pid and start time, so a stale file of a killed owner is never believed);
+* starts a new engine when the engine dies (a run's next task or retry follows it: job tasks
+  read the file again, :func:`current`), and gives up after a few starts that fail in a row;
+* stops the engine on SIGTERM, SIGINT or SIGHUP and removes the file. The engine's processes
+  get SIGTERM from the kernel if the owner itself is killed (``PR_SET_PDEATHSIG``).
+
+Runs never start, find or stop these processes: they read the file and attach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive
+
+log = logging.getLogger("etl.runtime")
+
+RUNTIME_DIR_VAR = "ETL_RUNTIME_DIR"
+BACKENDS = ("dask", "spark")
+MAX_FAILED_STARTS = 3
+
+
+ENGINES_VAR = "ETL_RUNTIME_ENGINES"
+
+
+def engines_from_env(env: dict[str, str] | None = None) -> list[str]:
+    """The engines the runtime owns: ``ETL_RUNTIME_ENGINES``, comma-separated (default ``dask,spark``; empty: none)."""
+    from include.etl.settings import ConfigError
+
+    value = (os.environ if env is None else env).get(ENGINES_VAR, "dask,spark")
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ConfigError(f"{ENGINES_VAR}={value!r}: unknown engine(s) {unknown}; expected a comma-separated "
+                          f"subset of {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(names))
+
+
+def runtime_dir(env: dict[str, str] | None = None) -> Path | None:
+    value = (os.environ if env is None else env).get(RUNTIME_DIR_VAR)
+    return Path(value) if value else None
+
+
+def engine_file(root: Path, backend: str) -> Path:
+    return Path(root) / f"{backend}.json"
+
+
+def _start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def current(backend: str, root: Path | None = None) -> ClusterHandle | None:
+    """The runtime's running engine of ``backend``, as a handle no run owns; None when none runs."""
+    root = root or runtime_dir()
+    if root is None:
+        return None
+    try:
+        data = json.loads(engine_file(root, backend).read_text())
+    except (OSError, ValueError):
+        return None
+    owner = data.pop("owner", {})
+    started = _start_time(int(owner.get("pid", -1)))
+    if started is None or abs(started - float(owner.get("started", 0))) > 1.0:
+        return None  # its owner is gone: the file is stale
+    handle = ClusterHandle.from_dict(data)
+    handle.owned, handle.pids, handle.workdir = False, [], None  # a run must never stop it
+    handle.extra = {**handle.extra, "runtime": str(root)}
+    return handle
+
+
+def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
+    from include.etl.settings import Settings
+
+    settings = Settings.from_env()
+    if backend == "dask":
+        from include.etl.clusters.dask_local import start_local_dask
+
+        return start_local_dask(settings, workdir), None
+    from include.etl.clusters.spark_jobs import serve
+    from include.etl.clusters.spark_local import start_local_spark_connect
+
+    handle = start_local_spark_connect(settings, workdir)
+    server = serve(handle.address, settings.bind_host)
+    handle.extra["jobs_url"] = server.url
+    return handle, server
+
+
+def _stop(backend: str, handle: ClusterHandle, server: Any) -> None:
+    if server is not None:
+        server.shutdown()
+    if backend == "dask":
+        from include.etl.clusters.dask_local import stop_local_dask
+
+        stop_local_dask(handle)
+    else:
+        from include.etl.clusters.spark_local import stop_local_spark_connect
+
+        stop_local_spark_connect(handle)
+
+
+def _alive(backend: str, handle: ClusterHandle) -> bool:
+    core = handle.pids[:1] if backend == "spark" else handle.pids  # the Spark server; the Dask scheduler and workers
+    return all(is_alive(p) for p in core)
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def own(backend: str, root: Path, stop: threading.Event) -> int:
+    """Keep one engine of ``backend`` running until ``stop`` is set; 1 when it cannot be started."""
+    failures = 0
+    me = {"pid": os.getpid(), "started": _start_time(os.getpid())}
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            handle, server = _start(backend, root / backend)
+        except ClusterStartError as exc:
+            failures += 1
+            log.error("the %s engine did not start (%d of %d tries): %s", backend, failures, MAX_FAILED_STARTS, exc)
+            if failures >= MAX_FAILED_STARTS:
+                return 1
+            stop.wait(2.0)
+            continue
+        _write(engine_file(root, backend), {**handle.to_dict(), "owner": me})
+        log.info("%s engine ready in %.1f s at %s (dashboard %s, processes %s); runs attach through %s", backend,
+                 time.monotonic() - t0, handle.address, handle.dashboard_url, handle.pids, engine_file(root, backend))
+        while not stop.wait(1.0):
+            if not _alive(backend, handle):
+                log.error("the %s engine at %s died (processes %s); starting a new one", backend, handle.address,
+                          handle.pids)
+                break
+        engine_file(root, backend).unlink(missing_ok=True)
+        _stop(backend, handle, server)
+        log.info("stopped the %s engine at %s", backend, handle.address)
+        failures = failures + 1 if time.monotonic() - t0 < 30 else 0
+        if failures >= MAX_FAILED_STARTS:
+            log.error("the %s engine died %d times in a row within 30 s of its start: giving up", backend, failures)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backend", choices=BACKENDS)
+    parser.add_argument("--root", type=Path, default=runtime_dir(),
+                        help=f"where the engine's handle file and work directory go (default ${RUNTIME_DIR_VAR})")
+    args = parser.parse_args(argv)
+    if args.root is None:
+        parser.error(f"give --root or set {RUNTIME_DIR_VAR}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    return own(args.backend, args.root.absolute(), stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
