@@ -22,6 +22,10 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # client, narwhals' coming narwhals-dask split). Anything else still shows.
 ETL_QUIET_WARNINGS="ignore:Could not import graphviz:UserWarning,ignore:GitWildMatchPattern:DeprecationWarning,ignore:Using \`httpx\` with \`starlette.testclient\` is deprecated:Warning,ignore:Dask support is moving out of Narwhals:FutureWarning"
 export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}$ETL_QUIET_WARNINGS"
+# distributed logs a traceback (at info, "Batched Comm Closed ... CommClosedError") for each
+# connection a normal cluster stop closes: quiet that one logger (distributed's other defaults stay).
+ETL_DASK_LOGGING="{'distributed.batched': 'warning'}"
+export DASK_LOGGING="${DASK_LOGGING:-$ETL_DASK_LOGGING}"
 export ETL_LAKE_ROOT="${ETL_LAKE_ROOT:-$ROOT/lake}"
 # On SQLite (the embedded default) every Airflow process waits up to 60 s for the DB's lock,
 # not sqlite3's 5 s: a year's backfill created under load crashed the scheduler otherwise.

@@ -408,10 +408,10 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format=f"{'run':13} | %(asctime)s %(message)s", datefmt="%H:%M:%S")
     home = Path(os.environ["AIRFLOW_HOME"]).absolute()
     airflow = str(ROOT / "bin" / "airflow")
-    from include.etl.clusters.runtime import engines_from_env
+    from include.etl.settings import Settings
 
     engines = [Component(name, [sys.executable, "-m", "include.etl.clusters.runtime", name], engine=True)
-               for name in engines_from_env()]
+               for name in Settings.from_env().runtime_engines]
     sup = Supervisor(
         home=home,
         components=[Component(name, [airflow, *args]) for name, args in COMPONENTS] + engines,

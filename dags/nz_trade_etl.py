@@ -18,12 +18,13 @@ together by `publish` once every task and the marts' quality checks have passed 
 changes no table; a rerun replaces the `ds`). Rejected input rows, with the reason and line, are
 in `nz_trade/_rejects/trade`.
 
-**Inputs:** by default the Stats NZ file under `ETL_DATA_DIR`
-(`nz_trade/effects-of-covid-19-on-trade-at-15-december-2021-provisional.csv`); `start_cluster`
-checks it exists and fails at once, before starting any cluster, naming a missing file and
-`ETL_DATA_DIR`.
+**Inputs:** by default the Stats NZ file under the pipeline's data root `data_dir`
+(`nz_trade/effects-of-covid-19-on-trade-at-15-december-2021-provisional.csv`); the root is
+`ETL_DATA_DIR_NZ_TRADE` when set, else `ETL_DATA_DIR`. `start_cluster` checks the file exists and
+fails at once, before starting any cluster, naming it.
 
-**Trigger form:** `backend` and `trade_path` can be set per run. Which engine ran a job task is
+**Trigger form:** `backend`, `data_dir` and `trade_path` (relative to `data_dir`, or absolute) can
+be set per run. Which engine ran a job task is
 shown in its rendered field `backend`.
 
 Pipeline code: `include/pipelines/nz_trade/`.
@@ -37,11 +38,14 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param
 
 from etl_platform.operators import LakePublishOperator, SparkJobOperator, StartClusterOperator, StopClusterOperator
-from include.etl.settings import BACKENDS, Settings
+from include.etl.settings import BACKENDS, Settings, data_path
 from include.pipelines.nz_trade import PIPELINE
 
 settings = Settings.from_env()  # environment only: no I/O at parse time
-inputs = PIPELINE.default_inputs(settings.data_dir)  # paths only: a missing file fails the run, not the parse
+# Paths only: a missing file fails the run, not the parse. The input is rendered as trade_path
+# under the data_dir param (an absolute trade_path is used as given).
+DATA_DIR = settings.pipeline_data_dir(PIPELINE.name)  # ETL_DATA_DIR_NZ_TRADE, else ETL_DATA_DIR
+TRADE = "{{ data_path(params.data_dir, params.trade_path) }}"
 
 MARTS = [Asset(f"lake://nz_trade/{name}") for name in ("monthly_trade", "yearly_change")]
 
@@ -64,22 +68,22 @@ with DAG(
     },
     params={
         "backend": Param(settings.default_backend, enum=list(BACKENDS), description="Engine that runs the jobs."),
-        "trade_path": Param(inputs["trade"], type="string",
-                            description="Stats NZ 'Effects of COVID-19 on trade' CSV format."),
+        "data_dir": Param(str(DATA_DIR), type="string",
+                          description="Folder a relative trade_path is read under (ETL_DATA_DIR_NZ_TRADE, else ETL_DATA_DIR)."),
+        "trade_path": Param(PIPELINE.inputs["trade"], type="string",
+                            description="Stats NZ 'Effects of COVID-19 on trade' CSV format; relative to data_dir, or absolute."),
     },
+    user_defined_macros={"data_path": data_path},
 ) as dag:
-    start_cluster = StartClusterOperator(
-        task_id="start_cluster",
-        backend="{{ params.backend }}",
-        inputs={"trade_path": "{{ params.trade_path }}"},
-    )
+    start_cluster = StartClusterOperator(task_id="start_cluster", backend="{{ params.backend }}",
+                                         inputs={"trade_path": TRADE})
     cluster = start_cluster.output
 
     ingest = SparkJobOperator(
         task_id="ingest_trade",
         job="nz_trade.ingest",
         cluster=cluster,
-        job_kwargs={"table": "trade", "source": "{{ params.trade_path }}"},
+        job_kwargs={"table": "trade", "source": TRADE},
     )
     enrich = SparkJobOperator(task_id="enrich_trade", job="nz_trade.enrich", cluster=cluster)
     marts = SparkJobOperator(task_id="marts", job="nz_trade.marts", cluster=cluster)

@@ -16,12 +16,13 @@ tasks stage their tables; `publish` commits them all once every task and quality
 passed, so a failed run changes no table (a rerun replaces the run's `ds`, one new version per
 table). Rejected input rows, with the reason, are in `olympics/_rejects/{table}`.
 
-**Inputs:** by default the Olympics files under `ETL_DATA_DIR` (`olympics/athlete_events_head.csv`,
-`olympics/noc_regions.csv`, `olympics/host_city_locations.csv`); `start_cluster` checks they exist
-and fails at once, before starting any cluster, naming a missing file and `ETL_DATA_DIR`.
+**Inputs:** by default the Olympics files under the pipeline's data root `data_dir`
+(`olympics/athlete_events_head.csv`, `olympics/noc_regions.csv`, `olympics/host_city_locations.csv`);
+the root is `ETL_DATA_DIR_OLYMPICS` when set, else `ETL_DATA_DIR`. `start_cluster` checks the files
+exist and fails at once, before starting any cluster, naming a missing file.
 
-**Trigger form:** `backend` and each input path can be set per run. Which engine ran a job
-task is shown in its rendered field `backend`.
+**Trigger form:** `backend`, `data_dir` and each input path (relative to `data_dir`, or absolute)
+can be set per run. Which engine ran a job task is shown in its rendered field `backend`.
 
 Pipeline code: `include/pipelines/olympics/`.
 """
@@ -34,11 +35,14 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param
 
 from etl_platform.operators import LakePublishOperator, SparkJobOperator, StartClusterOperator, StopClusterOperator
-from include.etl.settings import BACKENDS, Settings
+from include.etl.settings import BACKENDS, Settings, data_path
 from include.pipelines.olympics import PIPELINE
 
 settings = Settings.from_env()  # environment only: no I/O at parse time
-inputs = PIPELINE.default_inputs(settings.data_dir)  # paths only: a missing file fails the run, not the parse
+# Paths only: a missing file fails the run, not the parse. Each input is rendered as its
+# *_path param under the data_dir param (an absolute *_path is used as given).
+DATA_DIR = settings.pipeline_data_dir(PIPELINE.name)  # ETL_DATA_DIR_OLYMPICS, else ETL_DATA_DIR
+SOURCES = {table: f"{{{{ data_path(params.data_dir, params.{table}_path) }}}}" for table in PIPELINE.inputs}
 
 MARTS = [Asset(f"lake://olympics/{name}") for name in ("avg_age_by_year", "medals_by_region")]
 
@@ -61,15 +65,21 @@ with DAG(
     },
     params={
         "backend": Param(settings.default_backend, enum=list(BACKENDS), description="Engine that runs the jobs."),
-        "athletes_path": Param(inputs["athletes"], type="string", description="athlete_events.csv format."),
-        "regions_path": Param(inputs["regions"], type="string", description="noc_regions.csv format."),
-        "venues_path": Param(inputs["venues"], type="string", description="host_city_locations.csv format."),
+        "data_dir": Param(str(DATA_DIR), type="string",
+                          description="Folder the relative input paths are read under (ETL_DATA_DIR_OLYMPICS, else ETL_DATA_DIR)."),
+        "athletes_path": Param(PIPELINE.inputs["athletes"], type="string",
+                               description="athlete_events.csv format; relative to data_dir, or absolute."),
+        "regions_path": Param(PIPELINE.inputs["regions"], type="string",
+                              description="noc_regions.csv format; relative to data_dir, or absolute."),
+        "venues_path": Param(PIPELINE.inputs["venues"], type="string",
+                             description="host_city_locations.csv format; relative to data_dir, or absolute."),
     },
+    user_defined_macros={"data_path": data_path},
 ) as dag:
     start_cluster = StartClusterOperator(
         task_id="start_cluster",
         backend="{{ params.backend }}",
-        inputs={f"{table}_path": f"{{{{ params.{table}_path }}}}" for table in PIPELINE.inputs},
+        inputs={f"{table}_path": source for table, source in SOURCES.items()},
     )
     cluster = start_cluster.output
 
@@ -78,7 +88,7 @@ with DAG(
             task_id=f"ingest_{table}",
             job="olympics.ingest",
             cluster=cluster,
-            job_kwargs={"table": table, "source": f"{{{{ params.{table}_path }}}}"},
+            job_kwargs={"table": table, "source": SOURCES[table]},
         )
         for table in ("athletes", "regions", "venues")
     ]

@@ -2,7 +2,7 @@
 ### Retail, daily
 
 One run per day from 2010-12-01, the day being the run's **partition** (`CronPartitionTimetable`,
-key `YYYY-MM-DD`): it reads the day's landing file `{landing_dir}/{ds}.csv` of invoice lines and
+key `YYYY-MM-DD`): it reads the day's landing file `{data_dir}/{landing_dir}/{ds}.csv` of invoice lines and
 publishes the day's partitions of `invoice_lines`, `enriched_lines` and the daily marts
 `sales_by_country` and `sales_by_product` in the lake (Delta tables `{ETL_LAKE_URI}/retail/<table>`,
 partition `ds`), all at once in its `publish` step, which then emits the tables' asset events.
@@ -17,6 +17,10 @@ without starting a cluster.
 **With a file:** `start_cluster` >> `ingest` >> `enrich` >> `marts` >> `stop_cluster`
 (teardown, runs even when a job fails). Rejected lines are kept with their reason in
 `retail/_rejects/invoice_lines/ds={ds}/`.
+
+**Inputs:** `data_dir` is the pipeline's data root (`ETL_DATA_DIR_RETAIL` when set, else
+`ETL_DATA_DIR`), `landing_dir` the landing folder under it (`retail/by-day`; an absolute
+`landing_dir` is used as given). Both can be set per run in the trigger form.
 
 **Asset events:** every published table emits an event for the day's partition
 (`lake://retail/<table>`), with its row count, the rejected lines and `empty_day` in `extra`.
@@ -55,7 +59,7 @@ from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param
 from etl_platform.operators import LakePublishOperator, StartClusterOperator, StopClusterOperator
 from etl_platform.operators.partitioned import LocalJobOperator, PartitionedJobOperator
 from etl_platform.sensors import LandingFileSensor
-from include.etl.settings import BACKENDS, Settings
+from include.etl.settings import BACKENDS, Settings, data_path
 from include.pipelines.retail import LANDING_DIR, RERUN_ALIAS
 from include.pipelines.retail.dag_factory import DAY_KEY_FORMAT, DEFAULT_ARGS, daily_asset
 from include.pipelines.retail.jobs import DAILY_ASSETS
@@ -79,15 +83,18 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params={
         "backend": Param(settings.default_backend, enum=list(BACKENDS), description="Engine that runs the jobs."),
-        "landing_dir": Param(str(settings.data_dir / LANDING_DIR), type="string",
-                             description="Directory of the daily landing files {ds}.csv."),
+        "data_dir": Param(str(settings.pipeline_data_dir("retail")), type="string",
+                          description="Folder a relative landing_dir is under (ETL_DATA_DIR_RETAIL, else ETL_DATA_DIR)."),
+        "landing_dir": Param(LANDING_DIR, type="string",
+                             description="Directory of the daily landing files {ds}.csv; relative to data_dir, or absolute."),
         "deadline_hours": Param(6, type="number", minimum=0,
                                 description="Hours after the end of the day (UTC) the day's file may still land."),
     },
+    user_defined_macros={"data_path": data_path},
 ) as dag:
     wait_for_file = LandingFileSensor(
         task_id="wait_for_file",
-        landing_dir="{{ params.landing_dir }}",
+        landing_dir="{{ data_path(params.data_dir, params.landing_dir) }}",
         deadline_hours="{{ params.deadline_hours }}",
         if_present="start_cluster",
         if_absent="publish_empty_day",

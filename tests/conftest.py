@@ -52,26 +52,8 @@ def shared_data() -> Path:
     return DATA_ROOT
 
 
-@pytest.fixture(scope="session")
-def migrated_home_template(tmp_path_factory) -> Path:
-    """An AIRFLOW_HOME initialised once per session (secrets + migrated SQLite DB) via bin/airflow."""
-    from tests.e2e.airflow_env import bin_airflow
-
-    home = tmp_path_factory.mktemp("airflow-template")
-    out = bin_airflow(home, "version")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return home
-
-
-@pytest.fixture
-def airflow_home(migrated_home_template, tmp_path) -> Path:
-    """A fresh AIRFLOW_HOME for one test, copied from the session template (no second migration)."""
-    import shutil
-
-    home = tmp_path / "airflow"
-    # airflow.cfg holds absolute paths of the template (its SQLite file): let Airflow write a new one.
-    shutil.copytree(migrated_home_template, home, ignore=shutil.ignore_patterns("airflow.cfg", "logs"))
-    return home
+# real_engines, migrated_home_template, airflow_home: the public test fixtures of pipeline authors.
+pytest_plugins = ["include.etl.testing.pytest_plugin"]
 
 
 # Test files are scheduled longest first, from measured durations (tests/durations.json, seconds

@@ -15,22 +15,22 @@ variable                   meaning                                              
                            keys, endpoint and region
 ``ETL_LAKE_RETENTION_DAYS`` how long ``lake_maintenance`` keeps the files of     ``7``
                            replaced versions (time travel reaches that far back)
-``ETL_DATA_DIR``           the one data root: pipelines resolve their default     ``../shared/data`` beside the
+``ETL_DATA_DIR``           the shared data root: pipelines resolve their default  ``../shared/data`` beside the
                            inputs under it (``<pipeline>/<file>``)                project if it exists, else
                                                                                   ``<project>/data``
+``ETL_DATA_DIR_<PIPELINE>`` the data root of one pipeline (``ETL_DATA_DIR_SALES``     ``ETL_DATA_DIR``
+                           for ``sales``): its default inputs resolve under
+                           it instead, in the same layout; the other pipelines
+                           keep ``ETL_DATA_DIR``
 ``ETL_DEFAULT_BACKEND``    backend a run uses unless its trigger form says other  ``dask``
 ``ETL_BIND_HOST``          interface that locally started clusters listen on      ``127.0.0.1``
 ``ETL_LOCAL_WORKERS``      size of a locally started engine: Dask worker          ``2``
                            processes; Spark runs ``local[workers x threads]``
 ``ETL_LOCAL_THREADS``      threads per local Dask worker (see above for Spark)    ``1``
 ``ETL_DASK_MEMORY_LIMIT``  memory limit per local Dask worker                     ``4GiB``
-``ETL_CLUSTER_IDLE_TIMEOUT`` a run's own cluster stops itself after this long    ``3600`` (seconds)
-                           idle (leak safety net when no teardown ran)
-``ETL_CLUSTER_REUSE``      ``per_run``: each run starts (and stops) its own local ``per_run`` (``bin/run``:
-                           cluster; ``shared``: runs of a backend share one        ``shared``)
-                           local cluster per AIRFLOW_HOME, started on demand
-``ETL_CLUSTER_SHARED_IDLE_TIMEOUT`` a shared cluster stops itself after this long  ``600`` (seconds)
-                           without work
+``ETL_RUNTIME_DIR``        where the runtime's engines write their handles; runs  unset (``bin/run``:
+                           without a connection attach to them                    ``$AIRFLOW_HOME/runtime``)
+``ETL_RUNTIME_ENGINES``    the engines ``make run`` starts and owns               ``dask,spark``
 ``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``
                            the task process imports only ``distributed``
 ``ETL_SPARK_THIN_TASKS``   Spark jobs on a locally started server run their       ``true``
@@ -45,8 +45,9 @@ variable                   meaning                                              
 ``ETL_DASK_WORKERS`` and ``ETL_DASK_THREADS``, the names before they sized Spark too, are still
 read (with a warning) when the new names are not set.
 
-A pipeline's own input paths are not settings: the pipeline declares them relative to
-``ETL_DATA_DIR`` (see :class:`include.etl.jobs.Pipeline`) and the trigger form overrides them.
+A pipeline's own input paths are not settings: the pipeline declares them relative to its data
+root (:meth:`Settings.pipeline_data_dir`, see :class:`include.etl.jobs.Pipeline`), and its DAG's
+trigger form overrides the root (``data_dir``) or any file (``*_path``, :func:`data_path`).
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("dask", "spark")
-REUSE_MODES = ("per_run", "shared")
 # The shared data sets sit beside the checkout (CI and the dev machines); a project without
 # them keeps its inputs in <project>/data.
 SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+# ETL_DATA_DIR_<PIPELINE>: one pipeline's data root (the pipeline's name in capitals).
+PIPELINE_DATA_DIR = "ETL_DATA_DIR_{PIPELINE}"
 DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
 MIN_BLOCK_BYTES = 4 * 1024  # small blocks are for tests; a block must hold a whole record
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
@@ -140,19 +142,40 @@ def default_data_dir() -> Path:
     return SHARED_DATA_DIR if SHARED_DATA_DIR.is_dir() else PROJECT_ROOT / "data"
 
 
+def pipeline_data_dir_var(pipeline: str) -> str:
+    """The setting of ``pipeline``'s own data root: ``ETL_DATA_DIR_DAILY_SALES`` for ``daily_sales``."""
+    return PIPELINE_DATA_DIR.format(PIPELINE=pipeline.upper())
+
+
+def data_path(data_dir: str | Path, path: str | Path) -> str:
+    """An input path as a run uses it: ``path`` itself when absolute (or ``~/...``), else under
+    ``data_dir`` (itself taken from the project root when relative, like ``ETL_DATA_DIR``).
+
+    The DAGs render their inputs with it (``{{ data_path(params.data_dir, params.x_path) }}``):
+    no I/O, so it is safe at parse time and in templates.
+    """
+    file = Path(str(path).strip()).expanduser()
+    if file.is_absolute():
+        return str(file)
+    root = Path(str(data_dir).strip()).expanduser()
+    return str((root if root.is_absolute() else PROJECT_ROOT / root) / file)
+
+
+def _engines(value: str) -> tuple[str, ...]:
+    """``ETL_RUNTIME_ENGINES``: a comma-separated subset of the backends (empty: none)."""
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ConfigError(f"ETL_RUNTIME_ENGINES={value!r}: unknown engine(s) {unknown}; expected a comma-separated "
+                          f"subset of {', '.join(BACKENDS)}")
+    return tuple(dict.fromkeys(names))
+
+
 def check_backend(backend: str, source: str = "backend") -> str:
     """Return ``backend`` normalised, or raise naming where the bad value came from."""
     name = (backend or "").strip().lower()
     if name not in BACKENDS:
         raise ConfigError(f"{source}={backend!r} is not a known backend; choose one of {', '.join(BACKENDS)}")
-    return name
-
-
-def check_reuse(mode: str, source: str = "reuse") -> str:
-    """Return the cluster reuse mode normalised (``per_run`` or ``shared``), or raise naming its source."""
-    name = (mode or "").strip().lower().replace("-", "_")
-    if name not in REUSE_MODES:
-        raise ConfigError(f"{source}={mode!r} is not a cluster reuse mode; choose one of {', '.join(REUSE_MODES)}")
     return name
 
 
@@ -189,9 +212,8 @@ class Settings:
     local_workers: int = 2
     local_threads: int = 1
     dask_memory_limit: str = "4GiB"
-    cluster_idle_timeout: float = 3600.0
-    cluster_reuse: str = "per_run"
-    shared_idle_timeout: float = 600.0
+    runtime_dir: Path | None = None  # ETL_RUNTIME_DIR: the runtime's engines (include.etl.clusters.runtime)
+    runtime_engines: tuple[str, ...] = ("dask", "spark")
     dask_thin_tasks: bool = True
     spark_thin_tasks: bool = True
     landing_poke_interval: float = 60.0
@@ -199,6 +221,12 @@ class Settings:
     ingest_block_bytes: int = DEFAULT_BLOCK_BYTES
     lake_conn_id: str = "lake_default"
     lake_retention_days: float = 7.0
+    # (pipeline, root) of every ETL_DATA_DIR_<PIPELINE> set: the pipelines with a data root of their own.
+    pipeline_data_dirs: tuple[tuple[str, Path], ...] = ()
+
+    def pipeline_data_dir(self, pipeline: str) -> Path:
+        """The data root of ``pipeline``: ``ETL_DATA_DIR_<PIPELINE>`` when set, else ``ETL_DATA_DIR``."""
+        return dict(self.pipeline_data_dirs).get(pipeline.lower(), self.data_dir)
 
     @property
     def lake_root(self) -> Path:
@@ -221,9 +249,8 @@ class Settings:
             local_workers=_int(env, "ETL_LOCAL_WORKERS", 2),
             local_threads=_int(env, "ETL_LOCAL_THREADS", 1),
             dask_memory_limit=env.get("ETL_DASK_MEMORY_LIMIT") or "4GiB",
-            cluster_idle_timeout=_float(env, "ETL_CLUSTER_IDLE_TIMEOUT", 3600.0),
-            cluster_reuse=check_reuse(env.get("ETL_CLUSTER_REUSE") or "per_run", "ETL_CLUSTER_REUSE"),
-            shared_idle_timeout=_float(env, "ETL_CLUSTER_SHARED_IDLE_TIMEOUT", 600.0),
+            runtime_dir=Path(env["ETL_RUNTIME_DIR"]).expanduser() if env.get("ETL_RUNTIME_DIR") else None,
+            runtime_engines=_engines(env.get("ETL_RUNTIME_ENGINES", "dask,spark")),
             dask_thin_tasks=_bool(env, "ETL_DASK_THIN_TASKS", True),
             spark_thin_tasks=_bool(env, "ETL_SPARK_THIN_TASKS", True),
             landing_poke_interval=_positive(env, "ETL_LANDING_POKE_INTERVAL", 60.0),
@@ -231,4 +258,12 @@ class Settings:
             ingest_block_bytes=_bytes(env, "ETL_INGEST_BLOCK_BYTES", DEFAULT_BLOCK_BYTES, MIN_BLOCK_BYTES),
             lake_conn_id=env.get("ETL_LAKE_CONN_ID") or "lake_default",
             lake_retention_days=_positive(env, "ETL_LAKE_RETENTION_DAYS", 7.0),
+            pipeline_data_dirs=_pipeline_data_dirs(env),
         )
+
+
+def _pipeline_data_dirs(env: Mapping[str, str]) -> tuple[tuple[str, Path], ...]:
+    """Every non-empty ``ETL_DATA_DIR_<PIPELINE>`` as ``(pipeline, root)``, e.g. ``("daily_sales", Path(...))``."""
+    prefix = PIPELINE_DATA_DIR.format(PIPELINE="")
+    return tuple((name[len(prefix):].lower(), _path(env, name, Path()))
+                 for name in sorted(env) if name.startswith(prefix) and len(name) > len(prefix) and env[name].strip())

@@ -75,7 +75,7 @@ def test_olympics_shape(dagbag):
     for task_id in ingests:
         assert dag.get_task(task_id).upstream_task_ids == {"start_cluster"}
     assert dag.get_task("aggregate").upstream_task_ids == {"enrich_athletes", "start_cluster"}
-    assert set(dag.params.keys()) == {"backend", "athletes_path", "regions_path", "venues_path"}
+    assert set(dag.params.keys()) == {"backend", "data_dir", "athletes_path", "regions_path", "venues_path"}
     assert dag.params.get_param("backend").schema["enum"] == ["dask", "spark"]
     assert dag.catchup is False and dag.start_date is not None
     # Write, audit, publish: the marts' events come from the run's publish step, after every job.
@@ -87,12 +87,12 @@ def test_olympics_shape(dagbag):
     }
     from include.etl.settings import Settings
 
-    data = Settings.from_env().data_dir / "olympics"
-    assert dag.params["athletes_path"] == str(data / "athlete_events_head.csv")
-    assert dag.params["regions_path"] == str(data / "noc_regions.csv")
-    assert dag.params["venues_path"] == str(data / "host_city_locations.csv")
+    assert dag.params["data_dir"] == str(Settings.from_env().pipeline_data_dir("olympics"))
+    assert dag.params["athletes_path"] == "olympics/athlete_events_head.csv"  # under data_dir
+    assert dag.params["regions_path"] == "olympics/noc_regions.csv"
+    assert dag.params["venues_path"] == "olympics/host_city_locations.csv"
     assert dag.get_task("start_cluster").inputs == {
-        f"{t}_path": f"{{{{ params.{t}_path }}}}" for t in ("athletes", "regions", "venues")
+        f"{t}_path": f"{{{{ data_path(params.data_dir, params.{t}_path) }}}}" for t in ("athletes", "regions", "venues")
     }
 
 
@@ -155,7 +155,53 @@ def test_input_params_are_checked_by_the_start_task(dagbag):
         (start,) = starts
         assert set(start.inputs) == paths, f"{dag_id}: start_cluster checks {sorted(start.inputs)}, params {sorted(paths)}"
         for name in paths:
-            assert start.inputs[name] == f"{{{{ params.{name} }}}}"
+            assert start.inputs[name] == f"{{{{ data_path(params.data_dir, params.{name}) }}}}"
+
+
+def test_every_input_is_read_where_the_start_task_checks_it(dagbag):
+    """The ingest jobs read exactly the paths the start task checks (the same templates), so a
+    per-run data_dir or *_path moves both."""
+    from etl_platform.operators import SparkJobOperator, StartClusterOperator
+
+    for dag_id, dag in dagbag.dags.items():
+        starts = [t for t in dag.tasks if isinstance(t, StartClusterOperator) and t.inputs]
+        if not starts:
+            continue
+        sources = {t.job_kwargs["source"] for t in dag.tasks
+                   if isinstance(t, SparkJobOperator) and "source" in (t.job_kwargs or {})}
+        assert sources == set(starts[0].inputs.values()), f"{dag_id}: jobs read {sources}, start checks {starts[0].inputs}"
+
+
+def test_each_pipeline_reads_under_its_own_data_dir(tmp_path):
+    """ETL_DATA_DIR_<PIPELINE> moves one pipeline's data root; the others keep ETL_DATA_DIR. Parsed
+    in a subprocess (DAG files read the environment once, at import)."""
+    code = textwrap.dedent(
+        f"""
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(ROOT / "dags")!r})
+        assert not bag.import_errors, bag.import_errors
+        print("DIRS=" + repr({{d.dag_id: d.params["data_dir"] for d in bag.dags.values() if "data_dir" in d.params}}))
+        """
+    )
+    env = dict(os.environ, ETL_DATA_DIR=str(tmp_path / "shared"), ETL_DATA_DIR_NZ_TRADE=str(tmp_path / "trade"),
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "plugins")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("DIRS=")]
+    dirs = eval(line[5:])  # noqa: S307 - our own repr
+    assert dirs["nz_trade_etl"] == str(tmp_path / "trade")
+    assert dirs["olympics_etl"] == dirs["retail_daily"] == str(tmp_path / "shared")
+
+
+def test_a_run_renders_its_inputs_under_its_data_dir(dagbag):
+    """The trigger form's data_dir moves every relative *_path; an absolute *_path is kept."""
+    dag = dagbag.dags["olympics_etl"]
+    env = dag.get_template_env()  # the DAG's macros (data_path) included
+    start = dag.get_task("start_cluster")
+    params = {**{k: dag.params[k] for k in dag.params}, "data_dir": "/elsewhere", "venues_path": "/abs/venues.csv"}
+    rendered = {k: env.from_string(v).render(params=params) for k, v in start.inputs.items()}
+    assert rendered == {"athletes_path": "/elsewhere/olympics/athlete_events_head.csv",
+                        "regions_path": "/elsewhere/olympics/noc_regions.csv", "venues_path": "/abs/venues.csv"}
 
 
 def test_dags_parse_when_inputs_are_missing(tmp_path):
@@ -165,7 +211,7 @@ def test_dags_parse_when_inputs_are_missing(tmp_path):
         from airflow.dag_processing.dagbag import DagBag
         bag = DagBag(dag_folder={str(ROOT / "dags")!r})
         assert not bag.import_errors, bag.import_errors
-        print("PARAMS=" + repr(sorted(str(d.params[k]) for d in bag.dags.values() for k in d.params if k.endswith("_path"))))
+        print("PARAMS=" + repr(sorted(str(d.params[k]) for d in bag.dags.values() for k in d.params if k == "data_dir")))
         """
     )
     env = dict(os.environ, ETL_DATA_DIR=str(tmp_path / "empty"),

@@ -1,15 +1,13 @@
 """The real `make run` entry point (`bin/run`) on a fresh AIRFLOW_HOME and a free port.
 
-One start of `bin/run` serves both checks of issue 14, so that the test costs one Airflow start
-and one Spark cluster start:
+One start of `bin/run` (Airflow's components and the runtime's two engines) serves both checks:
 
-* while a Spark run of the fixture DAG `long_job` keeps its cluster busy, every listening TCP
-  socket of every process of bin/run's tree (supervisor, api-server, scheduler, dag-processor,
-  triggerer, LocalExecutor workers, task processes) and of every process carrying
-  ETL_CLUSTER_WORKDIR under that AIRFLOW_HOME (the Spark Connect JVM, its watcher, its Python
-  workers) is bound to loopback;
-* then SIGINT (what Ctrl-C sends) to bin/run: within 30 s no process of the tree, no task
-  process and no cluster process is left.
+* while a Spark run of the fixture DAG `long_job` keeps the runtime's Spark engine busy, every
+  listening TCP socket of every process of bin/run's tree (supervisor, api-server, scheduler,
+  dag-processor, triggerer, LocalExecutor workers, task processes, the engines' owners, the Dask
+  scheduler and workers, the Spark Connect JVM and its Python workers) is bound to loopback;
+* then SIGINT (what Ctrl-C sends) to bin/run: within the limit no process of the tree, no task
+  process and no engine process is left.
 """
 
 from __future__ import annotations
@@ -93,16 +91,16 @@ def test_bin_run_listens_on_loopback_only_and_ctrl_c_stops_everything(tmp_path):
         assert api("PATCH", "dags/long_job", {"is_paused": False})["is_paused"] is False
         dag_run = api("POST", "dags/long_job/dagRuns", {"logical_date": "2024-07-01T00:00:00Z", "conf": {"backend": "spark"}})
         run_id = dag_run["dag_run_id"]
-        # make run shares one local cluster per backend between runs (ETL_CLUSTER_REUSE=shared, docs/runtime.md)
-        workdir = home / "logs" / "clusters" / "_shared" / "spark"
+        # make run owns one engine per backend; runs attach to it (docs/runtime.md)
+        workdir = home / "runtime" / "spark"
 
         def job_on_cluster():
             ti = _ti(home, "long_job", run_id, "long_job")
             assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (ti, stack.log("run"))
             cluster = processes_with_env(str(workdir))
-            # the JVM, its idle watcher and the job's Python worker(s) (pyspark.daemon)
+            # the JVM and the job's Python worker(s) (pyspark.daemon)
             workers = [p for p in cluster if "pyspark" in " ".join(_cmdline(p))]
-            return ti and ti[0] == "running" and ti[1] and len(cluster) >= 3 and workers and (ti[1], cluster)
+            return ti and ti[0] == "running" and ti[1] and len(cluster) >= 2 and workers and (ti[1], cluster)
 
         task_pid, cluster = wait("the Spark job of long_job to run on its cluster", job_on_cluster, 300, stack)
         time.sleep(2)
@@ -113,7 +111,8 @@ def test_bin_run_listens_on_loopback_only_and_ctrl_c_stops_everything(tmp_path):
         assert task_pid in tree, (task_pid, sorted(tree))
         sockets = _listening(tree | cluster)
         assert any(s[3] == port for s in sockets), f"the api-server's socket was not seen: {sockets}"
-        assert any(s[0] in cluster for s in sockets), f"no socket of the Spark cluster was seen: {sockets}"
+        assert any(s[0] in cluster for s in sockets), f"no socket of the engines was seen: {sockets}"
+        assert cluster <= tree, f"engine processes outside bin/run's tree: {sorted(cluster - tree)}"
         exposed = [s for s in sockets if not _loopback(s[2])]
         assert not exposed, f"listening on a non-loopback address: {exposed}"
 

@@ -69,7 +69,7 @@ def spark(base, settings):
     """(hook, handle) of a local Spark Connect server started by the hook, stopped at module end."""
     hook = SparkClusterHook(settings=settings)
     t0 = time.monotonic()
-    handle = hook.start_or_attach(base / "spark")
+    handle = hook.start_or_attach(base / "spark", in_process=True)  # a server of the module's own
     handle.extra["start_s"] = round(time.monotonic() - t0, 2)
     try:
         yield hook, handle
@@ -492,7 +492,7 @@ def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(
     monkeypatch.setattr(spark_local, "free_port", free_port_then_taken)
     owner = SparkClusterHook(settings=settings)
     try:
-        external = owner.start_or_attach(base / "external")
+        external = owner.start_or_attach(base / "external", in_process=True)
     finally:
         squatters[0].shutdown()
         squatters[0].server_close()

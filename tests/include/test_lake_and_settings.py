@@ -130,6 +130,27 @@ def test_data_dir_is_the_shared_data_root_by_default(tmp_path):
     assert Settings.from_env({"ETL_DATA_DIR": "somewhere"}).data_dir == PROJECT_ROOT / "somewhere"
 
 
+def test_a_pipeline_can_have_a_data_root_of_its_own(tmp_path):
+    from include.etl.settings import pipeline_data_dir_var
+
+    env = {"ETL_DATA_DIR": str(tmp_path / "shared"), "ETL_DATA_DIR_NZ_TRADE": str(tmp_path / "trade"),
+           "ETL_DATA_DIR_RETAIL": "rel", "ETL_DATA_DIR_OLYMPICS": " "}
+    s = Settings.from_env(env)
+    assert pipeline_data_dir_var("nz_trade") == "ETL_DATA_DIR_NZ_TRADE"
+    assert s.pipeline_data_dir("nz_trade") == tmp_path / "trade"
+    assert s.pipeline_data_dir("retail") == PROJECT_ROOT / "rel"  # relative: from the project root
+    assert s.pipeline_data_dir("olympics") == s.pipeline_data_dir("movies") == tmp_path / "shared"  # blank or unset
+
+
+def test_an_input_path_is_relative_to_its_data_dir_unless_absolute():
+    from include.etl.settings import data_path
+
+    assert data_path("/data", "olympics/a.csv") == "/data/olympics/a.csv"
+    assert data_path("/data", "/elsewhere/a.csv") == "/elsewhere/a.csv"
+    assert data_path("data", "a.csv") == str(PROJECT_ROOT / "data" / "a.csv")
+    assert data_path("/data", " a.csv ") == "/data/a.csv"  # as typed in a form
+
+
 def test_ingest_block_bytes_setting():
     assert Settings.from_env({}).ingest_block_bytes == 64 * 2**20
     assert Settings.from_env({"ETL_INGEST_BLOCK_BYTES": "1048576"}).ingest_block_bytes == 2**20

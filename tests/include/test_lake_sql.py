@@ -164,7 +164,7 @@ def test_the_settings_lake_by_default(lake_uri, monkeypatch):
     assert query("SELECT count(*) FROM shop.orders").rows == [(6,)]
 
 
-def test_a_year_of_daily_partitions_within_two_seconds(tmp_path):
+def test_a_year_of_daily_partitions_in_one_query(tmp_path):
     """365 partitions (files) of one table: a whole-table aggregate and a one-day filter."""
     from deltalake import write_deltalake
 
@@ -172,9 +172,7 @@ def test_a_year_of_daily_partitions_within_two_seconds(tmp_path):
     data = pa.table({"country": ["UK", "FR"] * 365, "revenue": [1.0] * 730, "ds": [d for d in days for _ in "ab"]})
     write_deltalake(str(tmp_path / "year" / "daily"), data, partition_by=["ds"])
     query("SELECT 1", lake=tmp_path)  # imports (pyarrow.dataset, pandas) are paid once per process
-    t = time.monotonic()
     total = query("SELECT country, sum(revenue), count(DISTINCT ds) FROM year.daily GROUP BY 1 ORDER BY 1", lake=tmp_path)
-    elapsed = time.monotonic() - t
     assert total.rows == [("FR", 365.0, 365), ("UK", 365.0, 365)]
     assert query("SELECT count(*) FROM year.daily WHERE ds = '2023-07-01'", lake=tmp_path).rows == [(2,)]
-    assert elapsed < 2.0, f"{elapsed:.2f} s over 365 partitions"
+    # Its time is measured by `make bench` (bench/lake_storage.py), never asserted on a noisy machine.

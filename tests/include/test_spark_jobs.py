@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from etl_platform.hooks.spark import SparkClusterHook
-from include.etl.clusters import ClusterHandle, ClusterStartError, idle_watch
+from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.clusters.spark_jobs import JobServer
 from include.etl.errors import RejectThresholdExceeded
 from include.etl.jobs.errors import RemoteJobError
@@ -253,27 +253,3 @@ def test_setting_spark_thin_tasks():
     assert Settings.from_env({}).spark_thin_tasks is True
     assert Settings.from_env({"ETL_SPARK_THIN_TASKS": "false"}).spark_thin_tasks is False
 
-
-def test_idle_watch_counts_endpoint_jobs_in_flight_as_activity(monkeypatch):
-    stopped = []
-    monkeypatch.setattr(idle_watch, "is_alive", lambda pid, marker="": not stopped)
-    monkeypatch.setattr(idle_watch, "last_activity", lambda ui: (False, None))  # no Spark job at all
-    monkeypatch.setattr(idle_watch, "kill_groups", lambda pids, marker, grace=10: stopped.append(time.monotonic()))
-    t0 = time.monotonic()
-    busy_until = t0 + 0.8
-
-    def activity():
-        return time.monotonic() < busy_until, None
-
-    assert idle_watch.watch(1, "http://ui", 0.3, "m", poll=0.05, activity=activity) == "stopped"
-    assert stopped[0] - busy_until >= 0.25, "stopped while an endpoint job was in flight"
-
-
-def test_idle_watch_without_idle_timeout_never_stops_the_server(monkeypatch):
-    calls = []
-    monkeypatch.setattr(idle_watch, "last_activity", lambda ui: calls.append(1) or (False, None))
-    monkeypatch.setattr(idle_watch, "kill_groups", lambda *a, **k: pytest.fail("stopped without an idle timeout"))
-    alive = iter([True] * 5 + [False])
-    monkeypatch.setattr(idle_watch, "is_alive", lambda pid, marker="": next(alive))
-    assert idle_watch.watch(1, "http://ui", 0, "m", poll=0.01) == "exited"
-    assert calls == []  # the UI is not even polled

@@ -1,4 +1,4 @@
-"""DaskClusterHook on a real local cluster: start, attach, health, stop (idempotent, no leaks)."""
+"""DaskClusterHook on real local clusters: the runtime's engine, a one-off run's own, a connection's; no leaks."""
 
 from __future__ import annotations
 
@@ -25,26 +25,52 @@ def _listening_addresses(pid: int) -> set[str]:
     return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if f"pid={pid}," in line}
 
 
-def test_start_stop_local_cluster_twice_leaves_nothing(tmp_path, settings):
-    hook = DaskClusterHook(settings=settings)
-    handle = hook.start_or_attach(tmp_path / "cluster")
-    try:
-        assert handle.owned and handle.backend == "dask"
-        assert handle.address.startswith("tcp://127.0.0.1:")
+def test_runs_attach_to_the_runtimes_engine_and_only_its_owner_stops_it(tmp_path, settings):
+    from tests.e2e.clusters import runtime
+
+    with runtime(tmp_path / "rt", ("dask",)) as rt:
+        hook = DaskClusterHook(settings=Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), **rt.env}))
+        handle = hook.start_or_attach(tmp_path / "unused")
+        assert not handle.owned and handle.pids == [] and handle.extra["runtime"] == str(rt.root)
+        assert handle.address.startswith("tcp://127.0.0.1:") and handle.address == rt.handle("dask").address
         assert handle.dashboard_url and handle.dashboard_url.startswith("http://127.0.0.1:")
-        procs = processes_with_env(str(tmp_path / "cluster"))
+        procs = rt.engine_pids("dask")
         assert len(procs) >= 3, procs  # scheduler, nanny, worker processes
-        # Every server the cluster opened listens on loopback only.
+        # Every server the engine opened listens on loopback only.
         addresses = set().union(*(_listening_addresses(p) for p in procs))
         assert addresses and addresses <= {"127.0.0.1"}, addresses
         # A handle survives the XCom round trip and another process can use it.
         engine = DaskClusterHook(settings=settings).engine(ClusterHandle.from_dict(handle.to_dict()))
         assert engine.client.submit(sum, [1, 2]).result() == 3
         engine.client.close()
-    finally:
-        hook.stop(handle)
-    assert processes_with_env(str(tmp_path / "cluster")) == []
-    assert hook.stop(handle) == []  # second stop: nothing left, no error
+        assert hook.stop(handle) == [] and hook.stop(handle) == []  # a run's teardown: the engine stays
+        assert sorted(rt.engine_pids("dask")) == sorted(procs)
+        assert not (tmp_path / "unused").exists()
+    assert rt.engine_pids("dask") == [] and not (rt.root / "dask.json").exists()  # its owner stopped it
+
+
+def test_a_one_off_runs_engine_lives_in_its_process_and_ends_with_its_stop(tmp_path, settings):
+    hook = DaskClusterHook(settings=settings)
+    handle = hook.start_or_attach(tmp_path / "unused", in_process=True)
+    assert handle.owned and handle.pids == [] and handle.address.startswith("tcp://127.0.0.1:")
+    engine = DaskClusterHook(settings=settings).engine(ClusterHandle.from_dict(handle.to_dict()))
+    assert engine.client.submit(sum, [1, 2]).result() == 3
+    engine.client.close()
+    assert hook.stop(handle) == [] and hook.stop(handle) == []
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(handle.address.rsplit(":", 1)[1])), timeout=2).close()
+
+
+def test_no_connection_and_no_runtime_is_one_clear_error(tmp_path, settings):
+    with pytest.raises(ClusterStartError, match=r"no dask cluster for this run: no Airflow connection 'dask_default', "
+                                                r"and no runtime \(ETL_RUNTIME_DIR is not set: start the platform with `make run`\)"):
+        DaskClusterHook(settings=settings).start_or_attach(tmp_path / "w")
+    stale = Settings.from_env({"ETL_RUNTIME_DIR": str(tmp_path / "rt")})
+    (tmp_path / "rt").mkdir()
+    (tmp_path / "rt" / "dask.json").write_text('{"backend": "dask", "address": "tcp://127.0.0.1:1", "owned": true, '
+                                               '"owner": {"pid": 999999999, "started": 0}}')  # a killed owner's file
+    with pytest.raises(ClusterStartError, match=r"the runtime runs no dask engine"):
+        DaskClusterHook(settings=stale).start_or_attach(tmp_path / "w")
 
 
 def test_attach_to_configured_cluster_and_leave_it_running(tmp_path, settings, monkeypatch):

@@ -35,7 +35,7 @@ def test_a_run_gets_its_own_cluster_from_the_gateway_and_stops_it_there(
     caplog.set_level(logging.INFO)
     hook = gateway_hook_for(CONN, settings)
     assert isinstance(hook, DaskGatewayHook)
-    handle = hook.start_or_attach(tmp_path / "unused", reuse="shared")  # reuse does not apply to a gateway
+    handle = hook.start_or_attach(tmp_path / "unused")
     try:
         name = handle.extra["gateway_cluster"]
         assert handle.owned and handle.backend == "dask" and handle.conn_id == CONN

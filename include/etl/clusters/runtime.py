@@ -30,33 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from include.etl.clusters import ClusterHandle, ClusterStartError, is_alive
+from include.etl.settings import BACKENDS
 
 log = logging.getLogger("etl.runtime")
 
 RUNTIME_DIR_VAR = "ETL_RUNTIME_DIR"
-BACKENDS = ("dask", "spark")
 MAX_FAILED_STARTS = 3
 
 
-ENGINES_VAR = "ETL_RUNTIME_ENGINES"
+def runtime_dir() -> Path | None:
+    """``ETL_RUNTIME_DIR`` (see :class:`include.etl.settings.Settings`)."""
+    from include.etl.settings import Settings
 
-
-def engines_from_env(env: dict[str, str] | None = None) -> list[str]:
-    """The engines the runtime owns: ``ETL_RUNTIME_ENGINES``, comma-separated (default ``dask,spark``; empty: none)."""
-    from include.etl.settings import ConfigError
-
-    value = (os.environ if env is None else env).get(ENGINES_VAR, "dask,spark")
-    names = [n.strip().lower() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown:
-        raise ConfigError(f"{ENGINES_VAR}={value!r}: unknown engine(s) {unknown}; expected a comma-separated "
-                          f"subset of {', '.join(BACKENDS)}")
-    return list(dict.fromkeys(names))
-
-
-def runtime_dir(env: dict[str, str] | None = None) -> Path | None:
-    value = (os.environ if env is None else env).get(RUNTIME_DIR_VAR)
-    return Path(value) if value else None
+    return Settings.from_env().runtime_dir
 
 
 def engine_file(root: Path, backend: str) -> Path:

@@ -36,7 +36,36 @@ REPORTS = "_reports"
 RUNS = "_runs"  # {lake}/{pipeline}/_runs/{run}/: what a run staged, until its publish step commits it
 STAGE_PREFIX = "w-"  # staged directories: not "_" or "." (delta-rs's vacuum skips hidden paths)
 
-__all__ = ["Lake", "LakeConfigError", "LakeLocation", "check_ds"]
+# The Arrow types a published table's columns may have, on every engine (docs/lake.md, "Types"),
+# besides decimal128(p, s) and lists and structs of them (:func:`is_lake_type`).
+TYPES = frozenset({"string", "int64", "double", "bool", "date32[day]", "timestamp[us]", "timestamp[us, tz=UTC]"})
+
+__all__ = ["TYPES", "Lake", "LakeConfigError", "LakeLocation", "check_ds", "is_lake_type", "lake_schema"]
+
+
+def is_lake_type(arrow_type: Any) -> bool:
+    """True for a type of :data:`TYPES`, a ``decimal128``, or a list or struct of such types."""
+    import pyarrow as pa
+
+    if pa.types.is_decimal128(arrow_type):
+        return True
+    if pa.types.is_list(arrow_type):
+        return is_lake_type(arrow_type.value_type)
+    if pa.types.is_struct(arrow_type):
+        return all(is_lake_type(f.type) for f in arrow_type)
+    return str(arrow_type) in TYPES
+
+
+def lake_schema(schema: Any) -> Any:
+    """``schema`` as the lake publishes it: every column nullable, no metadata.
+
+    The engines disagree on nullability (Spark marks counts and sums of non-null columns
+    ``not null``, Dask marks nothing), so the same job would give a table two schemas; every
+    table's schema is taken through here when it is staged and committed.
+    """
+    import pyarrow as pa
+
+    return pa.schema([f.with_nullable(True) for f in schema])
 
 
 def check_ds(ds: str) -> str:
@@ -398,7 +427,7 @@ class Lake:
         import pyarrow.parquet as pq
 
         fs = self.root.filesystem()
-        return pq.read_schema(self.root.fs_path(f"{uri}/{rel}"), filesystem=fs).remove_metadata()
+        return lake_schema(pq.read_schema(self.root.fs_path(f"{uri}/{rel}"), filesystem=fs))
 
     def _open_or_create(self, uri: str, schema: Any) -> Any:
         from deltalake import DeltaTable

@@ -56,7 +56,8 @@ COUNTRIES_FILE = Path(__file__).with_name("countries.csv")
 
 # Inputs read by ingest (the landing file of the day); the reference is read by enrich.
 DATASETS = {INVOICE_LINES.name: INVOICE_LINES}
-# The landing directory, relative to ETL_DATA_DIR: one file per day, {landing_dir}/{ds}.csv.
+# The landing directory, relative to the pipeline's data root (ETL_DATA_DIR_RETAIL, else ETL_DATA_DIR):
+# one file per day, {landing_dir}/{ds}.csv.
 LANDING_DIR = "retail/by-day"
 
 LINE_KINDS = ("sale", "cancellation", "adjustment", "other")

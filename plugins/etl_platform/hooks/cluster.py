@@ -68,14 +68,14 @@ class ClusterHook(BaseHook):
             return attached
         if in_process:
             return self.start_in_process(workdir)
-        from include.etl.clusters.runtime import RUNTIME_DIR_VAR, current, runtime_dir
+        from include.etl.clusters.runtime import RUNTIME_DIR_VAR, current
 
-        engine = current(self.backend)
+        where = self.settings.runtime_dir
+        engine = current(self.backend, where)
         if engine is not None:
             log.info("Attaching to the runtime's %s engine at %s (dashboard %s)", self.backend, engine.address,
                      engine.dashboard_url)
             return self.open_run(engine)
-        where = runtime_dir()
         raise ClusterStartError(
             f"no {self.backend} cluster for this run: no Airflow connection {self.conn_id!r}, and "
             + (f"the runtime runs no {self.backend} engine ({where}: is `make run` up, with {self.backend} in "

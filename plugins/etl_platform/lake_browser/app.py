@@ -360,7 +360,7 @@ def create_app(lake_root: str | Path | LakeLocation | None = None, cluster_runs:
 
     ``cluster_runs`` (tests): what Airflow recorded of the runs' cluster setups, instead of its DB
     (:func:`.clusters.airflow_runs`'s signature); ``cluster_checks``: keyword arguments of
-    :func:`.clusters.describe` (how a local or shared cluster is found running).
+    :func:`.clusters.describe` (how a local cluster or the runtime's engine is found running).
     """
     app = FastAPI(title="Lake browser", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(require_reader)])
