@@ -2,9 +2,10 @@
 
 The real `bin/run` is covered by tests/e2e/test_run_entrypoint.py (SIGINT during a Spark run);
 here SIGTERM, a component that ignores SIGTERM, a task-like grandchild in its own session
-that ignores it too, a cluster-like process orphaned below the supervisor, one that is not
-its descendant at all (found by ETL_CLUSTER_WORKDIR), and a decoy of another AIRFLOW_HOME
-that must survive.
+that ignores it too, a process orphaned below the supervisor, an engine owner whose engine runs
+in a session of its own, an engine owner that exits (the platform goes on), and processes that
+are not the supervisor's descendants (another platform's, or a leftover carrying this
+AIRFLOW_HOME's cluster workdir): those are not its to stop, and survive.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ DRIVER = textwrap.dedent("""
     mod = sys.modules["supervise"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     home, py = Path(sys.argv[2]), sys.executable
-    comps = [mod.Component(name, [py, str(home / f"{name}.py")]) for name in sys.argv[3:]]
-    sup = mod.Supervisor(home=home, components=comps, grace=2, cluster_grace=1, cluster_root=home / "logs" / "clusters")
+    comps = [mod.Component(name.removeprefix("engine:"), [py, str(home / f"{name.removeprefix('engine:')}.py")],
+                           engine=name.startswith("engine:")) for name in sys.argv[3:]]
+    sup = mod.Supervisor(home=home, components=comps, grace=2)
     sys.exit(sup.run())
 """)
 
 # "scheduler": starts a task process in its own session that ignores SIGTERM, and a "start
-# task" that launches a detached cluster process and exits (so the cluster is orphaned).
+# task" that launches a detached process and exits (so that process is orphaned).
 SCHEDULER = textwrap.dedent(f"""
     import os, subprocess, sys, time
     from pathlib import Path
@@ -53,6 +55,26 @@ SCHEDULER = textwrap.dedent(f"""
     )
     subprocess.run([sys.executable, "-c", starter, str(home / "logs" / "clusters" / "run1" / "dask"), str(home / "orphan.pid")], check=True)
     print("scheduler up", flush=True)
+    time.sleep(600)
+""")
+
+# "owner": an engine's owner, whose engine runs in a session of its own (as the Dask scheduler
+# and the Spark JVM do) and which stops it on SIGTERM, slowly.
+OWNER = textwrap.dedent("""
+    import signal, subprocess, sys, time
+    from pathlib import Path
+    home = Path({home!r})
+    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    (home / "engine.pid").write_text(str(engine.pid))
+
+    def stop(*_):
+        time.sleep(0.5)
+        engine.terminate()
+        engine.wait()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    print("engine up", flush=True)
     time.sleep(600)
 """)
 
@@ -88,6 +110,7 @@ def _pid(path: Path) -> int:
 @pytest.fixture
 def home(tmp_path):
     (tmp_path / "scheduler.py").write_text(SCHEDULER.format(home=str(tmp_path)))
+    (tmp_path / "owner.py").write_text(OWNER.format(home=str(tmp_path)))
     (tmp_path / "stubborn.py").write_text(IGNORE_TERM)
     (tmp_path / "quick.py").write_text("import sys, time; time.sleep(1); sys.exit(3)")
     (tmp_path / "driver.py").write_text(DRIVER)
@@ -104,21 +127,22 @@ def _detached(env_workdir: Path) -> subprocess.Popen:
                             env=dict(os.environ, ETL_CLUSTER_WORKDIR=str(env_workdir)))
 
 
-def test_sigterm_stops_components_tasks_and_clusters(home, tmp_path_factory):
+def test_sigterm_stops_components_tasks_and_engines_and_nothing_else(home, tmp_path_factory):
     other_home = tmp_path_factory.mktemp("other-home")
-    stray = _detached(home / "logs" / "clusters" / "run2" / "spark")  # not below the supervisor
-    decoy = _detached(other_home / "logs" / "clusters" / "run1" / "spark")  # another platform's cluster
-    sup = _start(home, "scheduler", "stubborn")
+    stray = _detached(home / "logs" / "clusters" / "run2" / "spark")  # not below the supervisor: not its own
+    decoy = _detached(other_home / "runtime" / "spark")  # another platform's engine
+    sup = _start(home, "scheduler", "stubborn", "engine:owner")
     try:
-        task, orphan = _pid(home / "task.pid"), _pid(home / "orphan.pid")
+        task, orphan, engine = _pid(home / "task.pid"), _pid(home / "orphan.pid"), _pid(home / "engine.pid")
         def stubborn_child():
             return next((c.pid for c in psutil.Process(sup.pid).children() if "stubborn.py" in " ".join(_cmdline(c))), None)
 
         assert _wait(stubborn_child, 20)
         stubborn = stubborn_child()
         procs = psutil.Process(sup.pid).children(recursive=True)
-        assert orphan in [p.pid for p in procs], "the orphaned cluster process is not re-parented to the supervisor"
-        everything = {p.pid for p in procs} | {task, orphan, stray.pid}
+        assert orphan in [p.pid for p in procs], "the orphaned process is not re-parented to the supervisor"
+        assert engine in [p.pid for p in procs], "the engine is not below the supervisor"
+        everything = {p.pid for p in procs} | {task, orphan, engine}
         t0 = time.monotonic()
         sup.send_signal(signal.SIGTERM)
         out, _ = sup.communicate(timeout=30)
@@ -127,22 +151,39 @@ def test_sigterm_stops_components_tasks_and_clusters(home, tmp_path_factory):
         assert sup.returncode == 0, out
         assert elapsed < 10, f"{elapsed:.1f} s\n{out}"
         assert "received SIGTERM" in out and "platform stopped" in out, out
-        assert "stopped the local cluster of logs/clusters/run1/dask: 1 process(es)" in out, out
-        assert "stopped the local cluster of logs/clusters/run2/spark: 1 process(es)" in out, out
-        # both ignored SIGTERM: the stubborn component and the task in its own session
-        assert "SIGKILLed 2 process(es)" in out and f"{stubborn} (" in out and f"{task} (" in out, out
-        assert "scheduler up" in out  # the components' output is passed through
-        assert _alive(decoy.pid), "a cluster of another AIRFLOW_HOME was killed"
+        assert "stopped owner (pid" in out and "exit code 0" in out, out  # the owner stopped its engine itself
+        # the stubborn component and the task in its own session (both ignore SIGTERM) and the orphan
+        # (in a session of its own, so no group signal reached it): SIGKILLed after the grace period
+        assert "SIGKILLed 3 process(es)" in out, out
+        assert f"{stubborn} (" in out and f"{task} (" in out and f"{orphan} (" in out, out
+        assert "scheduler up" in out and "engine up" in out  # the components' output is passed through
+        assert _alive(decoy.pid), "another platform's engine was killed"
+        assert _alive(stray.pid), "a process that is not the supervisor's descendant was killed"
     finally:
         for proc in (sup, stray, decoy):
             proc.kill()
             proc.wait()
-        for name in ("task.pid", "orphan.pid"):
+        for name in ("task.pid", "orphan.pid", "engine.pid"):
             if (home / name).exists():
                 try:
                     os.kill(int((home / name).read_text()), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def test_an_engine_owner_that_exits_is_reported_and_the_platform_goes_on(home):
+    sup = _start(home, "stubborn", "engine:quick")
+    try:
+        assert _wait(lambda: len(psutil.Process(sup.pid).children()) == 1, 20), "the engine's owner did not exit"
+        time.sleep(1.5)
+        assert sup.poll() is None, "the platform stopped with its engine"
+        sup.send_signal(signal.SIGTERM)
+        out, _ = sup.communicate(timeout=30)
+        assert "WARNING: the quick engine's owner exited with code 3" in out, out
+        assert "received SIGTERM" in out and "platform stopped" in out, out
+    finally:
+        sup.kill()
+        sup.wait()
 
 
 def test_a_component_that_exits_stops_the_platform(home):
@@ -167,7 +208,7 @@ def test_components_get_sigterm_when_the_supervisor_is_killed(home):
         assert _wait(lambda: not _alive(component.pid), 10), "the component outlived a SIGKILLed supervisor"
     finally:
         sup.kill()
-        # Without a supervisor nothing stops the task and its fake cluster (a real one idles out).
+        # Without a supervisor nothing stops the task and its orphan.
         for name in ("task.pid", "orphan.pid"):
             if (home / name).exists():
                 try:

@@ -1,7 +1,7 @@
 """retail_daily and the rollup through a real scheduler and LocalExecutor (every task its own process).
 
 The real `make run` entry point, `bin/run` (SQLite, LocalExecutor: api-server, scheduler,
-dag-processor, triggerer; the embedded defaults, so the runs share one local Dask cluster) with
+dag-processor, triggerer, and the runtime's Dask engine, which every run attaches to) with
 `dags/retail_daily.py` and the weekly variant of `retail_monthly` (`tests/fixtures/dags/retail_weekly.py`,
 the same factory with a `WeekWindow`), over a landing directory holding copies of the real days
 of the week 2010-12-06 .. 2010-12-12 (the Saturday 2010-12-11 has no file). On Dask:
@@ -75,7 +75,7 @@ def deployment(migrated_home_template, tmp_path_factory):
     port = free_port()
     env = project_env(home, ETL_DATA_DIR=str(data), ETL_DEFAULT_BACKEND="dask", AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                       AIRFLOW__API__PORT=str(port), AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-                      ETL_LANDING_POKE_INTERVAL="5")
+                      ETL_LANDING_POKE_INTERVAL="5", ETL_RUNTIME_ENGINES="dask")
     stack = Stack(base)
     stack.start("run", [str(ROOT / "bin" / "run")], env)
     api = Api(port, home)
@@ -84,12 +84,12 @@ def deployment(migrated_home_template, tmp_path_factory):
              300, stack, interval=2)
         yield {"home": home, "api": api, "stack": stack, "landing": landing}
     finally:
-        stack.procs["run"].send_signal(signal.SIGTERM)  # bin/run's own shutdown stops the shared cluster
+        stack.procs["run"].send_signal(signal.SIGTERM)  # bin/run's own shutdown stops its engine
         try:
             stack.procs["run"].wait(60)
         finally:
             stack.stop_all()
-    assert processes_with_env(str(home)) == [], "cluster processes survived bin/run"
+    assert processes_with_env(str(home)) == [], "engine processes survived bin/run"
 
 
 def _runs(home: Path, dag_id: str) -> list[dict]:
@@ -155,12 +155,11 @@ def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployme
         else:
             assert tis["marts"] == "success" and tis["stop_cluster"] == "success", (day, tis)
             assert tis["publish_empty_day"] == "skipped", (day, tis)
-    # The embedded default: the 6 trading days ran on one shared cluster, started by the first of them.
+    # The embedded default: the 6 trading days ran on the runtime's one Dask engine, started by none of them.
     starts = [f.read_text(errors="replace") for f in
               (home / "logs" / "dag_id=retail_daily").glob("run_id=*/task_id=start_cluster/attempt=*.log")]
-    assert len(starts) == 6 and sum("Started the shared dask cluster" in t for t in starts) == 1, \
+    assert len(starts) == 6 and all("Attaching to the runtime's dask engine" in t for t in starts), \
         [t[-600:] for t in starts]
-    assert sum("Reusing the shared dask cluster" in t for t in starts) == 5
     last_daily = max(r["end_date"] for r in runs.values())
     events = _day_events(home)
     assert sorted(events) == WEEK, events  # every day emitted its event, the empty day too

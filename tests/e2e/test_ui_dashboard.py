@@ -2,17 +2,17 @@
 
 A deployment like `make run` (api-server, scheduler, dag-processor; SQLite, LocalExecutor; a fresh
 AIRFLOW_HOME on a free loopback port; ``tests/e2e/stack.py``'s :func:`ui_deployment`, shared with
-test_ui_browser.py) with ``olympics_etl`` and ``retail_monthly``, each run's cluster its own
-(``ETL_CLUSTER_REUSE=per_run``, the platform's default):
+test_ui_browser.py) with ``olympics_etl`` and ``retail_monthly``, whose runs attach to the
+runtime's engines (the session's ``engine_runtime``, as under ``make run``):
 
 * **the dashboard**: an ``olympics_etl`` run on Dask over the small head input files; once its
   ``start_cluster`` succeeded the DAG is paused, which holds the run (Airflow schedules no task of
-  a paused DAG's running run) with its cluster up while the jobs already queued finish. In
+  a paused DAG's running run) while the jobs already queued finish. In
   chromium: "Lake" in the UI's navigation lists the run's cluster among the clusters of running
   runs; its "Dask dashboard" link (the address in the start task's XCom) opens the live Dask
   dashboard (bokeh, not the "Dask needs bokeh" page) inside the UI's frame; so does the run page's
   "Cluster" tab; ``/lake/clusters`` on a page of its own opens it in a new tab. Unpaused, the run
-  succeeds, its teardown stops the cluster, and the clusters page says "stopped", without a link;
+  succeeds; its teardown leaves the runtime's engine running, and the clusters page says so;
 * **the monthly rollup**: ``retail_monthly`` triggered from its trigger form for the month
   ``2011-11`` (Advanced Options → Partition Key) over a lake holding every day of that month. The
   days are built in this process with the retail pipeline's real jobs (while Airflow boots and
@@ -131,11 +131,11 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployment(migrated_home_template, tmp_path_factory):
+def deployment(migrated_home_template, engine_runtime, tmp_path_factory):
     dags = [ROOT / "dags" / f"{OLYMPICS}.py", ROOT / "dags" / f"{MONTHLY}.py"]
     with ui_deployment(migrated_home_template, tmp_path_factory.mktemp("ui-dashboard"), dags,
-                       ETL_DATA_DIR=str(DATA_ROOT), ETL_CLUSTER_REUSE="per_run", ETL_DEFAULT_BACKEND="dask",
-                       AIRFLOW__CORE__PARALLELISM="4") as d:
+                       ETL_DATA_DIR=str(DATA_ROOT), ETL_DEFAULT_BACKEND="dask", AIRFLOW__CORE__PARALLELISM="4",
+                       **engine_runtime.env) as d:
         month = _Background(d.lake)
         month.start()
         try:
@@ -145,9 +145,7 @@ def deployment(migrated_home_template, tmp_path_factory):
             yield d, month
         finally:
             month.join(600)
-            # A failed test can leave its held run's cluster behind (its teardown never ran); the
-            # passing path checks that the teardown stopped it.
-            kill_leftovers(str(d.home))
+            assert kill_leftovers(str(d.home)) == [], "a run started an engine of its own"
 
 
 def _path(*parts: str) -> str:
@@ -196,7 +194,7 @@ def _live_dask_dashboard(frame) -> None:
     expect(frame.locator("canvas").first).to_be_attached(timeout=60_000)  # bokeh's plots (its websocket is up)
 
 
-def test_running_clusters_dashboard_is_one_click_from_the_lake_and_the_run(deployment, artifacts):
+def test_running_clusters_dashboard_is_one_click_from_the_lake_and_the_run(deployment, engine_runtime, artifacts):
     from playwright.sync_api import expect, sync_playwright
 
     d, _ = deployment
@@ -215,7 +213,7 @@ def test_running_clusters_dashboard_is_one_click_from_the_lake_and_the_run(deplo
                           "/xcomEntries/return_value")["value"]  # the cluster handle, as stored
     handle = json.loads(handle) if isinstance(handle, str) else handle
     dashboard = handle["dashboard_url"]
-    assert handle["owned"] and re.fullmatch(r"http://127\.0\.0\.1:\d+/status", dashboard), handle
+    assert not handle["owned"] and handle["extra"]["runtime"] and re.fullmatch(r"http://127\.0\.0\.1:\d+/status", dashboard), handle
     origin = dashboard.removesuffix("status")
     timings = {}
 
@@ -275,16 +273,17 @@ def test_running_clusters_dashboard_is_one_click_from_the_lake_and_the_run(deplo
             dash.close()
             timings["new tab"] = time.monotonic() - t
 
-            step = "the run ends"  # unpaused: the run goes on, its teardown stops the cluster
+            step = "the run ends"  # unpaused: the run goes on; its teardown leaves the runtime's engine running
             t = time.monotonic()
             d.api("PATCH", f"dags/{OLYMPICS}", {"is_paused": False})
             assert wait(f"{OLYMPICS} to finish", lambda: _finished(d, OLYMPICS, run_id), 600, d.stack) == "success"
             page.reload()
             row = page.locator("table.clusters tbody tr", has_text=run_id)
-            expect(row.locator(".status")).to_have_text("stopped", timeout=UI_TIMEOUT_MS)
-            expect(row.get_by_role("link")).to_have_count(0)
-            page.screenshot(path=artifacts / "06-cluster-stopped.png")
-            assert processes_with_env(str(d.home)) == [], "the run's cluster is still running after its teardown"
+            expect(row.locator(".status")).to_have_text("running", timeout=UI_TIMEOUT_MS)
+            expect(row).to_contain_text("the runtime's engine", timeout=UI_TIMEOUT_MS)
+            page.screenshot(path=artifacts / "06-run-ended-engine-runs.png")
+            assert processes_with_env(str(d.home)) == [], "the run started an engine of its own"
+            assert engine_runtime.handle("dask").address == handle["address"], "the teardown stopped the runtime's engine"
             timings["run to the end"] = time.monotonic() - t
         except Exception:
             page.screenshot(path=artifacts / f"failed-{step.replace(' ', '-')}.png")
