@@ -169,3 +169,30 @@ def test_a_one_off_dags_test_leaves_no_process(airflow_home, tmp_path):
     text = out.stdout + out.stderr
     assert "A one-off run" in text and "state=success" in text, text[-3000:]
     print(f"dags test: {time.monotonic() - t0:.1f} s, nothing left")
+
+
+def test_an_owner_stopped_while_its_engine_starts_leaves_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.e2e.airflow_env import project_env
+
+    env = project_env(tmp_path / "airflow", ETL_RUNTIME_DIR=str(tmp_path / "rt"))
+    with open(tmp_path / "owner.log", "wb") as log:
+        owner = subprocess.Popen([sys.executable, "-m", "include.etl.clusters.runtime", "spark"], env=env, cwd=ROOT,
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait("the owner to be starting its engine",
+             lambda: (tmp_path / "rt" / "spark.json").exists() and processes_with_env(str(tmp_path / "rt")), 120)
+        assert json.loads((tmp_path / "rt" / "spark.json").read_text())["state"] == "starting"
+        t0 = time.monotonic()
+        owner.send_signal(signal.SIGTERM)
+        assert owner.wait(30) == 0, (tmp_path / "owner.log").read_text()[-3000:]
+        elapsed = time.monotonic() - t0
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+    assert wait("the engine's processes to end", lambda: not processes_with_env(str(tmp_path / "rt")), 15)
+    assert not (tmp_path / "rt" / "spark.json").exists()
+    assert "stopped while the spark engine was starting" in (tmp_path / "owner.log").read_text()
+    print(f"owner stopped mid-start in {elapsed:.1f} s")

@@ -744,10 +744,12 @@ def test_the_runtimes_engine_read_from_its_owners_file(tmp_path, monkeypatch):
     assert runtime_engine("dask", str(root)) is None  # a runtime, no engine
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        owner = {"pid": proc.pid, "started": psutil.Process(proc.pid).create_time()}
+        (root / "dask.json").write_text(json.dumps({"state": "starting", "owner": owner}))
+        assert runtime_engine("dask", str(root)) is None  # not ready yet
         handle = {"backend": "dask", "address": "tcp://127.0.0.1:8786", "owned": True, "dashboard_url": DASK_URL,
-                  "pids": [11, 12], "workdir": str(root / "dask"), "conn_id": None, "extra": {},
-                  "owner": {"pid": proc.pid, "started": psutil.Process(proc.pid).create_time()}}
-        (root / "dask.json").write_text(json.dumps(handle))
+                  "pids": [11, 12], "workdir": str(root / "dask"), "conn_id": None, "extra": {}}
+        (root / "dask.json").write_text(json.dumps({"state": "ready", "handle": handle, "owner": owner}))
         current = runtime_engine("dask", str(root))
         assert current["dashboard_url"] == DASK_URL and current["extra"]["runtime"] == str(root)
         assert current["owned"] is False and current["pids"] == []  # what a run sees: never its to stop

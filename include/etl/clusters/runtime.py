@@ -6,8 +6,10 @@ endpoint (served by this very process, :mod:`include.etl.clusters.spark_jobs`). 
 ``make run`` ``bin/supervise.py`` starts one per backend beside Airflow's components; tests start
 them the same way. The owner
 
-* writes the engine's handle to ``$ETL_RUNTIME_DIR/<backend>.json`` once it answers (atomically;
-  with its own pid and start time, so a stale file of a killed owner is never believed);
+* keeps the engine's state in ``$ETL_RUNTIME_DIR/<backend>.json`` (written atomically, with the
+  owner's pid and start time, so a stale file of a killed owner is never believed): ``starting``,
+  then ``ready`` with the engine's handle once it answers, or ``failed`` with the error. A run
+  that finds its engine starting waits for it (:func:`wait_for`);
 * starts a new engine when the engine dies (a run's next task or retry follows it: job tasks
   read the file again, :func:`current`), and gives up after a few starts that fail in a row;
 * stops the engine on SIGTERM, SIGINT or SIGHUP and removes the file. The engine's processes
@@ -58,23 +60,60 @@ def _start_time(pid: int) -> float | None:
         return None
 
 
-def current(backend: str, root: Path | None = None) -> ClusterHandle | None:
-    """The runtime's running engine of ``backend``, as a handle no run owns; None when none runs."""
+def state(backend: str, root: Path | None = None) -> dict[str, Any]:
+    """``{"state": "ready" | "starting" | "failed" | "none", ...}`` of the runtime's engine of ``backend``.
+
+    ``none``: no owner runs (no file, or its owner is gone); ``ready`` has the ``handle`` (a dict).
+    """
     root = root or runtime_dir()
     if root is None:
-        return None
+        return {"state": "none"}
     try:
         data = json.loads(engine_file(root, backend).read_text())
     except (OSError, ValueError):
-        return None
-    owner = data.pop("owner", {})
+        return {"state": "none"}
+    owner = data.get("owner", {})
     started = _start_time(int(owner.get("pid", -1)))
     if started is None or abs(started - float(owner.get("started", 0))) > 1.0:
-        return None  # its owner is gone: the file is stale
-    handle = ClusterHandle.from_dict(data)
+        return {"state": "none"}  # its owner is gone: the file is stale
+    return data
+
+
+def current(backend: str, root: Path | None = None) -> ClusterHandle | None:
+    """The runtime's ready engine of ``backend``, as a handle no run owns; None when none is ready."""
+    root = root or runtime_dir()
+    found = state(backend, root)
+    if found["state"] != "ready":
+        return None
+    handle = ClusterHandle.from_dict(found["handle"])
     handle.owned, handle.pids, handle.workdir = False, [], None  # a run must never stop it
     handle.extra = {**handle.extra, "runtime": str(root)}
     return handle
+
+
+def wait_for(backend: str, root: Path, timeout: float) -> ClusterHandle | None:
+    """The runtime's engine of ``backend``, waiting while its owner starts it; None when no owner runs.
+
+    Raises :class:`ClusterStartError` with the owner's error when the engine failed to start,
+    or when it is still starting after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        found = state(backend, root)
+        if found["state"] == "ready":
+            return current(backend, root)
+        if found["state"] == "none":
+            return None
+        if found["state"] == "failed":
+            raise ClusterStartError(f"the runtime's {backend} engine failed to start: {found.get('error')}")
+        if time.monotonic() > deadline:
+            raise ClusterStartError(f"the runtime's {backend} engine is still starting after {timeout:.0f} s "
+                                    f"(see the {backend} lines of make run's output)")
+        if not said:
+            log.info("The runtime's %s engine is starting: waiting for it (at most %.0f s)", backend, timeout)
+            said = True
+        time.sleep(0.5)
 
 
 def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
@@ -86,10 +125,14 @@ def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
 
         return start_local_dask(settings, workdir), None
     from include.etl.clusters.spark_jobs import serve
-    from include.etl.clusters.spark_local import start_local_spark_connect
+    from include.etl.clusters.spark_local import start_local_spark_connect, stop_local_spark_connect
 
     handle = start_local_spark_connect(settings, workdir)
-    server = serve(handle.address, settings.bind_host)
+    try:
+        server = serve(handle.address, settings.bind_host)
+    except BaseException:
+        stop_local_spark_connect(handle)
+        raise
     handle.extra["jobs_url"] = server.url
     return handle, server
 
@@ -119,22 +162,42 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def own(backend: str, root: Path, stop: threading.Event) -> int:
-    """Keep one engine of ``backend`` running until ``stop`` is set; 1 when it cannot be started."""
+class Stopping(BaseException):
+    """Raised in the owner's main thread by a stop signal that comes while the engine is starting:
+    the start gives back what it spawned (its clean-up catches ``BaseException``)."""
+
+
+def own(backend: str, root: Path, stop: threading.Event, starting: threading.Event | None = None) -> int:
+    """Keep one engine of ``backend`` running until ``stop`` is set; 1 when it cannot be started.
+
+    ``starting`` is set while an engine starts (a stop signal then raises :class:`Stopping`).
+    """
     failures = 0
     me = {"pid": os.getpid(), "started": _start_time(os.getpid())}
+    starting = starting or threading.Event()
+    path = engine_file(root, backend)
     while not stop.is_set():
         t0 = time.monotonic()
+        _write(path, {"state": "starting", "owner": me})
         try:
-            handle, server = _start(backend, root / backend)
+            starting.set()
+            try:
+                handle, server = _start(backend, root / backend)
+            finally:
+                starting.clear()
+        except Stopping:
+            log.info("stopped while the %s engine was starting", backend)
+            break
         except ClusterStartError as exc:
             failures += 1
             log.error("the %s engine did not start (%d of %d tries): %s", backend, failures, MAX_FAILED_STARTS, exc)
             if failures >= MAX_FAILED_STARTS:
-                return 1
+                _write(path, {"state": "failed", "error": str(exc), "owner": me})
+                stop.wait()  # runs are told why until the platform stops
+                break
             stop.wait(2.0)
             continue
-        _write(engine_file(root, backend), {**handle.to_dict(), "owner": me})
+        _write(path, {"state": "ready", "handle": handle.to_dict(), "owner": me})
         log.info("%s engine ready in %.1f s at %s (dashboard %s, processes %s); runs attach through %s", backend,
                  time.monotonic() - t0, handle.address, handle.dashboard_url, handle.pids, engine_file(root, backend))
         while not stop.wait(1.0):
@@ -142,14 +205,16 @@ def own(backend: str, root: Path, stop: threading.Event) -> int:
                 log.error("the %s engine at %s died (processes %s); starting a new one", backend, handle.address,
                           handle.pids)
                 break
-        engine_file(root, backend).unlink(missing_ok=True)
         _stop(backend, handle, server)
         log.info("stopped the %s engine at %s", backend, handle.address)
         failures = failures + 1 if time.monotonic() - t0 < 30 else 0
         if failures >= MAX_FAILED_STARTS:
             log.error("the %s engine died %d times in a row within 30 s of its start: giving up", backend, failures)
-            return 1
-    return 0
+            _write(path, {"state": "failed", "error": f"it died {failures} times in a row", "owner": me})
+            stop.wait()
+            break
+    path.unlink(missing_ok=True)
+    return 0 if failures < MAX_FAILED_STARTS else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,10 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.root is None:
         parser.error(f"give --root or set {RUNTIME_DIR_VAR}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
+    stop, starting = threading.Event(), threading.Event()
+
+    def on_signal(*_):
+        stop.set()
+        if starting.is_set():
+            raise Stopping
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
-    return own(args.backend, args.root.absolute(), stop)
+        signal.signal(sig, on_signal)
+    return own(args.backend, args.root.absolute(), stop, starting)
 
 
 if __name__ == "__main__":

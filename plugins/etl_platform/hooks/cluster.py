@@ -24,6 +24,8 @@ from include.etl.settings import ConfigError, Settings, check_backend
 
 log = logging.getLogger(__name__)
 
+ENGINE_WAIT_S = 300.0  # how long a run waits for the runtime's engine while its owner starts it
+
 
 def _connection_or_none(conn_id: str | None):
     """The Airflow connection ``conn_id``, or None when it is not defined anywhere."""
@@ -68,10 +70,10 @@ class ClusterHook(BaseHook):
             return attached
         if in_process:
             return self.start_in_process(workdir)
-        from include.etl.clusters.runtime import RUNTIME_DIR_VAR, current
+        from include.etl.clusters.runtime import RUNTIME_DIR_VAR, wait_for
 
         where = self.settings.runtime_dir
-        engine = current(self.backend, where)
+        engine = wait_for(self.backend, where, ENGINE_WAIT_S) if where else None
         if engine is not None:
             log.info("Attaching to the runtime's %s engine at %s (dashboard %s)", self.backend, engine.address,
                      engine.dashboard_url)
