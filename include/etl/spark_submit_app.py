@@ -1,9 +1,10 @@
 """Spark application that runs one registered job: what ``spark-submit`` executes on a
 Spark standalone (or YARN, Kubernetes) cluster reached through the provider's SparkSubmitHook.
 
-    spark-submit include/etl/spark_submit_app.py --job <pipeline>.ingest --ds 2024-07-07 \\
-        --lake /lake --max-reject-ratio 0.01 --block-bytes 67108864 \\
-        --kwargs '{"table": "...", "source": "..."}' --summary /tmp/summary.json
+    spark-submit include/etl/spark_submit_app.py --spec '{"job": "<pipeline>.ingest", "ds": "2024-07-07",
+        "lake_root": "/lake", "job_kwargs": {"table": "...", "source": "..."}, ...}' --summary /tmp/summary.json
+
+``--spec`` is the task's :class:`~include.etl.jobs.spec.JobSpec` as JSON.
 
 The job code is the same as on Spark Connect (``SparkEngine`` over a classic session), on the
 lake of the job's pipeline. The summary, or the error, is written as JSON to ``--summary`` for
@@ -32,13 +33,7 @@ def error_report(exc: BaseException) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", required=True)
-    parser.add_argument("--ds", required=True)
-    parser.add_argument("--lake", required=True)
-    parser.add_argument("--max-reject-ratio", type=float, default=0.01)
-    parser.add_argument("--block-bytes", type=int, default=None)
-    parser.add_argument("--kwargs", default="{}")
-    parser.add_argument("--run", default="{}", help="dag_id, run_id, task_id, try_number (JSON): recorded by lake commits")
+    parser.add_argument("--spec", required=True, help="the job's JobSpec as JSON (include.etl.jobs.spec)")
     parser.add_argument("--summary", required=True)
     args = parser.parse_args(argv)
 
@@ -50,16 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     from include.etl.engines.spark import SparkEngine
-    from include.etl.jobs import get_job
-    from include.etl.settings import DEFAULT_BLOCK_BYTES
+    from include.etl.jobs.spec import JobSpec
 
-    session = SparkSession.builder.appName(f"{args.job} {args.ds}").getOrCreate()
+    spec = JobSpec.from_dict(json.loads(args.spec))
+    session = SparkSession.builder.appName(f"{spec.job} {spec.ds}").getOrCreate()
     try:
         try:
-            job = get_job(args.job)
-            ctx = job.context(engine=SparkEngine(session), lake_root=args.lake, ds=args.ds, run=json.loads(args.run),
-                              max_reject_ratio=args.max_reject_ratio, block_bytes=args.block_bytes or DEFAULT_BLOCK_BYTES)
-            result: dict[str, Any] = {"summary": job(ctx, **json.loads(args.kwargs))}
+            result: dict[str, Any] = {"summary": spec.run_on(SparkEngine(session))}
             code = 0
         except Exception as exc:  # noqa: BLE001 - reported to the submitting task, which re-raises it
             result = error_report(exc)

@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from include.etl.clusters import dask_jobs
+from include.etl.jobs.spec import JobSpec
 
 
 def _crossed_properties(timeout: float) -> dict | None:
@@ -76,9 +77,10 @@ def client():
 
 
 def test_two_drivers_on_one_worker_both_succeed(client):
-    futures = [client.submit(dask_jobs.run_job_on_worker, "tests.fixtures.jobs:sleep_on_cluster", {"seconds": 1},
-                             "2024-07-01", lake_root="/nonexistent", max_reject_ratio=0.0, block_bytes=1 << 20,
-                             client_name=name, key=name, pure=False) for name in ("job-a", "job-b")]
+    specs = [JobSpec(job="tests.fixtures.jobs:sleep_on_cluster", job_kwargs={"seconds": 1}, ds="2024-07-01",
+                     lake_root="/nonexistent", max_reject_ratio=0.0, block_bytes=1 << 20, key=name)
+             for name in ("job-a", "job-b")]
+    futures = [client.submit(dask_jobs.run_job_on_worker, spec.to_dict(), key=spec.key, pure=False) for spec in specs]
     results = client.gather(futures)
     assert [r.get("error") for r in results] == [None, None], [r.get("traceback") for r in results]
     assert [r["summary"] for r in results] == [{"slept": 1}] * 2

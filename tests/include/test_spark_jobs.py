@@ -28,10 +28,16 @@ DS = "2024-07-01"
 JOB = "tests.include.test_spark_jobs"
 
 
+class FakeConf(dict):
+    def set(self, key: str, value: str) -> None:
+        self[key] = value
+
+
 class FakeSession:
     """What a job and the endpoint use of a Spark Connect client session."""
 
     def __init__(self, session_id: str | None) -> None:
+        self.conf = FakeConf()
         self.session_id = session_id or "new-session"
         self.joined = session_id
         self.tags: list[str] = []

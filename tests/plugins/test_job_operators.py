@@ -47,6 +47,9 @@ class FakeHook:
     def lost(self, handle):
         return None
 
+    def resolve(self, handle):
+        return handle
+
     def run_job(self, handle, job, job_kwargs, ds, run=None):
         self.run = run
         if self.error is not None:
@@ -167,8 +170,9 @@ def test_spark_submit_data_errors_are_not_retried(fake_submit, exc):
     assert isinstance(cause.__cause__, AirflowException)  # the provider's failure is kept as the cause
     (hook,) = fake_submit.instances
     args = hook.kwargs["application_args"]
-    assert args[args.index("--job") + 1] == "olympics.ingest" and args[args.index("--ds") + 1] == DS
-    assert args[args.index("--block-bytes") + 1] == str(64 * 2**20)
+    spec = json.loads(args[args.index("--spec") + 1])  # the task's JobSpec, whole
+    assert spec["job"] == "olympics.ingest" and spec["ds"] == DS and spec["block_bytes"] == 64 * 2**20
+    assert spec["run"]["task_id"] and spec["key"].startswith("etl-job-olympics.ingest-")
 
 
 def test_spark_submit_other_errors_stay_retryable(fake_submit):
@@ -183,8 +187,9 @@ def test_spark_submit_other_errors_stay_retryable(fake_submit):
 def test_spark_submit_success_returns_the_summary(fake_submit, tmp_path):
     assert submit_through_operator(fake_submit, {"summary": {"rows_in": 3}}) == {"rows_in": 3}
     args = fake_submit.instances[-1].kwargs["application_args"]
-    assert args[args.index("--lake") + 1] == "file://" + str((tmp_path / "lake").resolve())  # the lake's URI
-    run = json.loads(args[args.index("--run") + 1])  # recorded by the application's commits
+    spec = json.loads(args[args.index("--spec") + 1])
+    assert spec["lake_root"] == "file://" + str((tmp_path / "lake").resolve())  # the lake's URI
+    run = spec["run"]  # recorded by the application's commits
     assert run.items() >= {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 1}.items()
 
 

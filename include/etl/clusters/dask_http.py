@@ -1,7 +1,6 @@
 """A job endpoint on a local Dask scheduler's HTTP server, so a task process needs no Dask import at all.
 
-``POST {scheduler http}/etl/jobs`` with ``{"job", "job_kwargs", "ds", "lake_root", "max_reject_ratio",
-"block_bytes", "key"}``: the scheduler submits :func:`include.etl.clusters.dask_jobs.run_job_on_worker`
+``POST {scheduler http}/etl/jobs`` with a :class:`~include.etl.jobs.spec.JobSpec` (as JSON): the scheduler submits :func:`include.etl.clusters.dask_jobs.run_job_on_worker`
 (through a client of its own, in its event loop) and answers once the job ended, with
 ``{"summary", "elapsed_s", "worker", "logs"}`` or ``{"error": {...}, "logs", ...}`` (the error as
 :func:`include.etl.jobs.errors.encode` gives it: class, message, whole traceback, data error).
@@ -65,12 +64,17 @@ def add_routes(scheduler: Any) -> None:
             pass
 
         async def post(self) -> None:
-            spec = json.loads(self.request.body)
-            self.key = key = spec["key"]
+            from include.etl.jobs.spec import JobSpec
+
+            try:
+                spec = JobSpec.from_dict(json.loads(self.request.body))
+            except ValueError as exc:
+                self.set_status(400)
+                self.finish(json.dumps({"error": str(exc)}))
+                return
+            self.key = key = spec.key
             c = await client()
-            future = c.submit(run_job_on_worker, spec["job"], spec.get("job_kwargs") or {}, spec["ds"],
-                              lake_root=spec["lake_root"], max_reject_ratio=spec["max_reject_ratio"],
-                              block_bytes=spec["block_bytes"], run=spec.get("run") or {}, client_name=key, key=key, pure=False, retries=0)
+            future = c.submit(run_job_on_worker, spec.to_dict(), key=key, pure=False, retries=0)
             state["futures"][key] = future
             try:
                 result = await future

@@ -31,10 +31,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from typing import Any
-
-JOB_LOGGER = "include"  # the platform's and the pipelines' code log below it
 
 
 def allow_concurrent_cached_property() -> bool:
@@ -73,22 +70,6 @@ def allow_concurrent_cached_property() -> bool:
     return True
 
 
-class _Capture(logging.Handler):
-    """Keeps the records logged by one thread (the job's driver), for the Airflow task log."""
-
-    def __init__(self, thread: int) -> None:
-        super().__init__(logging.INFO)
-        self.thread = thread
-        self.records: list[tuple[float, int, str, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            try:
-                self.records.append((record.created, record.levelno, record.name, record.getMessage()))
-            except Exception:  # noqa: BLE001 - a bad log call must not fail the job
-                pass
-
-
 def _client_security(worker):
     """A client's security for the job's driver on ``worker``: on a TLS cluster (dask-gateway), the
     worker's own certificate; else none."""
@@ -101,57 +82,42 @@ def _client_security(worker):
                     tls_client_key=sec.tls_worker_key)
 
 
-def run_job_on_worker(job: str, job_kwargs: dict[str, Any], ds: str, *, lake_root: str, max_reject_ratio: float,
-                      block_bytes: int, client_name: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
-    """On a Dask worker: run the registered ``job`` for ``ds`` with a client of its own.
-
-    Returns ``{"summary", "elapsed_s", "worker", "logs"}``, or ``{"error", "elapsed_s", "worker", "logs"}``
-    when the job raised: ``error`` is :func:`include.etl.jobs.errors.encode` of the exception
-    (class, message, whole traceback), which the task process raises again.
-    """
+def run_job_on_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """On a Dask worker: run the job of ``spec`` (a :class:`~include.etl.jobs.spec.JobSpec` as a dict)
+    with a client of its own; the answer of :func:`~include.etl.jobs.spec.run_spec`, plus ``worker``."""
     from distributed import Client, get_worker, secede
     from distributed.worker import thread_state
 
     from include.etl.engines.dask import DaskEngine
-    from include.etl.jobs import get_job
-    from include.etl.jobs.errors import encode
+    from include.etl.jobs.spec import JobSpec, run_spec
 
     allow_concurrent_cached_property()  # before this driver builds any dask-expr expression
+    job = JobSpec.from_dict(spec)
     worker = get_worker()
     key = thread_state.key
-    capture = _Capture(threading.get_ident())
-    job_logger = logging.getLogger(JOB_LOGGER)
-    if job_logger.getEffectiveLevel() > logging.INFO:
-        job_logger.setLevel(logging.INFO)
-    job_logger.addHandler(capture)
     secede()  # waiting on its own tasks must not hold one of the worker's threads
     done = threading.Event()
-    client = None
-    t0 = time.perf_counter()
-    try:
+    clients: list[Any] = []
+
+    def engine() -> DaskEngine:
         client = Client(worker.scheduler.address, security=_client_security(worker), set_as_default=False,
-                        name=client_name, timeout=30)
+                        name=job.key or key, timeout=30)
+        clients.append(client)
 
         def watch() -> None:
             while not done.wait(0.2):
                 state = worker.state.tasks.get(key)
                 if state is None or state.state in ("cancelled", "released", "forgotten"):
-                    logging.getLogger(__name__).warning("job %s (%s) was cancelled: closing its client", job, key)
+                    logging.getLogger(__name__).warning("job %s (%s) was cancelled: closing its client", job.job, key)
                     client.close(timeout=5)
                     return
 
         threading.Thread(target=watch, name=f"etl-cancel-watch-{key}", daemon=True).start()
-        registered = get_job(job)
-        ctx = registered.context(engine=DaskEngine(client), lake_root=lake_root, ds=ds, run=run,
-                                 max_reject_ratio=max_reject_ratio, block_bytes=block_bytes)
-        summary = registered(ctx, **job_kwargs)
-        return {"summary": summary, "elapsed_s": round(time.perf_counter() - t0, 3), "worker": worker.address,
-                "logs": capture.records}
-    except BaseException as exc:  # noqa: BLE001 - reported to the task process, which re-raises it
-        return {"error": encode(exc), "worker": worker.address,
-                "elapsed_s": round(time.perf_counter() - t0, 3), "logs": capture.records}
+        return DaskEngine(client)
+
+    try:
+        return {**run_spec(job, engine_factory=engine), "worker": worker.address}
     finally:
         done.set()
-        job_logger.removeHandler(capture)
-        if client is not None:
+        for client in clients:
             client.close(timeout=5)

@@ -2,13 +2,11 @@
 
 A Spark job task would otherwise import the Spark Connect client (``pyspark.sql.connect``,
 grpc, pandas, pyarrow: 1-2.5 s, more under load) in its own process, on every task, only to
-send a few plans to the server. For a server the platform started (per run, or the shared one),
-the process that already runs beside the server, its idle watcher
-(:mod:`include.etl.clusters.idle_watch`), also serves this endpoint, with those imports done
-once, at its start:
+send a few plans to the server. For the runtime's server, its owner
+(:mod:`include.etl.clusters.runtime`) also serves this endpoint, with those imports done once:
 
-``POST {jobs_url}`` (``…/etl/jobs``) with ``{"job", "job_kwargs", "ds", "lake_root",
-"max_reject_ratio", "block_bytes", "key", "session_id"}``: a thread opens a client session of
+``POST {jobs_url}`` (``…/etl/jobs``) with a :class:`~include.etl.jobs.spec.JobSpec` (as JSON,
+with its ``key`` and the run's ``session_id``): a thread opens a client session of
 its own on the server, *joining* the run's server-side session ``session_id`` (a new session
 when that one is gone, or none is given), tags its operations with ``key``, runs the registered
 job as :meth:`ClusterHook.run_job` would (``get_job(job).context(engine=SparkEngine(session),
@@ -48,15 +46,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from include.etl.clusters.dask_http import JOBS_PATH
-from include.etl.clusters.dask_jobs import JOB_LOGGER, _Capture
 from include.etl.jobs.errors import encode
+from include.etl.jobs.spec import JobSpec, LogCapture
 
 log = logging.getLogger("etl.spark_jobs")
 
 HEALTH_PATH = "/health"
 POLL_S = 0.2  # how often a waiting request checks its job and its client's socket
 REINTERRUPT_S = 1.0  # how often a cancelled job's operations are interrupted again until it ended
-SPEC_KEYS = ("job", "ds", "lake_root", "max_reject_ratio", "block_bytes", "key")
 
 
 def warm_imports() -> float:
@@ -107,9 +104,9 @@ def _json_default(value: Any) -> Any:
 class _Job:
     """One job of the endpoint: its spec, its client session (once open) and its cancellation."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
-        self.key: str = spec["key"]
+        self.key: str = spec.key
         self.session: Any = None
         self.cancelled = threading.Event()
         self.why = ""
@@ -120,7 +117,7 @@ class _Job:
         if not self.cancelled.is_set():
             self.why = why
             self.cancelled.set()
-            log.warning("cancelling job %s (%s): %s", self.spec.get("job"), self.key, why)
+            log.warning("cancelling job %s (%s): %s", self.spec.job, self.key, why)
         self.interrupt()
 
     def interrupt(self) -> int:
@@ -137,46 +134,36 @@ class _Job:
 
     def run(self, server: JobServer) -> None:
         """The job's driver (its own thread): open the session, run the job, close the client."""
-        capture = _Capture(threading.get_ident())
-        job_logger = logging.getLogger(JOB_LOGGER)
-        if job_logger.getEffectiveLevel() > logging.INFO:
-            job_logger.setLevel(logging.INFO)
-        job_logger.addHandler(capture)
         spec = self.spec
         t0 = time.perf_counter()
         session = None
         result: dict[str, Any]
-        try:
-            from include.etl.engines.spark import SparkEngine
-            from include.etl.jobs import get_job
+        with LogCapture() as capture:
+            try:
+                from include.etl.engines.spark import SparkEngine
 
-            session = server.open_session(spec.get("session_id"))
-            with self._lock:
-                self.session = session
-            session.addTag(self.key)  # tags are per client thread: this thread runs every operation of the job
-            if self.cancelled.is_set():
-                raise JobCancelled(f"job {self.key} was cancelled before it started ({self.why})")
-            registered = get_job(spec["job"])
-            ctx = registered.context(engine=SparkEngine(session), lake_root=spec["lake_root"], ds=spec["ds"],
-                                     run=spec.get("run"),
-                                     max_reject_ratio=spec["max_reject_ratio"], block_bytes=spec["block_bytes"])
-            summary = registered(ctx, **(spec.get("job_kwargs") or {}))
-            result = {"summary": summary, "session_id": getattr(session, "session_id", None)}
-        except BaseException as exc:  # noqa: BLE001 - reported to the task process, which re-raises it
-            if self.cancelled.is_set() and not isinstance(exc, JobCancelled):
-                cancelled = JobCancelled(f"job {self.key} was cancelled ({self.why}): {type(exc).__name__}: "
-                                         f"{str(exc).splitlines()[0][:500] if str(exc) else ''}")
-                cancelled.__cause__, exc = exc, cancelled  # the traceback keeps the interrupted operation's
-            result = {"error": encode(exc)}
-        finally:
-            job_logger.removeHandler(capture)
-            with self._lock:
-                self.session = None
-            if session is not None:
-                try:
-                    session.stop()  # a joined session stays on the server (release_session_on_close is off)
-                except Exception as exc:  # noqa: BLE001 - closing is best effort
-                    log.info("closing the client of job %s failed: %s", self.key, exc)
+                session = server.open_session(spec.session_id)
+                with self._lock:
+                    self.session = session
+                session.addTag(self.key)  # tags are per client thread: this thread runs every operation of the job
+                if self.cancelled.is_set():
+                    raise JobCancelled(f"job {self.key} was cancelled before it started ({self.why})")
+                result = {"summary": spec.run_on(SparkEngine(session)),
+                          "session_id": getattr(session, "session_id", None)}
+            except BaseException as exc:  # noqa: BLE001 - reported to the task process, which re-raises it
+                if self.cancelled.is_set() and not isinstance(exc, JobCancelled):
+                    cancelled = JobCancelled(f"job {self.key} was cancelled ({self.why}): {type(exc).__name__}: "
+                                             f"{str(exc).splitlines()[0][:500] if str(exc) else ''}")
+                    cancelled.__cause__, exc = exc, cancelled  # the traceback keeps the interrupted operation's
+                result = {"error": encode(exc)}
+            finally:
+                with self._lock:
+                    self.session = None
+                if session is not None:
+                    try:
+                        session.stop()  # a joined session stays on the server (release_session_on_close is off)
+                    except Exception as exc:  # noqa: BLE001 - closing is best effort
+                        log.info("closing the client of job %s failed: %s", self.key, exc)
         result["elapsed_s"] = round(time.perf_counter() - t0, 3)
         result["logs"] = capture.records
         self.result = result
@@ -236,7 +223,7 @@ class JobServer(ThreadingHTTPServer):
 
     # ---- jobs ------------------------------------------------------------------------------
 
-    def run_job(self, spec: dict[str, Any], sock: socket.socket | None = None) -> dict[str, Any]:
+    def run_job(self, spec: JobSpec, sock: socket.socket | None = None) -> dict[str, Any]:
         """Run the job of ``spec`` in a thread of its own and wait for it, cancelling it if ``sock``'s client goes away."""
         job = _Job(spec)
         with self.lock:
@@ -245,7 +232,7 @@ class JobServer(ThreadingHTTPServer):
                         "logs": []}
             self.jobs[job.key] = job
             self.last_activity = time.time()
-        log.info("job %s (%s) for %s: starting", spec["job"], job.key, spec["ds"])
+        log.info("job %s (%s) for %s: starting", spec.job, job.key, spec.ds)
         thread = threading.Thread(target=job.run, args=(self,), name=job.key, daemon=True)
         try:
             thread.start()
@@ -265,7 +252,7 @@ class JobServer(ThreadingHTTPServer):
                 self.jobs.pop(job.key, None)
                 self.last_activity = time.time()
         result = job.result or {"error": encode(RuntimeError(f"job {job.key} ended without a result")), "logs": []}
-        log.info("job %s (%s): %s in %.3f s", spec["job"], job.key,
+        log.info("job %s (%s): %s in %.3f s", spec.job, job.key,
                  f"failed ({result['error']['class']})" if "error" in result else "done", result.get("elapsed_s") or 0)
         return result
 
@@ -309,10 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"error": f"no such path {self.path}"})
             return
         try:
-            spec = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            missing = [k for k in SPEC_KEYS if k not in spec]
-            if missing:
-                raise ValueError(f"missing {', '.join(missing)}")
+            spec = JobSpec.from_dict(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+            if not spec.key:
+                raise ValueError("missing key")
         except (ValueError, TypeError) as exc:
             self._answer(400, {"error": f"not a job spec: {exc}"})
             return

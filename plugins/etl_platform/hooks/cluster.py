@@ -123,19 +123,34 @@ class ClusterHook(BaseHook):
     def engine(self, handle: ClusterHandle) -> Any:
         raise NotImplementedError
 
+    def job_spec(self, job: str, job_kwargs: dict[str, Any] | None, ds: str, run: dict[str, Any] | None = None,
+                 **extra: Any) -> Any:
+        """The :class:`~include.etl.jobs.spec.JobSpec` of a task's job, with this hook's settings."""
+        from include.etl.jobs.spec import JobSpec
+
+        return JobSpec.for_task(self.settings, job, job_kwargs, ds, run, **extra)
+
     def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
                 run: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the registered ``job`` for ``ds`` on the cluster, on its pipeline's lake; return its summary.
 
         ``run`` (dag, run, task and try) is recorded by every lake commit the job makes.
         """
-        from include.etl.jobs import get_job
+        return self.job_spec(job, job_kwargs, ds, run).run_on(self.engine(handle))
 
-        registered = get_job(job)
-        s = self.settings
-        ctx = registered.context(engine=self.engine(handle), lake_root=s.lake_uri, ds=ds, run=run,
-                                 max_reject_ratio=s.max_reject_ratio, block_bytes=s.ingest_block_bytes)
-        return registered(ctx, **job_kwargs)
+    def relay(self, result: dict[str, Any], job: str, where: str) -> dict[str, Any]:
+        """The summary of a job that ran elsewhere (:func:`~include.etl.jobs.spec.run_spec`'s answer): its
+        log records logged here, its error raised here (a data error as its own class)."""
+        for _created, level, logger, message in result.get("logs", []):
+            log.log(level, "[%s] %s", logger, message)
+        if "error" in result:  # the operator logs what went wrong, then the traceback from where the job ran
+            from include.etl.jobs.errors import decode
+
+            if result["error"].get("class") == "ClusterStartError":  # the endpoint cannot reach its engine: retryable
+                raise ClusterStartError(result["error"].get("message", ""))
+            raise decode(result["error"])
+        log.info("Job %s done in %.3f s %s", job, result.get("elapsed_s") or 0, where)
+        return result["summary"]
 
     def lost(self, handle: ClusterHandle) -> str | None:
         """Why a cluster the platform started can no longer serve jobs (its processes are gone), or None.
@@ -270,40 +285,27 @@ class DaskClusterHook(ClusterHook):
         if not self.settings.dask_thin_tasks:
             return super().run_job(handle, job, job_kwargs, ds, run)
         import time
-        import uuid
 
-        key = f"etl-job-{safe_path_part(job)}-{uuid.uuid4().hex[:12]}"
-        s = self.settings
-        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": s.lake_uri, "run": run or {},
-                "max_reject_ratio": s.max_reject_ratio, "block_bytes": s.ingest_block_bytes, "key": key}
+        spec = self.job_spec(job, job_kwargs, ds, run)
         t0 = time.perf_counter()
         url = (handle.extra or {}).get("jobs_url")
         if url:
             from include.etl.clusters.dask_http import call_job
 
-            self._job = (url, key)
+            self._job = (url, spec.key)
             try:
-                result = call_job(url, spec)
+                result = call_job(url, spec.to_dict())
             finally:
                 self._job = None
         else:
             from include.etl.clusters.dask_jobs import run_job_on_worker
 
-            client = self._connect(handle, set_as_default=False, name=key)
-            self._future = client.submit(run_job_on_worker, job, job_kwargs, ds, lake_root=spec["lake_root"],
-                                         max_reject_ratio=s.max_reject_ratio, block_bytes=s.ingest_block_bytes,
-                                         run=spec["run"], client_name=key, key=key, pure=False, retries=0)
+            client = self._connect(handle, set_as_default=False, name=spec.key)
+            self._future = client.submit(run_job_on_worker, spec.to_dict(), key=spec.key, pure=False, retries=0)
             result = self._future.result()
             self._future = None
-        for _created, level, logger, message in result.get("logs", []):
-            log.log(level, "[%s] %s", logger, message)
-        if "error" in result:  # the operator logs what went wrong, then the traceback from the worker
-            from include.etl.jobs.errors import decode
-
-            raise decode(result["error"])
-        log.info("Job %s done in %.3f s on worker %s (%.3f s from submit to result)", job, result["elapsed_s"],
-                 result.get("worker"), time.perf_counter() - t0)
-        return result["summary"]
+        return self.relay(result, job, f"on worker {result.get('worker')} ({time.perf_counter() - t0:.3f} s from submit "
+                                  "to result)")
 
     def cancel(self) -> None:
         """Cancel this task's job (its future; the job's driver then closes its own client), then close."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, is_runtime, safe_path_part
+from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, is_runtime
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 
@@ -219,18 +219,15 @@ class SparkClusterHook(ClusterHook):
 
         from include.etl.clusters.dask_http import JobEndpointError, call_job
 
-        key = f"etl-job-{safe_path_part(job)}-{uuid.uuid4().hex[:12]}"  # also the Spark tag of its operations
-        s = self.settings
-        spec = {"job": job, "job_kwargs": job_kwargs, "ds": ds, "lake_root": s.lake_uri, "run": run or {},
-                "max_reject_ratio": s.max_reject_ratio, "block_bytes": s.ingest_block_bytes, "key": key,
-                "session_id": (handle.extra or {}).get("session_id")}
-        log.info("Handing job %s to the job endpoint %s of the Spark Connect server %s (run session %s)", key, url,
-                 handle.address, spec["session_id"])
+        # The key is also the Spark tag of the job's operations.
+        spec = self.job_spec(job, job_kwargs, ds, run, session_id=(handle.extra or {}).get("session_id"))
+        log.info("Handing job %s to the job endpoint %s of the Spark Connect server %s (run session %s)", spec.key, url,
+                 handle.address, spec.session_id)
         t0 = time.perf_counter()
-        self._job = (url, key)
+        self._job = (url, spec.key)
         failure: JobEndpointError | None = None
         try:
-            result = call_job(url, spec)
+            result = call_job(url, spec.to_dict())
         except JobEndpointError as exc:
             failure = exc
         except BaseException:  # interrupted while waiting (execution timeout, SIGTERM): the job must not run on
@@ -247,19 +244,9 @@ class SparkClusterHook(ClusterHook):
                 raise unreachable from None
             # Nothing listens there, the server does: the job was never delivered, so running it here is safe.
             log.warning("%s; running the job's driver in this task process instead", unreachable)
-            return super().run_job(handle, job, job_kwargs, ds)
-        for _created, level, logger, message in result.get("logs", []):
-            log.log(level, "[%s] %s", logger, message)
-        if "error" in result:
-            error = result["error"]
-            if error.get("class") == "ClusterStartError":  # the endpoint cannot reach its server: retryable
-                raise ClusterStartError(error.get("message", ""))
-            from include.etl.jobs.errors import decode
-
-            raise decode(error)  # the operator logs what went wrong, then the traceback from the endpoint
-        log.info("Job %s done in %.3f s in the job endpoint of %s (%.3f s from POST to answer)", job,
-                 result.get("elapsed_s") or 0, handle.address, time.perf_counter() - t0)
-        return result["summary"]
+            return super().run_job(handle, job, job_kwargs, ds, run)
+        return self.relay(result, job, f"in the job endpoint of {handle.address} ({time.perf_counter() - t0:.3f} s "
+                                       "from POST to answer)")
 
     @staticmethod
     def _endpoint_refused(exc: Exception) -> bool:
@@ -305,11 +292,8 @@ class SparkClusterHook(ClusterHook):
                     "spark.ui.enabled": "false",
                 },
                 env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
-                application_args=[
-                    "--job", job, "--ds", ds, "--lake", s.lake_uri, "--run", json.dumps(run or {}),
-                    "--max-reject-ratio", str(s.max_reject_ratio), "--block-bytes", str(s.ingest_block_bytes),
-                    "--kwargs", json.dumps(job_kwargs), "--summary", str(summary_file),
-                ],
+                application_args=["--spec", json.dumps(self.job_spec(job, job_kwargs, ds, run).to_dict()),
+                                  "--summary", str(summary_file)],
             )
             failure: Exception | None = None
             try:
