@@ -141,15 +141,16 @@ class ClusterHook(BaseHook):
     def relay(self, result: dict[str, Any], job: str, where: str) -> dict[str, Any]:
         """The summary of a job that ran elsewhere (:func:`~include.etl.jobs.spec.run_spec`'s answer): its
         log records logged here, its error raised here (a data error as its own class)."""
+        here = logging.getLogger(type(self).__module__)  # the hook's own logger
         for _created, level, logger, message in result.get("logs", []):
-            log.log(level, "[%s] %s", logger, message)
+            here.log(level, "[%s] %s", logger, message)
         if "error" in result:  # the operator logs what went wrong, then the traceback from where the job ran
             from include.etl.jobs.errors import decode
 
             if result["error"].get("class") == "ClusterStartError":  # the endpoint cannot reach its engine: retryable
                 raise ClusterStartError(result["error"].get("message", ""))
             raise decode(result["error"])
-        log.info("Job %s done in %.3f s %s", job, result.get("elapsed_s") or 0, where)
+        here.info("Job %s done in %.3f s %s", job, result.get("elapsed_s") or 0, where)
         return result["summary"]
 
     def lost(self, handle: ClusterHandle) -> str | None:
