@@ -4,7 +4,7 @@ SHELL := /bin/bash
 STAMP := .venv/.installed
 
 help:
-	@echo "make run     install and start Airflow on http://localhost:8080 (SQLite, LocalExecutor, local clusters)"
+	@echo "make run     install and start Airflow on http://localhost:8080 (SQLite, LocalExecutor, local Dask and Spark engines)"
 	@echo "make test    install and run the whole test suite"
 	@echo "make install create .venv from requirements.txt"
 	@echo "make data ROWS=1000000 OUT=/tmp/olympics [FILES=1 SEED=0]  generate an input set of any size"
@@ -21,7 +21,8 @@ run: install
 	@bin/run
 
 # Test files run in PYTEST_WORKERS processes (pytest-xdist, one file per process at a time, so a
-# module's shared cluster stays in one process); PYTEST_WORKERS=0 runs everything in this process.
+# module's engines stay in one process; each process shares one pair of runtime engines between its
+# modules, tests/e2e/clusters.py); PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 test: install
 	bin/install-browser

@@ -188,7 +188,7 @@ def own(backend: str, root: Path, stop: threading.Event, starting: threading.Eve
         except Stopping:
             log.info("stopped while the %s engine was starting", backend)
             break
-        except ClusterStartError as exc:
+        except Exception as exc:  # noqa: BLE001 - ClusterStartError, or the job endpoint's start: the owner goes on
             failures += 1
             log.error("the %s engine did not start (%d of %d tries): %s", backend, failures, MAX_FAILED_STARTS, exc)
             if failures >= MAX_FAILED_STARTS:
