@@ -15,11 +15,18 @@ Declarations are plain frozen dataclasses, or the same thing as a mapping (YAML)
       - {name: Value, type: integer, required: true, range: [0, null]}
     rules:
       - {kind: year_of, column: Year, of: Date}
+      - {kind: expr, expr: "Value >= 0 or Measure == 'Tonnes'", name: values are not negative}
+
+Beyond types and checks per column, a contract can rename a column for the lake
+(``rename``), type a nested JSON or Python-literal value, read Unix times as UTC timestamps,
+check rows with expressions (:mod:`include.etl.expressions`) and drop exact copies of a keyed
+row (``duplicates="drop_exact"``); docs/contracts.md has them all.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,6 +43,8 @@ ENCODINGS = ("utf-8", "utf-8-sig", "latin-1", "cp1252", "ascii")
 _ENCODING_ALIASES = {"utf8": "utf-8", "utf_8": "utf-8", "utf-8-bom": "utf-8-sig", "utf8-sig": "utf-8-sig",
                      "iso-8859-1": "latin-1", "latin1": "latin-1", "windows-1252": "cp1252", "us-ascii": "ascii"}
 MAX_DECIMAL_PRECISION = 38
+DUPLICATE_POLICIES = ("reject", "drop_exact")
+_NESTED = re.compile(r"^(list|struct)\s*<")
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,14 @@ class Column:
     :param thousands: thousands separator of a number (``"2,156,624,900"``: ``","``).
     :param whole_float: an integer may be written as a whole float (``17850.0`` -> 17850).
     :param true_values, false_values: the tokens of a boolean (compared without case).
+    :param rename: the column's name in the lake (``name`` stays the header's name).
+
+    Besides :data:`TYPES`, a column may hold a nested value, declared as its Arrow shape:
+    ``list<struct<id: integer, name: string>>`` (``list<T>``, ``struct<name: T, ...>`` over
+    ``integer``, ``float``, ``string``, ``boolean``), written as JSON (``format="json"``, the
+    default) or as a Python literal (``format="python"``, read with ``ast.literal_eval``). A
+    ``timestamp`` with ``format="unix_s"`` or ``"unix_ms"`` is read from Unix seconds or
+    milliseconds into a UTC timestamp.
     """
 
     name: str
@@ -65,9 +82,13 @@ class Column:
     whole_float: bool = False
     true_values: tuple[str, ...] = ("true",)
     false_values: tuple[str, ...] = ("false",)
+    rename: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "type", _ALIASES.get(self.type, self.type))
+        kind = self.type.strip() if isinstance(self.type, str) else self.type
+        if isinstance(kind, str) and _NESTED.match(kind):
+            kind = normalise_nested(kind)
+        object.__setattr__(self, "type", _ALIASES.get(kind, kind))
         for name in ("allowed", "true_values", "false_values"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
@@ -81,8 +102,17 @@ class Column:
 
         if not isinstance(self.name, str) or not self.name.strip():
             raise ContractError(f"dataset {dataset!r}: a column has no name")
-        if self.type not in TYPES:
-            fail(f"unknown type {self.type!r}; expected one of {', '.join(TYPES)}")
+        if self.rename is not None and (not isinstance(self.rename, str) or not self.rename.strip()
+                                        or self.rename != self.rename.strip()):
+            fail(f"rename must be a non-empty name without surrounding spaces, got {self.rename!r}")
+        if self.is_nested:
+            try:
+                parse_nested(self.type)
+            except ValueError as exc:
+                fail(f"type {self.type!r}: {exc}")
+        elif self.type not in TYPES:
+            fail(f"unknown type {self.type!r}; expected one of {', '.join(TYPES)} or a nested type "
+                 "such as 'list<struct<id: integer, name: string>>'")
         self._check_format(fail)
         self._check_decimal(fail)
         self._check_numbers(fail)
@@ -94,8 +124,26 @@ class Column:
             if not self.true_values or not self.false_values or len(set(tokens)) != len(tokens):
                 fail("a boolean needs distinct true and false tokens")
 
+    @property
+    def out(self) -> str:
+        """The column's name in the lake: ``rename``, else the header's name."""
+        return self.rename or self.name
+
+    @property
+    def is_nested(self) -> bool:
+        return isinstance(self.type, str) and bool(_NESTED.match(self.type))
+
+    @property
+    def is_unix(self) -> bool:
+        return self.type == "timestamp" and self.format in UNIX_FORMATS
+
     def _check_format(self, fail) -> None:
-        if self.type in ("date", "timestamp"):
+        if self.is_nested:
+            if self.format not in (None, *NESTED_FORMATS):
+                fail(f"a nested value is written as {' or '.join(NESTED_FORMATS)}, not {self.format!r}")
+        elif self.is_unix:
+            pass
+        elif self.type in ("date", "timestamp"):
             if not self.format:
                 fail(f"a {self.type} needs a strptime format, e.g. '%Y-%m-%d'")
             _check_format(self.format, self.type, fail)
@@ -120,21 +168,98 @@ class Column:
             if lo is not None and hi is not None and lo > hi:
                 fail(f"range low {lo} is above high {hi}")
         if self.thousands is not None and (self.type not in NUMERIC or len(self.thousands) != 1
-                                           or self.thousands in "0123456789.+-"):
+                                           or self.thousands in "0123456789+-"):
             fail(f"thousands separator {self.thousands!r} must be one character, for numbers only")
+        if self.thousands == "." and (self.type != "integer" or self.whole_float):
+            fail("thousands separator '.' is only for integers without whole_float ('.' is a decimal point)")
         if self.whole_float and self.type != "integer":
             fail("whole_float is only for integers")
 
 
-def _check_format(fmt: str, kind: str, fail) -> None:
-    import re
+UNIX_FORMATS = ("unix_s", "unix_ms")
+NESTED_FORMATS = ("json", "python")
+NESTED_SCALARS = ("integer", "float", "string", "boolean")
 
+
+def parse_nested(text: str) -> Any:
+    """A nested type's text -> its shape: a scalar name, ``("list", T)`` or ``("struct", ((name, T), ...))``.
+
+    Raises ValueError saying what is wrong.
+    """
+    parser = _TypeParser(re.findall(r"[A-Za-z_][A-Za-z0-9_]*|[<>,:]|\S", text))
+    result = parser.shape()
+    if parser.pos != len(parser.tokens):
+        raise ValueError(f"unexpected {parser.tokens[parser.pos]!r} after the type")
+    return result
+
+
+class _TypeParser:
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens, self.pos = tokens, 0
+
+    def take(self, expected: str | None = None) -> str:
+        if self.pos >= len(self.tokens):
+            raise ValueError(f"ends early{f', expected {expected!r}' if expected else ''}")
+        token = self.tokens[self.pos]
+        if expected is not None and token != expected:
+            raise ValueError(f"expected {expected!r}, found {token!r}")
+        self.pos += 1
+        return token
+
+    def shape(self) -> Any:
+        word = self.take()
+        word = _ALIASES.get(word, word)
+        if word == "list":
+            self.take("<")
+            inner = self.shape()
+            self.take(">")
+            return ("list", inner)
+        if word == "struct":
+            return ("struct", self.members())
+        if word not in NESTED_SCALARS:
+            raise ValueError(f"unknown type {word!r} (nested values hold {', '.join(NESTED_SCALARS)}, list<>, struct<>)")
+        return word
+
+    def members(self) -> tuple[tuple[str, Any], ...]:
+        self.take("<")
+        found = []
+        while True:
+            name = self.take()
+            if not name.isidentifier():
+                raise ValueError(f"{name!r} is not a field name")
+            self.take(":")
+            found.append((name, self.shape()))
+            if self.take() == ">":
+                break
+        if len({n for n, _ in found}) != len(found):
+            raise ValueError("a struct names a field twice")
+        return tuple(found)
+
+
+def nested_text(shape: Any) -> str:
+    """The canonical text of a nested shape (as :func:`parse_nested` reads it)."""
+    if isinstance(shape, str):
+        return shape
+    if shape[0] == "list":
+        return f"list<{nested_text(shape[1])}>"
+    return "struct<" + ", ".join(f"{n}: {nested_text(t)}" for n, t in shape[1]) + ">"
+
+
+def normalise_nested(text: str) -> str:
+    try:
+        return nested_text(parse_nested(text))
+    except ValueError:
+        return text  # reported by Column.check, naming the dataset
+
+
+def _check_format(fmt: str, kind: str, fail) -> None:
     directives = re.findall(r"%(.)", fmt.replace("%%", ""))
     known = set("aAbBcdfHIjmMpSUwWyYzZ")
     unknown = [d for d in directives if d not in known]
     if unknown or not directives:
         fail(f"format {fmt!r} is not a strptime format (unknown directives {unknown})" if unknown
-             else f"format {fmt!r} has no strptime directive")
+             else f"format {fmt!r} has no strptime directive"
+             + (f" (Unix times: {' or '.join(UNIX_FORMATS)})" if kind == "timestamp" else ""))
     sample = dt.datetime(2001, 2, 3, 4, 5, 6)
     try:
         parsed = dt.datetime.strptime(sample.strftime(fmt), fmt)
@@ -184,7 +309,7 @@ class FileFormat:
         return "utf-8" if self.encoding == "utf-8-sig" else self.encoding
 
 
-RULE_KINDS = ("year_of", "weekday_of", "month_of", "on_partition_day")
+RULE_KINDS = ("year_of", "weekday_of", "month_of", "on_partition_day", "expr")
 
 
 @dataclass(frozen=True)
@@ -194,16 +319,20 @@ class Rule:
     - ``year_of``: ``column`` (integer) is the year of ``of`` (a date or timestamp);
     - ``month_of``: ``column`` (integer) is the month number of ``of``;
     - ``weekday_of``: ``column`` (string) is the English day name of ``of`` (``Monday``);
-    - ``on_partition_day``: ``column`` (a date or timestamp) falls on the run's day (``ds``).
+    - ``on_partition_day``: ``column`` (a date or timestamp) falls on the run's day (``ds``);
+    - ``expr``: the condition ``expr`` over the row's fields holds (:mod:`include.etl.expressions`,
+      e.g. ``title == name + ' (' + str(year) + ')'``); a row where it is false is rejected, a
+      row where it is null (a field missing) is not.
 
     A row breaking the rule is rejected with a reason naming the rule (``name``, or a
     description built from the kind).
     """
 
     kind: str
-    column: str
+    column: str = ""
     of: str | None = None
     name: str = ""
+    expr: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -215,6 +344,7 @@ class Rule:
             "month_of": f"{self.column} is the month of {self.of}",
             "weekday_of": f"{self.column} is the day name of {self.of}",
             "on_partition_day": f"{self.column} falls on the partition's day",
+            "expr": str(self.expr),
         }.get(self.kind, f"{self.kind}({self.column}, {self.of})")
 
     def check(self, dataset: str, columns: Mapping[str, Column]) -> None:
@@ -223,6 +353,11 @@ class Rule:
 
         if self.kind not in RULE_KINDS:
             fail(f"unknown rule kind {self.kind!r}; expected one of {', '.join(RULE_KINDS)}")
+        if self.kind == "expr" or self.expr is not None:
+            if self.kind != "expr" or self.column or self.of:
+                fail("an expression rule has kind 'expr' and an 'expr', and no column or of")
+            self.compile(columns, fail)
+            return
         needs_of = self.kind != "on_partition_day"
         for role, name in (("column", self.column), ("of", self.of)):
             if role == "of" and not needs_of:
@@ -239,6 +374,17 @@ class Rule:
             fail(f"column {self.column!r} must be an integer, is {target}")
         if self.kind == "weekday_of" and target != "string":
             fail(f"column {self.column!r} must be a string, is {target}")
+
+    def compile(self, columns: Mapping[str, Column], fail: Any = None) -> Any:
+        """The compiled expression of an ``expr`` rule over ``columns`` (header and output names)."""
+        from include.etl.expressions import ExpressionError, compile_expression
+
+        try:
+            return compile_expression(self.expr, {name: col.type for name, col in columns.items()})
+        except ExpressionError as exc:
+            if fail is None:
+                raise
+            fail(str(exc))
 
 
 def year_of(column: str, of: str) -> Rule:
@@ -257,10 +403,18 @@ def on_partition_day(column: str) -> Rule:
     return Rule("on_partition_day", column)
 
 
+def expression(expr: str, name: str = "") -> Rule:
+    """A rule that holds when the condition ``expr`` over the row's fields is true (see :class:`Rule`)."""
+    return Rule("expr", expr=expr, name=name)
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """An input's contract. ``key``: columns unique per file (later duplicates are rejected);
-    ``reference``: a small lookup table, read in one piece (so are datasets with a key)."""
+    """An input's contract. ``key``: columns unique per file; ``duplicates``: what happens to a later
+    row with the key of an earlier accepted row: ``reject`` it (``duplicate key (...)``), or
+    ``drop_exact``: drop it, counted, when all its declared fields are written exactly as the
+    earlier row's (a copy), and reject it otherwise. ``reference``: a small lookup table, read in
+    one piece (so are datasets with a key)."""
 
     name: str
     columns: tuple[Column, ...]
@@ -269,6 +423,7 @@ class Dataset:
     key: tuple[str, ...] = ()
     reference: bool = False
     description: str = ""
+    duplicates: str = "reject"
 
     def __post_init__(self) -> None:
         for name in ("columns", "rules", "key"):
@@ -282,25 +437,37 @@ class Dataset:
             raise ContractError(f"dataset name {self.name!r} must be an identifier (it names a table)")
         if not self.columns:
             raise ContractError(f"dataset {self.name!r} declares no columns")
+        self._check_columns()
+        self.format.check(self.name)
+        by_name = self.by_name
+        for rule in self.rules:
+            rule.check(self.name, self.names_for_rules)
+        for k in self.key:
+            if k not in by_name:
+                raise ContractError(f"dataset {self.name!r}: key names unknown column {k!r}")
+        if self.duplicates not in DUPLICATE_POLICIES:
+            raise ContractError(f"dataset {self.name!r}: duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, "
+                                f"got {self.duplicates!r}")
+        if self.duplicates != "reject" and not self.key:
+            raise ContractError(f"dataset {self.name!r}: duplicates={self.duplicates!r} needs a key")
+
+    def _check_columns(self) -> None:
+        seen: set[str] = set()
+        outs: set[str] = set()
         for col in self.columns:
             if not isinstance(col, Column):
                 raise ContractError(f"dataset {self.name!r}: {col!r} is not a Column")
             col.check(self.name)
-        seen: set[str] = set()
-        for col in self.columns:
             if col.name in seen:
                 raise ContractError(f"dataset {self.name!r}, column {col.name!r}: declared twice")
-            if col.name.startswith("_"):
-                raise ContractError(f"dataset {self.name!r}, column {col.name!r}: names starting with '_' are "
-                                    "reserved for the reject bookkeeping (_source, _line, _raw, _reason)")
+            if col.out in outs:
+                raise ContractError(f"dataset {self.name!r}, column {col.name!r}: output name {col.out!r} is used twice")
+            for name in {col.name, col.out}:
+                if name.startswith("_"):
+                    raise ContractError(f"dataset {self.name!r}, column {col.name!r}: names starting with '_' are "
+                                        "reserved for the reject bookkeeping (_source, _line, _raw, _reason)")
             seen.add(col.name)
-        self.format.check(self.name)
-        by_name = self.by_name
-        for rule in self.rules:
-            rule.check(self.name, by_name)
-        for k in self.key:
-            if k not in by_name:
-                raise ContractError(f"dataset {self.name!r}: key names unknown column {k!r}")
+            outs.add(col.out)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -309,6 +476,16 @@ class Dataset:
     @property
     def by_name(self) -> dict[str, Column]:
         return {c.name: c for c in self.columns}
+
+    @property
+    def names_for_rules(self) -> dict[str, Column]:
+        """Every column by its output name and by its header name (the header's name wins a clash)."""
+        return {**{c.out: c for c in self.columns}, **self.by_name}
+
+    @property
+    def out_names(self) -> tuple[str, ...]:
+        """The columns' names in the lake."""
+        return tuple(c.out for c in self.columns)
 
     @property
     def required(self) -> tuple[str, ...]:

@@ -23,9 +23,39 @@ _DECIMAL = r"^[+-]?([0-9]*)\.?([0-9]*)$"
 _INT_DIGITS = 18  # below 2**63 whatever the digits
 
 
+# ``_reason`` of a row dropped as an exact copy of an earlier one (``duplicates="drop_exact"``): it is
+# counted, neither accepted nor rejected. No reject reason can read like this.
+DROPPED = "(dropped: exact copy of an earlier row)"
+_UNIX_RANGE = (-62135596800, 253402300799)  # 0001-01-01 .. 9999-12-31 23:59:59 UTC, in seconds
+
+
+def nested_arrow_type(shape: Any) -> Any:
+    import pyarrow as pa
+
+    if isinstance(shape, str):
+        return {"integer": pa.int64(), "float": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}[shape]
+    if shape[0] == "list":
+        return pa.list_(nested_arrow_type(shape[1]))
+    return pa.struct([pa.field(n, nested_arrow_type(t)) for n, t in shape[1]])
+
+
+def _nested_spark(shape: Any) -> str:
+    if isinstance(shape, str):
+        return {"integer": "bigint", "float": "double", "string": "string", "boolean": "boolean"}[shape]
+    if shape[0] == "list":
+        return f"array<{_nested_spark(shape[1])}>"
+    return "struct<" + ",".join(f"`{n}`:{_nested_spark(t)}" for n, t in shape[1]) + ">"
+
+
 def arrow_type(col: Column) -> Any:
     import pyarrow as pa
 
+    from include.etl.contract import parse_nested
+
+    if col.is_nested:
+        return nested_arrow_type(parse_nested(col.type))
+    if col.is_unix:
+        return pa.timestamp("us", tz="UTC")
     return {
         "integer": pa.int64(),
         "float": pa.float64(),
@@ -37,6 +67,12 @@ def arrow_type(col: Column) -> Any:
 
 
 def spark_type(col: Column) -> str:
+    from include.etl.contract import parse_nested
+
+    if col.is_nested:
+        return _nested_spark(parse_nested(col.type))
+    if col.is_unix:
+        return "timestamp"
     if col.type == "decimal":
         return f"decimal({col.precision},{col.scale})"
     return {"integer": "bigint", "float": "double", "boolean": "boolean", "string": "string",
@@ -94,6 +130,12 @@ def convert_column(col: Column, values: Any, null_values: tuple[str, ...], reaso
     text = _null_where(missing, trimmed)
     if col.type in ("integer", "float", "decimal"):
         return _number(col, text, reasons)
+    if col.is_nested:
+        from include.etl.nested import parse_nested_column
+
+        return parse_nested_column(col, text, reasons)
+    if col.is_unix:
+        return _unix(col, text, reasons)
     if col.type == "boolean":
         lowered = pc.utf8_lower(text)
         is_true = pc.is_in(lowered, value_set=pa.array([t.lower() for t in col.true_values]))
@@ -106,12 +148,12 @@ def convert_column(col: Column, values: Any, null_values: tuple[str, ...], reaso
 
 
 def _number(col: Column, text: Any, reasons: Reasons) -> Any:
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     if col.thousands:
         sep = col.thousands.replace("\\", "\\\\").replace(".", "\\.")
-        grouped = pc.match_substring_regex(text, rf"^[+-]?[0-9]{{1,3}}({sep}[0-9]{{3}})+(\.[0-9]*)?$")
+        fraction = "" if col.thousands == "." else r"(\.[0-9]*)?"
+        grouped = pc.match_substring_regex(text, rf"^[+-]?[0-9]{{1,3}}({sep}[0-9]{{3}})+{fraction}$")
         has_sep = pc.match_substring(text, col.thousands)
         bad_groups = pc.and_(has_sep, pc.invert(grouped))
         reasons.add(_np(bad_groups), f"{col.name} is not a number (thousands separator {col.thousands!r} misplaced)")
@@ -123,12 +165,14 @@ def _number(col: Column, text: Any, reasons: Reasons) -> Any:
         typed = _parse_number(col, text, reasons)
     if col.range is not None:
         lo, hi = col.range
-        outside = pa.array([False] * len(typed))
-        if lo is not None:
-            outside = pc.or_(outside, pc.fill_null(pc.less(typed, _bound(lo, typed.type)), False))
-        if hi is not None:
-            outside = pc.or_(outside, pc.fill_null(pc.greater(typed, _bound(hi, typed.type)), False))
-        reasons.add(_np(outside), f"{col.name} outside [{_fmt_bound(lo, '-inf')}, {_fmt_bound(hi, 'inf')}]")
+        below = pc.fill_null(pc.less(typed, _bound(lo, typed.type)), False) if lo is not None else None
+        above = pc.fill_null(pc.greater(typed, _bound(hi, typed.type)), False) if hi is not None else None
+        if below is not None and above is not None:
+            reasons.add(_np(pc.or_(below, above)), f"{col.name} outside [{lo:g}, {hi:g}]")
+        elif below is not None:
+            reasons.add(_np(below), f"{col.name} must be >= {lo:g}")
+        elif above is not None:
+            reasons.add(_np(above), f"{col.name} must be <= {hi:g}")
     return typed
 
 
@@ -159,10 +203,14 @@ def _parse_number(col: Column, text: Any, reasons: Reasons) -> Any:
     text = _null_where(pc.invert(number_like), text)
     if col.type == "integer":
         plain = pc.match_substring_regex(text, _INT)
+        whole = pc.match_substring_regex(text, _WHOLE_FLOAT)
         if col.whole_float:
-            whole = pc.match_substring_regex(text, _WHOLE_FLOAT)
             text = pc.if_else(whole, pc.replace_substring_regex(text, r"\.0*$", ""), text)
             plain = pc.or_(plain, whole)
+        else:  # e.g. 1.000: a whole number, written with a decimal point (or '.' as a thousands separator)
+            written = pc.and_(pc.is_valid(text), pc.and_(whole, pc.invert(plain)))
+            reasons.add(_np(written), f"{col.name} is written with a decimal point, not as an integer"
+                        + (f" (thousands separator {col.thousands!r})" if col.thousands else ""))
         reasons.add(_np(pc.and_(pc.is_valid(text), pc.invert(plain))), f"{col.name} is not a whole number")
         text = _null_where(pc.invert(plain), pc.replace_substring_regex(text, r"^\+", ""))
         too_long = pc.greater(pc.utf8_length(pc.replace_substring_regex(text, r"^-", "")), _INT_DIGITS)
@@ -185,10 +233,6 @@ def _bound(value: float, typ: Any) -> Any:
     return pa.scalar(value, pa.float64())
 
 
-def _fmt_bound(value: float | None, default: str) -> str:
-    return default if value is None else f"{value:g}"
-
-
 def _decimal(col: Column, text: Any, reasons: Reasons) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -208,6 +252,23 @@ def _decimal(col: Column, text: Any, reasons: Reasons) -> Any:
     text = _null_where(pc.invert(ok), text)
     text = pc.if_else(pc.ends_with(text, "."), pc.utf8_slice_codeunits(text, 0, -1), text)
     return pc.cast(pc.cast(text, pa.decimal128(38, s)), pa.decimal128(p, s))
+
+
+def _unix(col: Column, text: Any, reasons: Reasons) -> Any:
+    """Unix seconds or milliseconds -> a UTC timestamp (microseconds)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    unit = "seconds" if col.format == "unix_s" else "milliseconds"
+    integer = pc.match_substring_regex(text, r"^[+-]?[0-9]{1,16}$")
+    reasons.add(_np(pc.and_(pc.is_valid(text), pc.invert(integer))), f"{col.name} is not a Unix time in {unit}")
+    number = pc.cast(_null_where(pc.invert(integer), pc.replace_substring_regex(text, r"^\+", "")), pa.int64())
+    per_second = 1 if col.format == "unix_s" else 1000
+    lo, hi = (_UNIX_RANGE[0] * per_second, _UNIX_RANGE[1] * per_second + per_second - 1)
+    outside = pc.or_(pc.less(number, lo), pc.greater(number, hi))
+    reasons.add(_np(outside), f"{col.name} is outside the years 1 to 9999")
+    micros = pc.multiply(_null_where(pc.fill_null(outside, False), number), 1_000_000 // per_second)
+    return pc.cast(micros, pa.timestamp("us", tz="UTC"))
 
 
 def _temporal(col: Column, text: Any, reasons: Reasons) -> Any:
@@ -237,6 +298,14 @@ def check_rule(rule: Rule, typed: dict[str, Any], ds: str | None, reasons: Reaso
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if rule.kind == "expr":
+        from include.etl.expressions import compile_expression
+
+        n = len(next(iter(typed.values()))) if typed else 0
+        compiled = compile_expression(rule.expr, {name: _kind(values.type) for name, values in typed.items()})
+        holds = compiled.evaluate(typed, n)
+        reasons.add(_np(pc.invert(holds)), f"breaks rule: {rule.name}")
+        return
     column = typed[rule.column]
     if rule.kind == "on_partition_day":
         if ds is None:
@@ -256,21 +325,58 @@ def check_rule(rule: Rule, typed: dict[str, Any], ds: str | None, reasons: Reaso
     reasons.add(_np(broken), f"breaks rule: {rule.name}")
 
 
-def convert(dataset: Dataset, raw: dict[str, Any], reasons: Reasons, ds: str | None) -> dict[str, Any]:
-    """Typed arrays of every declared column; the rows' problems are added to ``reasons``."""
-    typed = {col.name: convert_column(col, raw[col.name], dataset.format.null_values, reasons) for col in dataset.columns}
-    for rule in dataset.rules:
-        check_rule(rule, typed, ds, reasons)
-    if dataset.key and len(reasons.text):
-        import numpy as np
-        import pyarrow as pa
+def _kind(arrow: Any) -> str:
+    """The contract type name of an Arrow type (what an expression rule sees)."""
+    import pyarrow as pa
 
-        keys = pa.table({k: typed[k] for k in dataset.key}).to_pandas()
-        dup = keys.duplicated(keep=False).to_numpy()
-        if dup.any():  # a row is a duplicate when an earlier accepted row has its key
-            accepted = ~reasons.has
-            seen = keys[accepted].duplicated(keep="first").to_numpy()
-            later = np.zeros(len(keys), dtype=bool)
-            later[np.flatnonzero(accepted)] = seen
-            reasons.add(later, f"duplicate key ({', '.join(dataset.key)})")
+    for test, name in ((pa.types.is_integer, "integer"), (pa.types.is_floating, "float"),
+                       (pa.types.is_decimal, "decimal"), (pa.types.is_boolean, "boolean"),
+                       (pa.types.is_string, "string"), (pa.types.is_date, "date"), (pa.types.is_timestamp, "timestamp")):
+        if test(arrow):
+            return name
+    return "nested"
+
+
+def convert(dataset: Dataset, raw: dict[str, Any], reasons: Reasons, ds: str | None) -> dict[str, Any]:
+    """Typed arrays of every declared column (by header name); the rows' problems are added to ``reasons``.
+
+    Rows dropped as exact copies (``duplicates="drop_exact"``) get the reason :data:`DROPPED`.
+    """
+    typed = {col.name: convert_column(col, raw[col.name], dataset.format.null_values, reasons) for col in dataset.columns}
+    if dataset.rules:
+        env = {**{c.out: typed[c.name] for c in dataset.columns}, **typed}  # header names win a clash
+        for rule in dataset.rules:
+            check_rule(rule, env, ds, reasons)
+    if dataset.key and len(reasons.text):
+        _duplicates(dataset, typed, raw, reasons)
     return typed
+
+
+def _duplicates(dataset: Dataset, typed: dict[str, Any], raw: dict[str, Any], reasons: Reasons) -> None:
+    """A row is a duplicate when an earlier accepted row has its key: rejected, or with ``drop_exact``
+    dropped when its declared fields are written exactly as that row's."""
+    import numpy as np
+    import pyarrow as pa
+
+    keys = pa.table({k: typed[k] for k in dataset.key}).to_pandas()
+    if not keys.duplicated(keep=False).any():
+        return
+    accepted = np.flatnonzero(~reasons.has)
+    ok = keys.iloc[accepted].reset_index(drop=True)
+    later = ok.duplicated(keep="first").to_numpy()
+    copies = np.zeros(len(ok), dtype=bool)
+    if dataset.duplicates == "drop_exact" and later.any():
+        fields = pa.table({f"f{i}": raw[c.name] for i, c in enumerate(dataset.columns)}).take(accepted).to_pandas()
+        fields = fields.fillna("\x00null")  # a missing field equals a missing field
+        group = ok.groupby(list(ok.columns), dropna=False, sort=False).ngroup()
+        same = np.ones(len(ok), dtype=bool)
+        for name in fields.columns:
+            first = fields[name].groupby(group).transform("first")
+            same &= (fields[name] == first).to_numpy()
+        copies = later & same
+    rows = np.zeros(len(keys), dtype=bool)
+    rows[accepted] = copies
+    reasons.add(rows, DROPPED)
+    rows[:] = False
+    rows[accepted] = later & ~copies
+    reasons.add(rows, f"duplicate key ({', '.join(dataset.key)})")

@@ -5,7 +5,9 @@ header, :func:`include.etl.csvfile.plan_blocks` splits the data into blocks of w
 (each knowing its first physical line), and :func:`parse_block` turns one block into a table
 of the dataset's typed columns followed by the reject bookkeeping columns ``_source``,
 ``_line`` (the physical line where the record starts), ``_raw`` (the record's text as in the
-file) and ``_reason`` (null for accepted rows). Nothing is dropped but blank lines.
+file) and ``_reason`` (null for accepted rows; :data:`DROPPED` for an exact copy of an earlier
+row that the contract drops, counted apart). Nothing else is dropped but blank lines. Typed
+columns carry their output names (``Column.rename``).
 
 Fields are split by pyarrow's CSV reader for the lines that are whole records on their own
 (almost all); the others (quoted line breaks, stray quotes, bytes invalid in the encoding) are
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from include.etl.convert import DROPPED  # noqa: F401 - part of this module's interface
 from include.etl.csvfile import Block, Header, read_header  # noqa: F401 - part of this module's interface
 from include.etl.errors import InputFileError  # noqa: F401 - raised by read_header
 
@@ -32,7 +35,7 @@ def output_schema(dataset: Dataset) -> Any:
 
     from include.etl.convert import arrow_type
 
-    fields = [pa.field(c.name, arrow_type(c)) for c in dataset.columns]
+    fields = [pa.field(c.out, arrow_type(c)) for c in dataset.columns]
     fields += [pa.field("_source", pa.string()), pa.field("_line", pa.int64()),
                pa.field("_raw", pa.string()), pa.field("_reason", pa.string())]
     return pa.schema(fields)
@@ -42,7 +45,7 @@ def spark_ddl(dataset: Dataset) -> str:
     """Spark DDL of :func:`parse_block`'s table."""
     from include.etl.convert import spark_type
 
-    cols = [f"`{c.name}` {spark_type(c)}" for c in dataset.columns]
+    cols = [f"`{c.out}` {spark_type(c)}" for c in dataset.columns]
     return ", ".join(cols + ["`_source` string", "`_line` bigint", "`_raw` string", "`_reason` string"])
 
 
@@ -120,7 +123,8 @@ def parse_bytes(block: bytes, first_line: int, source: str, header: Header, data
         late = pa.array([None if r[2] is None else r[2][pos] for r in slow], pa.string())
         raw[col.name] = pa.concat_arrays([fast, late]).take(take) if slow else fast
     reasons = Reasons(len(order), np.array([None] * table.num_rows + [r[3] for r in slow], dtype=object)[order])
-    columns = dict(convert(dataset, raw, reasons, ds))
+    typed = convert(dataset, raw, reasons, ds)
+    columns = {col.out: typed[col.name] for col in dataset.columns}  # the lake's names
     firsts, lasts = firsts[order], lasts[order]
     raw_text = np.full(len(order), None, dtype=object)  # the rejected records' text as in the file
     for r in np.flatnonzero(reasons.has):

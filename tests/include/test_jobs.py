@@ -181,8 +181,10 @@ def test_ingest_publishes_both_partitions_and_reports_extra_columns(tmp_path, cs
     lake = tmp_path / "lake" / "demo"
     assert summary == {
         "table": "orders", "source": str(csv_file), "path": uri(lake / "orders"), "version": 1,  # 0 created it
-        "rows_in": 200, "rows_accepted": 199, "rows_rejected": 1,
+        "rows_in": 200, "rows_accepted": 199, "rows_rejected": 1, "duplicates_dropped": 0,
         "rejects_path": uri(lake / "_rejects" / "orders"), "extra_columns": ["note"],
+        "asset_events": {"orders": {"ds": DS, "source": str(csv_file), "rows_in": 200, "rows_accepted": 199,
+                                    "rows_rejected": 1, "duplicates_dropped": 0}},
     }
     assert engine.calls == [{"path": str(csv_file), "dataset": "orders", "ds": DS, "block_bytes": 4096}]
     assert "columns the contract does not declare, left out: ['note']" in caplog.text

@@ -24,8 +24,16 @@ class Engine(Protocol):
     # Paths are local paths, or ``bucket/key`` paths of ``filesystem`` (a pyarrow filesystem: an
     # S3 lake, :meth:`include.etl.lake.Lake.filesystem`); ``filesystem=None`` is the local disk.
 
-    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str, filesystem: Any = None) -> tuple[int, int]:
-        """Write accepted rows and rejects as Parquet in one pass; return their counts."""
+    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str,
+                    filesystem: Any = None) -> tuple[int, int, int]:
+        """Write accepted rows and rejects as Parquet in one pass; return their counts and the count
+        of rows dropped as exact copies (``_reason`` :data:`include.etl.reader.DROPPED`, written nowhere)."""
+
+    def explode(self, frame: Any, column: str, list_type: Any = None) -> Any:
+        """``frame`` (native) with one row per element of its list ``column`` (rows with an empty or
+        null list have none); a struct element's fields become columns ``<column>_<field>``, any other
+        element stays ``column``. ``list_type``: the column's Arrow type, when the frame does not
+        carry it (:func:`include.etl.jobs.steps.read_exploded` gives it from the table's schema)."""
 
     def read_parquet(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
         """A native lazy frame over Parquet ``files`` (a table's partition), typed as the files say;

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from include.etl.reader import REJECT_COLUMNS
+from include.etl.reader import DROPPED, REJECT_COLUMNS
 
 if TYPE_CHECKING:
     from include.etl.contract import Dataset
@@ -23,6 +23,30 @@ def parse_block_frame(path: str, block: Block, header: Header, dataset: Dataset,
     from include.etl.reader import parse_block, to_pandas
 
     return to_pandas(parse_block(path, block, header, dataset, ds))
+
+
+def explode_partition(part: Any, column: str, list_type: Any) -> Any:
+    """One pandas partition with a row per element of its list ``column`` (see ``DaskEngine.explode``)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(part[column], type=list_type, from_pandas=True)
+    parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(values)
+    out = part.drop(columns=[column]).iloc[parents].reset_index(drop=True)
+    for name, array in _element_columns(column, flat).items():
+        out[name] = pd.Series(pd.arrays.ArrowExtensionArray(array), index=out.index)
+    return out
+
+
+def _element_columns(column: str, flat: Any) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_struct(flat.type):
+        return {f"{column}_{f.name}": pc.struct_field(flat, [i]) for i, f in enumerate(flat.type)}
+    return {column: flat}
 
 
 def text_as_string(frame: Any) -> dict[str, Any]:
@@ -97,21 +121,24 @@ class DaskEngine:
         parts = [dask.delayed(parse_block_frame)(path, b, header, dataset, ds) for b in blocks]
         return dd.from_delayed(parts, meta=to_pandas(empty_table(dataset)), verify_meta=False)
 
-    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str, filesystem: Any = None) -> tuple[int, int]:
+    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str,
+                    filesystem: Any = None) -> tuple[int, int, int]:
         import dask
 
         names = [c for c in parsed.columns if c not in REJECT_COLUMNS]
         ok = parsed["_reason"].isna()
+        dropped = parsed["_reason"].fillna("") == DROPPED
         accepted = parsed[ok][names]
-        rejects = parsed[~ok][list(REJECT_COLUMNS)]
-        _, _, n_ok, n_bad = dask.compute(
+        rejects = parsed[~ok & ~dropped][list(REJECT_COLUMNS)]
+        _, _, n_ok, n_bad, n_dropped = dask.compute(
             _to_parquet(accepted, accepted_dir, filesystem),
             _to_parquet(rejects, rejects_dir, filesystem),
             ok.sum(),
-            (~ok).sum(),
+            (~ok & ~dropped).sum(),
+            dropped.sum(),
             scheduler=self.client,
         )
-        return int(n_ok), int(n_bad)
+        return int(n_ok), int(n_bad), int(n_dropped)
 
     def read_parquet(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
         import dask.dataframe as dd
@@ -151,6 +178,19 @@ class DaskEngine:
         writes = [_to_parquet(frames[p], p, filesystem) for p in paths]
         counts = dask.compute(*writes, *[frames[p].shape[0] for p in paths], scheduler=self.client)[len(paths):]
         return {p: int(n) for p, n in zip(paths, counts, strict=True)}
+
+    def explode(self, frame: Any, column: str, list_type: Any = None) -> Any:
+        """See :meth:`include.etl.engines.Engine.explode`; ``list_type``: the column's Arrow list type
+        (needed when the frame holds it as Python objects)."""
+        import pandas as pd
+        import pyarrow as pa
+
+        if list_type is None:
+            list_type = frame._meta[column].dtype.pyarrow_dtype
+        meta = frame._meta.drop(columns=[column])
+        for name, array in _element_columns(column, pa.array([], list_type.value_type)).items():
+            meta[name] = pd.Series(pd.arrays.ArrowExtensionArray(array), index=meta.index)
+        return frame.map_partitions(explode_partition, column, list_type, meta=meta)
 
     def run_noop(self) -> None:
         self.client.submit(int, 0, pure=False).result()

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from include.etl.reader import REJECT_COLUMNS
+from include.etl.reader import DROPPED, REJECT_COLUMNS
 
 if TYPE_CHECKING:
     from include.etl.contract import Dataset, FileFormat
@@ -102,10 +102,17 @@ def read_files(batches: Iterator, filesystem: Any, schema: Any) -> Iterator:
 
 
 class SparkEngine:
+    """Calendar functions (``year``, casts to dates) of the session run in UTC, as the lake's
+    timestamps are (a UTC timestamp column, e.g. from Unix times, is the same instant everywhere),
+    and such a column is written to Parquet as microseconds, as on Dask (Spark's default, INT96,
+    reads back as nanoseconds, which Delta readers refuse)."""
+
     name = "spark"
 
     def __init__(self, session: Any) -> None:
         self.session = session
+        session.conf.set("spark.sql.session.timeZone", "UTC")
+        session.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
 
     def _per_block(self, n: int) -> Any:
         """A frame of the numbers 0..n-1, one per partition: one Spark task per block."""
@@ -132,21 +139,24 @@ class SparkEngine:
         func = functools.partial(parse_batches, path=path, blocks=blocks, header=header, dataset=dataset, ds=ds)
         return self._per_block(len(blocks)).mapInArrow(func, spark_ddl(dataset))
 
-    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str, filesystem: Any = None) -> tuple[int, int]:
+    def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str,
+                    filesystem: Any = None) -> tuple[int, int, int]:
         from pyspark.sql import functions as F
 
         names = [c for c in parsed.columns if c not in REJECT_COLUMNS]
         ok = F.col("_reason").isNull()
+        dropped = F.coalesce(F.col("_reason") == F.lit(DROPPED), F.lit(False))
         parsed = parsed.persist()  # parse once, write twice, count
         try:
             self.write_parquet(parsed.filter(ok).select(*names), accepted_dir, filesystem)
-            self.write_parquet(parsed.filter(~ok).select(*REJECT_COLUMNS), rejects_dir, filesystem)
+            self.write_parquet(parsed.filter(~ok & ~dropped).select(*REJECT_COLUMNS), rejects_dir, filesystem)
             row = parsed.select(
-                F.count_if(ok).alias("accepted"), F.count_if(~ok).alias("rejected")
+                F.count_if(ok).alias("accepted"), F.count_if(~ok & ~dropped).alias("rejected"),
+                F.count_if(dropped).alias("dropped"),
             ).collect()[0]
         finally:
             parsed.unpersist()
-        return int(row["accepted"] or 0), int(row["rejected"] or 0)
+        return int(row["accepted"] or 0), int(row["rejected"] or 0), int(row["dropped"] or 0)
 
     def read_parquet(self, files: Sequence[str], schema: Any, filesystem: Any = None) -> Any:
         # Files given one by one: their ``ds=...`` directory does not become a column.
@@ -201,6 +211,20 @@ class SparkEngine:
     def write_parquets(self, frames: dict[str, Any], filesystem: Any = None) -> dict[str, int]:
         """One Spark job per output (a DataFrame write has one sink); Parquet inputs are cheap to re-read."""
         return {path: self.write_parquet(frame, path, filesystem) for path, frame in frames.items()}
+
+    def explode(self, frame: Any, column: str, list_type: Any = None) -> Any:
+        """See :meth:`include.etl.engines.Engine.explode` (``list_type`` is not needed: Spark knows it)."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StructType
+
+        others = [c for c in frame.columns if c != column]
+        element = frame.schema[column].dataType.elementType
+        exploded = frame.select(*others, F.explode(F.col(column)).alias("_element"))
+        if isinstance(element, StructType):
+            fields = [F.col("_element").getField(f.name).alias(f"{column}_{f.name}") for f in element.fields]
+        else:
+            fields = [F.col("_element").alias(column)]
+        return exploded.select(*others, *fields)
 
     def run_noop(self) -> None:
         self.session.range(1).count()

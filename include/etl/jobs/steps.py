@@ -29,7 +29,10 @@ warnings.filterwarnings("ignore", message="Dask support is moving out of Narwhal
 def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
     """Read ``source`` as declared by ``dataset`` into the ``ds`` partition of ``{pipeline}/{table}``.
 
-    Rows breaking the contract go, with their reason, to ``{pipeline}/_rejects/{table}``; both
+    Rows breaking the contract go, with their reason, to ``{pipeline}/_rejects/{table}``; rows the
+    contract drops as exact copies (``duplicates="drop_exact"``) are counted (``duplicates_dropped``:
+    ``rows_in = rows_accepted + rows_rejected + duplicates_dropped``, also in the table's commit
+    metadata and its asset event's extra); both
     tables are committed together once the reject share is known. Fails, publishing nothing,
     when the file is unusable (:class:`InputFileError`) or its rejected share exceeds
     ``ctx.max_reject_ratio`` (:class:`RejectThresholdExceeded`; the staged rejects are kept for
@@ -51,14 +54,16 @@ def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
         prefix = f"{table} input {source}: "
         try:
             parsed = ctx.engine.read_csv(source, dataset, ds=ctx.ds, block_bytes=ctx.block_bytes)
-            accepted, rejected = ctx.engine.write_split(parsed, lake.engine_path(staging),
-                                                        lake.engine_path(rejects_staging), filesystem=fs)
+            accepted, rejected, *rest = ctx.engine.write_split(parsed, lake.engine_path(staging),
+                                                               lake.engine_path(rejects_staging), filesystem=fs)
+            dropped = int(rest[0]) if rest else 0
         except ValueError as exc:  # parser errors from the engine: name the file, keep a data error's class
             if str(exc).startswith(prefix):
                 raise
             raise (type(exc) if isinstance(exc, DataError) else ValueError)(prefix + str(exc)) from exc
-        rows_in = accepted + rejected
-        log.info("ingest %s: %s rows read from %s, %s accepted, %s rejected", table, rows_in, source, accepted, rejected)
+        rows_in = accepted + rejected + dropped
+        log.info("ingest %s: %s rows read from %s, %s accepted, %s rejected, %s dropped as exact copies",
+                 table, rows_in, source, accepted, rejected, dropped)
         if rows_in == 0:
             raise InputFileError(f"{table} input {source}: no data rows after the header")
         ratio = rejected / rows_in
@@ -68,7 +73,8 @@ def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
                 f"limit of {ctx.max_reject_ratio:.2%} (ETL_MAX_REJECT_RATIO); nothing was published. "
                 f"Reasons per row are in the staged rejects at {rejects_staging}"
             )
-        committed = lake.commit(table, ctx.ds, staging, metadata={"source": source})
+        counts = {"rows_in": rows_in, "rows_accepted": accepted, "rows_rejected": rejected, "duplicates_dropped": dropped}
+        committed = lake.commit(table, ctx.ds, staging, metadata={"source": source, **counts})
         lake.commit(rejects_table, ctx.ds, rejects_staging, metadata={"source": source})
     except RejectThresholdExceeded:
         lake.discard(staging)
@@ -85,23 +91,39 @@ def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
         "source": source,
         "path": lake.table_uri(table),
         "version": committed["version"],
-        "rows_in": rows_in,
-        "rows_accepted": accepted,
-        "rows_rejected": rejected,
+        **counts,
         "rejects_path": lake.table_uri(rejects_table),
         "extra_columns": extra,
+        # the extra of the table's asset event, when a DAG has it as an outlet (rows_in = the other three)
+        "asset_events": {table: {"ds": ctx.ds, "source": source, **counts}},
     }
 
 
-def read_table(ctx: JobContext, table: str, columns: tuple[str, ...] | list[str] | None = None):
+def read_table(ctx: JobContext, table: str, columns: tuple[str, ...] | list[str] | None = None, *,
+               exact_types: bool = False):
     """The run's partition of ``table`` as a narwhals lazy frame: what this run staged for it, else its
-    latest published version."""
+    latest published version. ``exact_types``: every column exactly as the table's schema says, on
+    Dask as Arrow-backed columns (nullable integers stay integers, nested values stay Arrow lists
+    and structs, timestamps keep their time zone); otherwise Dask reads NumPy types."""
     import narwhals as nw
 
     lake = ctx.pipeline_lake
     files = [lake.engine_path(f) for f in lake.files(table, ctx.ds)]
-    frame = nw.from_native(ctx.engine.read_parquet(files, lake.schema(table, ctx.ds), filesystem=lake.filesystem()))
+    read = ctx.engine.read_parquets if exact_types else ctx.engine.read_parquet
+    frame = nw.from_native(read(files, lake.schema(table, ctx.ds), filesystem=lake.filesystem()))
     return frame.select(*columns) if columns else frame
+
+
+def read_exploded(ctx: JobContext, table: str, column: str, columns: tuple[str, ...] | list[str] | None = None):
+    """:func:`read_table` with one row per element of the nested list ``column`` (empty lists give no
+    row); a struct element's fields become columns ``<column>_<field>``. ``columns``: the other
+    columns to keep (default all)."""
+    import narwhals as nw
+
+    lake = ctx.pipeline_lake
+    list_type = lake.schema(table, ctx.ds).field(column).type
+    frame = read_table(ctx, table, (*columns, column) if columns else None, exact_types=True)
+    return nw.from_native(ctx.engine.explode(frame.to_native(), column, list_type))
 
 
 def write_table(ctx: JobContext, frame: Any, table: str) -> dict[str, Any]:
