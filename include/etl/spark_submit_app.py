@@ -11,7 +11,7 @@ lake of the job's pipeline. The summary, or the error, is written as JSON to ``-
 the submitting task to read: ``{"summary": {...}}``, or the error as every job path encodes it
 (:func:`include.etl.jobs.errors.encode`: class, module, message, whole traceback, data-error
 class) plus ``"error"``: its class name. On an error the application exits 1; the submitting
-hook re-raises a data error as such, so it is not retried (``etl_platform.hooks.spark.submit_result``).
+hook re-raises a data error as such, so it is not retried (``etl_platform.hooks.spark_submit.submit_result``).
 """
 
 from __future__ import annotations

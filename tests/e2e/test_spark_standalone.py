@@ -118,13 +118,15 @@ def test_a_data_error_in_a_submitted_job_is_not_retried(standalone, airflow_home
 
 
 def test_unreachable_master_fails_the_start_with_its_address(tmp_path, monkeypatch):
-    from etl_platform.hooks.spark import SparkClusterHook
+    from etl_platform.hooks import get_cluster_hook
+    from etl_platform.hooks.spark_submit import SparkSubmitClusterHook
     from include.etl.clusters import ClusterStartError
     from include.etl.settings import Settings
 
     port = free_port()
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", f"spark://127.0.0.1:{port}")
-    hook = SparkClusterHook(settings=Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path)}))
+    hook = get_cluster_hook("spark", settings=Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path)}))
+    assert isinstance(hook, SparkSubmitClusterHook)  # no Spark Connect server is configured, a master is
     with pytest.raises(ClusterStartError) as err:
         hook.start_or_attach(tmp_path / "w")
     assert f"cannot reach the Spark master at spark://127.0.0.1:{port} (from Airflow connection 'spark_default')" in str(err.value)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from etl_platform.hooks import spark as spark_hooks
+from etl_platform.hooks import spark_submit as spark_hooks
 from etl_platform.operators import SparkJobOperator, StartClusterOperator
 from etl_platform.operators import cluster as cluster_ops
 from etl_platform.operators import job as job_ops

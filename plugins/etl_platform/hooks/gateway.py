@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from etl_platform.hooks.cluster import DaskClusterHook, _connection_or_none
+from etl_platform.hooks.base import _connection_or_none
+from etl_platform.hooks.dask import DaskClusterHook
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 

@@ -1,4 +1,4 @@
-"""Spark cluster hook: attach to a Spark Connect server, or start one locally from pyspark."""
+"""Spark Connect: attach to a server (a connection, or the runtime's engine), or a one-off run's own server."""
 
 from __future__ import annotations
 
@@ -6,41 +6,17 @@ import logging
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlparse
 
-from etl_platform.hooks.cluster import ClusterHook, _connection_or_none, is_runtime
+from etl_platform.hooks import ClusterHook
+from etl_platform.hooks.base import _connection_or_none, is_runtime
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
-SUBMIT_CONN_ID = "spark_default"  # the provider's connection, for a spark:// standalone master
 CONNECT_CONN_TYPES = ("sc", "spark_connect", "spark-connect", "sparkconnect")
 HEALTH_TIMEOUT = 10.0  # seconds to wait for an attached server's port before giving up
-
-
-def submit_result(result: dict[str, Any] | None, *, job: str, address: str,
-                  failure: Exception | None = None) -> dict[str, Any]:
-    """The summary a spark-submit application wrote, or its error raised in this process.
-
-    The application (``include/etl/spark_submit_app.py``) exits 1 on any error, so the provider's
-    ``SparkSubmitHook.submit`` raised ``AirflowException`` (``failure``): that alone would be
-    retried. A data error (:class:`~include.etl.errors.DataError` and its subclasses, the
-    pipeline's own included) is raised here as the same platform class, chained to the submit
-    failure, so the operator fails the task without retries, as on the other backends. Any
-    other error stays retryable.
-    """
-    from include.etl.jobs.errors import decode
-
-    if result is None:  # the application died before reporting (driver lost, killed, bad Python path...)
-        if failure is not None:
-            raise failure
-        raise RuntimeError(f"spark-submit of {job} on {address} wrote no summary; see the log above")
-    if "error" not in result:
-        if failure is not None:  # a summary but a failed submit: do not trust the summary
-            raise failure
-        return result["summary"]
-    raise decode(result) from failure  # the application's error_report: the error's encoding
 
 
 class SparkClusterHook(ClusterHook):
@@ -49,10 +25,9 @@ class SparkClusterHook(ClusterHook):
     Connection ``spark_connect_default`` (type ``spark_connect``, or a URI such as
     ``AIRFLOW_CONN_SPARK_CONNECT_DEFAULT=sc://spark-connect:15002``; port defaults to 15002;
     login = user id, password = token, extra ``use_ssl`` and ``dashboard_url`` optional): attach
-    to that server and never stop it. Else the provider's ``spark_default`` connection, when it
-    names a ``spark://`` standalone master: each job is a ``spark-submit`` application through
-    the provider's ``SparkSubmitHook``. Neither: the runtime's Spark Connect server, or for a
-    one-off run a server of its own, started from the installed pyspark package (needs Java 17+).
+    to that server and never stop it. Else the runtime's Spark Connect server, or for a one-off
+    run a server of its own, started from the installed pyspark package (needs Java 17+). (A
+    ``spark://`` standalone master is :class:`~etl_platform.hooks.spark_submit.SparkSubmitClusterHook`'s.)
 
     The start opens one server-side session for the run (its id is in the handle's ``extra``)
     and every job task joins it: Spark keeps one Python worker pool per session, so a task
@@ -76,7 +51,6 @@ class SparkClusterHook(ClusterHook):
 
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
-        self._submit_hook = None
         self._job: tuple[str, str] | None = None  # (endpoint, key) of the job handed to the server's job endpoint
         self._session = None
         self._shared = False  # joined the run's session (shared with the run's other tasks)
@@ -98,27 +72,17 @@ class SparkClusterHook(ClusterHook):
                 f"connection {self.conn_id!r} has type {conn.conn_type!r}; expected a Spark Connect connection "
                 "(type spark_connect, e.g. sc://spark-connect:15002)"
             )
-        host = (conn.host or "").strip()
-        if "://" in host:
-            host = host.split("://", 1)[1]
-        host = host.split("/", 1)[0]
-        if not host:
+        if not (conn.host or "").strip():
             raise ConfigError(f"connection {self.conn_id!r} has no host; expected e.g. sc://spark-connect:15002")
-        if ":" in host and not conn.port:
-            host, _, port_text = host.rpartition(":")
-            port = int(port_text)
-        else:
-            port = conn.port or 15002
-        address = f"sc://{host}:{port}"
+        from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+        try:  # the provider's URL: sc://host[:port]/;user_id=...;token=...;use_ssl=...
+            full = SparkConnectHook(self.conn_id).get_connection_url()
+        except ValueError as exc:
+            raise ConfigError(f"connection {self.conn_id!r}: {exc}") from None
+        netloc = urlparse(full).netloc
+        address = f"sc://{netloc}" if urlparse(full).port else f"sc://{netloc}:15002"  # shown and stored: no secrets
         extra = conn.extra_dejson
-        params = []
-        if conn.login:
-            params.append(f"user_id={quote(conn.login)}")
-        if conn.password:
-            params.append(f"token={quote(conn.password)}")
-        if extra.get("use_ssl") is not None:
-            params.append(f"use_ssl={str(extra['use_ssl']).lower()}")
-        full = f"{address}/;{';'.join(params)}" if params else address
         return address, full, extra.get("dashboard_url")
 
     def _url(self, handle: ClusterHandle) -> str:
@@ -142,7 +106,7 @@ class SparkClusterHook(ClusterHook):
                 raise ClusterStartError(f"{exc} (from Airflow connection {self.conn_id!r})") from None
             log.info("Spark Connect server at %s is healthy: %s", address, health)
             return ClusterHandle("spark", address, owned=False, dashboard_url=dashboard, conn_id=self.conn_id, extra=health)
-        return self._standalone_master()
+        return None
 
     def start_in_process(self, workdir: Path) -> ClusterHandle:
         """A Spark Connect server of this one-off run: a child of this process, which stops it (or dies with it)."""
@@ -169,32 +133,6 @@ class SparkClusterHook(ClusterHook):
                  handle.address)
         return handle
 
-    def _standalone_master(self) -> ClusterHandle | None:
-        """Attach to the provider's ``spark_default`` connection when it names a ``spark://`` master."""
-        import socket
-
-        conn = _connection_or_none(SUBMIT_CONN_ID)
-        if conn is None or (conn.conn_type or "").lower() != "spark" or not conn.host:
-            return None
-        host = conn.host.split("://", 1)[-1].rstrip("/")
-        if ":" in host:
-            host, _, port_text = host.partition(":")
-            port = int(port_text)
-        else:
-            port = conn.port or 7077
-        master = f"spark://{host}:{port}"
-        log.info("Attaching to the Spark standalone master of connection %r at %s (jobs go through spark-submit)",
-                 SUBMIT_CONN_ID, master)
-        try:
-            socket.create_connection((host, port), timeout=HEALTH_TIMEOUT).close()
-        except OSError as exc:
-            raise ClusterStartError(
-                f"cannot reach the Spark master at {master} (from Airflow connection {SUBMIT_CONN_ID!r}): {exc}"
-            ) from None
-        dashboard = conn.extra_dejson.get("dashboard_url")
-        return ClusterHandle("spark", master, owned=False, dashboard_url=dashboard, conn_id=SUBMIT_CONN_ID,
-                             extra={"mode": "submit"})
-
     def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
                 run: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the job: through the server's job endpoint (thin task), by spark-submit, or with a client here.
@@ -206,8 +144,6 @@ class SparkClusterHook(ClusterHook):
         and this process imports no pyspark at all. Attached servers and ``ETL_SPARK_THIN_TASKS=false``
         run the driver here, through :meth:`engine`.
         """
-        if handle.extra.get("mode") == "submit":
-            return self._submit(handle, job, job_kwargs, ds, run)
         url = (handle.extra or {}).get("jobs_url")
         if url and self.settings.spark_thin_tasks:
             return self._run_on_endpoint(url, handle, job, job_kwargs, ds, run)
@@ -266,49 +202,9 @@ class SparkClusterHook(ClusterHook):
         return RuntimeError(f"the job endpoint of the Spark Connect server at {handle.address} failed "
                             f"(the server still answers): {exc}")
 
-    def _submit(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
-                run: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Run the job as a Spark application through the provider's SparkSubmitHook (client mode)."""
-        import json
-        import sys
-        import tempfile
-
-        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
-
-        from include.etl.settings import PROJECT_ROOT
-
-        s = self.settings
-        with tempfile.TemporaryDirectory(prefix="etl-submit-") as tmp:
-            summary_file = Path(tmp) / "summary.json"
-            self._submit_hook = SparkSubmitHook(
-                conn_id=handle.conn_id or SUBMIT_CONN_ID,
-                name=f"{job} {ds}",
-                conf={
-                    "spark.pyspark.python": sys.executable,
-                    "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT),
-                    "spark.sql.shuffle.partitions": "4",
-                    "spark.driver.host": s.bind_host,
-                    "spark.driver.bindAddress": s.bind_host,
-                    "spark.ui.enabled": "false",
-                },
-                env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
-                application_args=["--spec", json.dumps(self.job_spec(job, job_kwargs, ds, run).to_dict()),
-                                  "--summary", str(summary_file)],
-            )
-            failure: Exception | None = None
-            try:
-                self._submit_hook.submit(application=str(PROJECT_ROOT / "include" / "etl" / "spark_submit_app.py"))
-            except Exception as exc:  # noqa: BLE001 - AirflowException on a non-zero exit: the summary says why
-                failure = exc
-            result = json.loads(summary_file.read_text()) if summary_file.exists() else None
-        return submit_result(result, job=job, address=handle.address, failure=failure)
-
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.spark_local import release_session, stop_local_spark_connect
 
-        if handle.extra.get("mode") == "submit":
-            log.info("Spark master %s was attached (connection %r): leaving it running", handle.address, handle.conn_id)
-            return []
         if not handle.owned:
             if is_runtime(handle):
                 log.info("Spark Connect server at %s is the runtime's engine: leaving it running for other runs",
@@ -383,8 +279,6 @@ class SparkClusterHook(ClusterHook):
 
             if cancel_job(*job):
                 log.info("Cancelled the job %s in the job endpoint %s", job[1], job[0])
-        if self._submit_hook is not None:
-            self._submit_hook.on_kill()  # kills the spark-submit driver (and the app on the cluster)
         session = self._session
         if session is not None:
             try:

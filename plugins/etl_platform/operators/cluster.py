@@ -10,7 +10,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from etl_platform.hooks.cluster import ClusterHook, get_cluster_hook, safe_path_part
+from etl_platform.hooks import ClusterHook, get_cluster_hook
+from etl_platform.hooks.base import safe_path_part
 from etl_platform.operators.links import ClusterDashboardLink
 from include.etl.clusters import ClusterHandle
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from etl_platform.hooks.cluster import ClusterHook, get_cluster_hook
+from etl_platform.hooks import ClusterHook, get_cluster_hook
 from etl_platform.operators.links import ClusterDashboardLink
 from include.etl.clusters import ClusterHandle
 
