@@ -1,4 +1,4 @@
-"""The whole olympics_etl on the Spark backend (a warm local Spark Connect server) through `dags test`.
+"""The whole olympics_etl on the Spark backend through `dags test`: Spark inside the run's one process.
 
 Generated edge cases on both engines are compared table by table in
 ``tests/e2e/test_spark_backend.py`` (on that module's warm clusters).
@@ -29,5 +29,5 @@ def _run(home, conf):
 
 def test_spark_run_on_shipped_data_matches_independent_computation(airflow_home):
     logs = _run(airflow_home, {"backend": "spark"})
-    assert "Local Spark Connect server up" in logs or "Spark Connect server" in logs
+    assert "Spark in this process (a classic local[" in logs and "Stopped the Spark session of this one-off run" in logs
     assert_marts_match(airflow_home / "lake", DS, DATA)

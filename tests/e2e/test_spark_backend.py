@@ -69,7 +69,10 @@ def spark(base, settings):
     """(hook, handle) of a local Spark Connect server started by the hook, stopped at module end."""
     hook = SparkClusterHook(settings=settings)
     t0 = time.monotonic()
-    handle = hook.start_or_attach(base / "spark", in_process=True)  # a server of the module's own
+    # A server of the module's own, started as the runtime's owner starts one.
+    from include.etl.clusters.spark_local import start_local_spark_connect
+
+    handle = start_local_spark_connect(settings, base / "spark")
     handle.extra["start_s"] = round(time.monotonic() - t0, 2)
     try:
         yield hook, handle
@@ -492,7 +495,7 @@ def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(
     monkeypatch.setattr(spark_local, "free_port", free_port_then_taken)
     owner = SparkClusterHook(settings=settings)
     try:
-        external = owner.start_or_attach(base / "external", in_process=True)
+        external = spark_local.start_local_spark_connect(settings, base / "external")
     finally:
         squatters[0].shutdown()
         squatters[0].server_close()

@@ -99,6 +99,8 @@ def test_rendered_backend_names_the_engine():
     connect = {"backend": "spark", "address": "sc://127.0.0.1:15002", "owned": True, "extra": {"session_id": "x"}}
     assert job_ops.describe_backend(connect) == "spark (Spark Connect at sc://127.0.0.1:15002)"
     assert "unknown" in job_ops.describe_backend(None)
+    assert job_ops.describe_backend({"backend": "spark", "address": "local-spark://7", "extra": {"in_process": 7}}) == \
+        "spark (a classic session in the run's process)"
     assert "backend" in SparkJobOperator.template_fields
 
 

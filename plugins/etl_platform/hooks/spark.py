@@ -109,14 +109,15 @@ class SparkClusterHook(ClusterHook):
         return None
 
     def start_in_process(self, workdir: Path) -> ClusterHandle:
-        """A Spark Connect server of this one-off run: a child of this process, which stops it (or dies with it)."""
-        from include.etl.clusters.spark_local import start_local_spark_connect
+        """Spark in this one-off run's process: a classic local session, which ends with the process."""
+        from include.etl.clusters.spark_in_process import start_in_process_spark
 
         s = self.settings
-        log.info("A one-off run: starting a Spark Connect server of its own (local[%s] task threads) on %s, logs in %s",
-                 s.local_workers * s.local_threads, s.bind_host, workdir)
-        handle = start_local_spark_connect(s, workdir)
-        log.info("Local Spark Connect server up at %s (UI %s), process %s", handle.address, handle.dashboard_url, handle.pids)
+        log.info("A one-off run: Spark in this process (a classic local[%s] session on %s)",
+                 s.local_workers * s.local_threads, s.bind_host)
+        handle = start_in_process_spark(s)
+        log.info("Spark %s up in this process (UI %s): it ends with the run", handle.extra.get("spark_version"),
+                 handle.dashboard_url)
         return handle
 
     def open_run(self, handle: ClusterHandle) -> ClusterHandle:
@@ -205,6 +206,13 @@ class SparkClusterHook(ClusterHook):
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.spark_local import release_session, stop_local_spark_connect
 
+        if (handle.extra or {}).get("in_process"):
+            from include.etl.clusters.spark_in_process import stop_in_process_spark
+
+            if stop_in_process_spark(handle):
+                log.info("Stopped the Spark session of this one-off run")
+            return []
+
         if not handle.owned:
             if is_runtime(handle):
                 log.info("Spark Connect server at %s is the runtime's engine: leaving it running for other runs",
@@ -234,6 +242,10 @@ class SparkClusterHook(ClusterHook):
         from include.etl.engines.spark import SparkEngine
 
         self.close()  # one session per hook: a second engine() must not leak the first
+        if (handle.extra or {}).get("in_process"):  # a one-off run's classic session: this hook never closes it
+            from include.etl.clusters.spark_in_process import session_of
+
+            return SparkEngine(session_of(handle))
         host, port = split_address(handle.address)
         if not port_open(host, port, HEALTH_TIMEOUT):
             raise ClusterStartError(f"cannot reach the Spark Connect server at {handle.address}: nothing answers on {host}:{port}")
@@ -273,6 +285,10 @@ class SparkClusterHook(ClusterHook):
 
     def cancel(self) -> None:
         """Interrupt the operations this hook started (not those of other tasks sharing the session), then close."""
+        from include.etl.clusters.spark_in_process import _SESSIONS
+
+        for session in _SESSIONS.values():  # a one-off run's own session: every job of it is this task's
+            session.sparkContext.cancelAllJobs()
         job, self._job = self._job, None
         if job is not None:  # the job runs in the server's job endpoint: DELETE interrupts its operations there
             from include.etl.clusters.dask_http import cancel_job

@@ -40,7 +40,10 @@ def describe_backend(cluster: Any) -> str:
         return "unknown until the start task's handle is rendered"
     backend = cluster["backend"]
     if backend == "spark":
-        mode = "spark-submit" if (cluster.get("extra") or {}).get("mode") == "submit" else "Spark Connect"
+        extra = cluster.get("extra") or {}
+        if extra.get("in_process"):
+            return "spark (a classic session in the run's process)"
+        mode = "spark-submit" if extra.get("mode") == "submit" else "Spark Connect"
         return f"spark ({mode} at {cluster.get('address')})"
     return f"{backend} (at {cluster.get('address')})"
 
