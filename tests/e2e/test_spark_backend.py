@@ -478,7 +478,7 @@ def test_attach_to_configured_server_leaves_it_running_and_owner_stops_it_twice(
     # Stands in for a compose service: a Spark Connect server this test owns, in its own process group.
     # Its first free port is taken by an HTTP server before the JVM binds it (the race seen in CI):
     # the handle must carry the port the server really listens on, not the chosen one.
-    from http.server import HTTPServer, BaseHTTPRequestHandler
+    from http.server import BaseHTTPRequestHandler, HTTPServer
 
     import include.etl.clusters.spark_local as spark_local
 
