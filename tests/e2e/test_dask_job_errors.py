@@ -1,4 +1,4 @@
-"""A job's error on a real local Dask cluster, through the scheduler's job endpoint, up to the operator.
+"""A job's error on the runtime's Dask engine, through the scheduler's job endpoint, up to the operator.
 
 The job fails in one of its Dask tasks with pandas' ``KeyError: "['Country'] not in index"``,
 below a driver stack of several KB; the endpoint answers its class, message and whole
@@ -13,7 +13,6 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
-from include.etl.clusters import ClusterHandle
 from include.etl.clusters.dask_http import call_job
 from include.etl.jobs.errors import RemoteJobError
 from tests.plugins.test_job_operators import run_operator
@@ -25,11 +24,11 @@ MISSING = "\"['Country'] not in index\""
 
 
 @pytest.fixture(scope="module")
-def dask_handle(real_engines) -> dict:
-    """A handle of the shared Dask cluster with its job endpoint (a route on its dashboard's port)."""
-    client = real_engines["dask"].client
-    url = client.dashboard_link.rsplit("/", 1)[0] + "/etl/jobs"
-    return ClusterHandle("dask", client.scheduler.address, owned=False, extra={"jobs_url": url}).to_dict()
+def dask_handle(engine_runtime) -> dict:
+    """The runtime's Dask engine as a run's start task hands it out, with its job endpoint (a route on its dashboard's port)."""
+    handle = engine_runtime.handle("dask")
+    assert handle.extra["jobs_url"].endswith("/etl/jobs") and handle.extra["runtime"], handle
+    return handle.to_dict()
 
 
 def _assert_whole(traceback: str) -> None:
@@ -48,7 +47,7 @@ def test_the_endpoint_answers_the_class_and_the_whole_traceback(dask_handle, tmp
 
 
 def test_the_operator_says_what_went_wrong_first_and_raises_a_retryable_error(dask_handle, monkeypatch, tmp_path):
-    from etl_platform.hooks.cluster import DaskClusterHook
+    from etl_platform.hooks.dask import DaskClusterHook
     from include.etl.settings import Settings
 
     hook = DaskClusterHook(settings=Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path)}))

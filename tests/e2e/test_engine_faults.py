@@ -1,13 +1,17 @@
-"""Faults inside the engines while a real job runs: the job completes and the tables are right.
+"""Faults inside the runtime's engines while a real job runs: the job completes and the tables are right.
+
+The engines are the runtime's (``include.etl.clusters.runtime``, one owner per backend, as
+``make run`` starts them), a runtime of this module's own: its last tests kill the engines.
 
 * Dask: a worker process is SIGKILLed while it computes a task of the athletes ingest; the
-  scheduler reschedules the task (on the other worker, or on the one its nanny restarts).
+  scheduler reschedules the task (on the other worker, or on the one its nanny restarts), and
+  the engine stays the same (its owner sees no death).
 * Spark (local mode): the Python workers are SIGKILLed while they parse the athletes file;
   the failed task attempts are retried (the server runs ``local[N,3]``: 3 attempts per task).
-  Local mode has no separate executor JVM to kill: killing the driver JVM is losing the cluster,
-  which ``tests/plugins/test_cluster_recovery.py`` covers.
-* Spark's idle watcher: it does not stop a server during a job longer than the idle timeout,
-  and stops the server (and itself) once nothing ran for that long.
+* A lost engine (every process of it SIGKILLed; on Spark local mode the driver JVM is the
+  engine): its owner starts a new one and names it in the handle file, a run's job task that
+  is retried meanwhile is told so (a retryable error), and the retry then runs on the new
+  engine through the run's old handle (``hook.resolve``) with the right table.
 
 The input is generated (300,000 rows, ~45 MB) so the ingest runs long enough to be hit; the
 marts are checked against the independent SQLite computation of ``tests/e2e/expected.py``.
@@ -15,6 +19,7 @@ marts are checked against the independent SQLite computation of ``tests/e2e/expe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,10 +31,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from include.etl.clusters import ClusterHandle
+from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.jobs import JobContext, resolve_job
 from include.etl.lake import Lake
 from include.etl.settings import Settings
+from tests.e2e.clusters import alive_pids, runtime
 from tests.e2e.expected import assert_marts_match
 from tests.lake import part, read_partition
 from tests.procs import processes_with_env
@@ -50,6 +56,13 @@ def base(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def rt(base):
+    """The runtime's Dask and Spark engines, this module's own (its tests kill them)."""
+    with runtime(base / "runtime") as engines:
+        yield engines
+
+
+@pytest.fixture(scope="module")
 def inputs(base) -> dict:
     from include.pipelines.olympics.generate import generate_athletes
     from tests.e2e.expected import expected_marts
@@ -57,7 +70,7 @@ def inputs(base) -> dict:
     summary = generate_athletes(base / "input", ROWS, seed=7)
     athletes = Path(summary["athletes_path"])
     return {"athletes": str(athletes), "regions": summary["regions_path"], "venues": summary["venues_path"],
-            "expected": expected_marts(athletes.parent, athletes.name)}  # computed once, before any cluster idles
+            "expected": expected_marts(athletes.parent, athletes.name)}  # computed once, for both engines
 
 
 def _chain(engine, lake_root: Path, sources: dict, during_athletes=None) -> dict:
@@ -91,49 +104,50 @@ def _assert_complete(summaries: dict, lake_root: Path, sources: dict) -> None:
     assert_marts_match(lake_root, DS, Path(sources["athletes"]).parent, expected=sources["expected"])
 
 
-def test_dask_worker_killed_during_ingest_job_still_completes(base, inputs):
+def _owner_saw_no_death(rt, backend: str, address: str) -> None:
+    assert rt.handle(backend).address == address, f"the {backend} engine was replaced: {rt.log(backend)}"
+    assert "died" not in rt.log(backend, 10**6), rt.log(backend)
+
+
+def test_dask_worker_killed_during_ingest_job_still_completes(base, inputs, rt):
     from distributed import Client
 
-    from include.etl.clusters.dask_local import start_local_dask, stop_local_dask
     from include.etl.engines.dask import DaskEngine
 
-    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "dask-lake"), "ETL_LOCAL_WORKERS": "2"})
-    handle = start_local_dask(settings, base / "dask")
+    handle = rt.handle("dask")
     killed: dict = {}
-    try:
-        with Client(handle.address, timeout=30, set_as_default=False) as client:
-            worker_pids = client.run(os.getpid)  # worker address -> pid
+    with Client(handle.address, timeout=30, set_as_default=False) as client:
+        worker_pids = client.run(os.getpid)  # worker address -> pid
+        assert set(worker_pids.values()) <= set(rt.engine_pids("dask")), "not the runtime's engine"
 
-            def kill_a_busy_worker(done: threading.Event) -> None:
-                while not done.is_set():
-                    busy = {addr: keys for addr, keys in client.processing().items() if keys}
-                    if busy:
-                        addr, keys = next(iter(busy.items()))
-                        os.kill(worker_pids[addr], signal.SIGKILL)
-                        killed.update(pid=worker_pids[addr], keys=[str(k) for k in keys])
-                        return
-                    time.sleep(0.02)
+        def kill_a_busy_worker(done: threading.Event) -> None:
+            while not done.is_set():
+                busy = {addr: keys for addr, keys in client.processing().items() if keys}
+                if busy:
+                    addr, keys = next(iter(busy.items()))
+                    os.kill(worker_pids[addr], signal.SIGKILL)
+                    killed.update(pid=worker_pids[addr], keys=[str(k) for k in keys])
+                    return
+                time.sleep(0.02)
 
-            summaries = _chain(DaskEngine(client), base / "dask-lake", inputs, kill_a_busy_worker)
-            assert killed, "no worker was busy during the athletes ingest: the fault was never injected"
-            assert killed["pid"] not in processes_with_env(str(base / "dask")), "the SIGKILLed worker still runs"
-            # the nanny replaced the killed worker: the cluster is whole again
-            client.wait_for_workers(2, timeout=60)
-            assert killed["pid"] not in client.run(os.getpid).values()
-    finally:
-        stop_local_dask(handle)
+        summaries = _chain(DaskEngine(client), base / "dask-lake", inputs, kill_a_busy_worker)
+        assert killed, "no worker was busy during the athletes ingest: the fault was never injected"
+        assert killed["pid"] not in rt.engine_pids("dask"), "the SIGKILLed worker still runs"
+        # the nanny replaced the killed worker: the engine is whole again, and it is the same engine
+        client.wait_for_workers(2, timeout=60)
+        assert killed["pid"] not in client.run(os.getpid).values()
+    _owner_saw_no_death(rt, "dask", handle.address)
     _assert_complete(summaries, base / "dask-lake", inputs)
 
 
 @pytest.fixture(scope="module")
-def spark(base):
-    """A local Spark Connect server with a short idle timeout (the watcher's test needs it)."""
+def spark(base, rt):
+    """A run's view of the runtime's Spark Connect server: its own session, released at the end."""
     from etl_platform.hooks.spark import SparkClusterHook
 
-    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "spark-lake"), "ETL_LOCAL_WORKERS": "2",
-                                  "ETL_CLUSTER_IDLE_TIMEOUT": "15"})
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(base / "spark-lake"), "ETL_RUNTIME_DIR": str(rt.root)})
     hook = SparkClusterHook(settings=settings)
-    handle = hook.start_or_attach(base / "spark")
+    handle = hook.open_run(rt.handle("spark"))
     try:
         yield settings, handle
     finally:
@@ -189,7 +203,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inputs, spark):
+def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inputs, spark, rt):
     from etl_platform.hooks.spark import SparkClusterHook
 
     settings, handle = spark
@@ -212,7 +226,7 @@ def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inp
         rounds, seen = 0, {}
         daemons: list[int] = []
         while not done.is_set() and rounds < 2:  # at most 2 failures per task: 3 attempts are allowed
-            daemons = daemons or _daemons(base / "spark")
+            daemons = daemons or _daemons(rt.root / "spark")
             busy = []
             for pid in (c for d in daemons for c in _children(d)):
                 ticks = _cpu_ticks(pid)
@@ -243,33 +257,70 @@ def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inp
     assert killed, "no Python worker was busy during the athletes ingest: the fault was never injected"
     failed = failed_tasks() - failed_before
     assert failed >= 1, "Spark saw no failed task: the kill did not hit a running task"
+    _owner_saw_no_death(rt, "spark", handle.address)
     _assert_complete(summaries, base / "spark-lake", inputs)
 
 
-def _sleepy(batches):
-    import time as _time
+class _TI:
+    def __init__(self, task_id: str, try_number: int = 1):
+        self.dag_id, self.run_id, self.task_id, self.map_index = "olympics_etl", "manual__2024-07-07", task_id, -1
+        self.try_number = try_number
+        self.xcom: dict = {}
 
-    for batch in batches:
-        _time.sleep(25)
-        yield batch
+    def xcom_push(self, key, value):
+        self.xcom[key] = value
 
 
-def test_spark_idle_watcher_spares_a_long_job_then_stops_the_idle_server(base, spark):
-    from etl_platform.hooks.spark import SparkClusterHook
+def _ran_a_job(rt, backend: str) -> bool:
+    """Has the engine now running run a job (the regions ingest) since it started?"""
+    handle = rt.handle(backend)
+    if backend == "spark":  # its job endpoint records the latest job's start and end
+        with urllib.request.urlopen(handle.extra["jobs_url"].rsplit("/etl/jobs", 1)[0] + "/health", timeout=10) as r:
+            return json.load(r)["last_activity"] is not None
+    from distributed import Client
 
-    settings, handle = spark  # idle timeout: 15 s
-    assert len(handle.pids) == 2, handle.pids  # the server and its watcher
-    hook = SparkClusterHook(settings=settings)
-    try:
-        rows = hook.engine(handle).session.range(2).mapInPandas(_sleepy, "id bigint").collect()  # 25 s > 15 s
-    finally:
-        hook.close()
-    assert len(rows) == 2
-    assert processes_with_env(str(base / "spark")), "the watcher stopped a server that was running a job"
-    t0 = time.monotonic()
-    while processes_with_env(str(base / "spark")) and time.monotonic() - t0 < 90:
-        time.sleep(1)
-    left = processes_with_env(str(base / "spark"))
-    assert left == [], f"the idle server (or its watcher) still runs after {time.monotonic() - t0:.0f} s: {left}"
-    watch_log = (base / "spark" / "idle-watch.log").read_text()
-    assert "idle for" in watch_log and "stopping it now" in watch_log, watch_log
+    with Client(handle.address, timeout=30, set_as_default=False) as client:  # the job's driver task, by its key
+        keys = client.run_on_scheduler(lambda dask_scheduler: {str(t[0]) for t in dask_scheduler.transition_log})
+    return any(k.startswith("etl-job-olympics.ingest-") for k in keys)
+
+
+@pytest.mark.parametrize("backend", ["dask", "spark"])
+def test_a_lost_engine_is_replaced_and_the_job_tasks_retry_runs_on_the_new_one(backend, rt, inputs, tmp_path,
+                                                                                 monkeypatch):
+    from etl_platform.operators import SparkJobOperator, StartClusterOperator
+
+    monkeypatch.setenv("ETL_RUNTIME_DIR", str(rt.root))  # as under `make run`
+    monkeypatch.setenv("ETL_LAKE_ROOT", str(tmp_path / "lake"))
+    handle = StartClusterOperator(task_id="start_cluster", backend=backend).execute({"ti": _TI("start_cluster")})
+    old = rt.handle(backend)
+    assert handle["address"] == old.address and handle["extra"]["runtime"] == str(rt.root), handle
+
+    def job_try(n: int) -> tuple[dict, _TI]:
+        ti = _TI("ingest_regions", n)
+        op = SparkJobOperator(task_id="ingest_regions", job="olympics.ingest", cluster=handle,
+                              job_kwargs={"table": "regions", "source": inputs["regions"]})
+        return op.execute({"ti": ti, "ds": DS}), ti
+
+    engine = rt.engine_pids(backend)
+    assert engine, f"the runtime's {backend} engine has no processes"
+    for pid in engine:  # the engine is lost: every process of it at once
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # Its owner notices and no longer hands the engine out while it starts a new one: a try of the
+    # job task meanwhile fails with a retryable error (not AirflowFailException), touching nothing.
+    deadline = time.monotonic() + 60
+    while rt.handle(backend) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rt.handle(backend) is None, f"the owner did not notice its engine died: {rt.log(backend)}"
+    with pytest.raises(ClusterStartError, match="is not running now"):
+        job_try(2)
+    new = rt.wait_ready(backend, other_than=old.address)
+    assert alive_pids(engine) == [], "processes of the lost engine still run"
+    assert "died" in rt.log(backend, 10**6), rt.log(backend)
+
+    summary, ti = job_try(3)  # the retry, with the run's handle of the lost engine
+    assert summary["rows_accepted"] == 230 and summary["rows_rejected"] == 0, summary
+    assert Lake(tmp_path / "lake", "olympics").row_count("regions", DS) == 230
+    assert list(ti.xcom.values()) == [new.dashboard_url], ti.xcom  # the task links the new engine's dashboard
+    assert _ran_a_job(rt, backend), f"the retry did not run on the new {backend} engine at {new.address}"
+    assert rt.handle(backend).address == new.address

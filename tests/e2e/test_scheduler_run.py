@@ -1,10 +1,11 @@
 """olympics_etl through a real scheduler and LocalExecutor: every task in its own process.
 
 `bin/run`, the entry point of `make run`, runs the api-server (Execution API), scheduler,
-dag-processor and triggerer as separate processes. With ``ETL_CLUSTER_REUSE=per_run`` (the
-shared cluster of the embedded default is tested in test_cluster_reuse.py) each run's
-`start_cluster` starts a cluster that must serve the run's later tasks (other processes), and
-its teardown must leave nothing running.
+dag-processor and triggerer as separate processes. Its runs attach to the runtime's engines: here
+the test process's shared ``engine_runtime`` (``ETL_RUNTIME_DIR``; ``ETL_RUNTIME_ENGINES`` empty,
+so ``bin/run`` starts no engine owner of its own; ``test_runtime_engines.py`` covers those). Each
+run's `start_cluster` hands out the runtime's engine, which serves the run's later tasks (other
+processes); no run starts an engine, and no teardown stops the runtime's.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ def _query(home, sql, *args):
         return db.execute(sql, args).fetchall()
 
 
-def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
+def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home, engine_runtime):
     home = airflow_home
     port = free_port()
-    extra = {"AIRFLOW__API__PORT": str(port), "ETL_CLUSTER_REUSE": "per_run"}
+    engine = engine_runtime.handle("dask")
+    extra = {"AIRFLOW__API__PORT": str(port), **engine_runtime.env, "ETL_RUNTIME_ENGINES": ""}
     stack = Stack(home)
     stack.start("run", [str(ROOT / "bin" / "run")], project_env(home, **extra))
     try:
@@ -54,10 +56,18 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home):
         assert_marts_match(home / "lake", "2024-07-08", DATA)
         scheduled_ds = [r[2][:10] for r in runs if r[0] == "scheduled"][0]
         assert_marts_match(home / "lake", scheduled_ds, DATA)
-        assert processes_with_env(str(home)) == [], "cluster processes left running after the runs"
+        assert processes_with_env(str(home)) == [], "a run started an engine of its own"
+        # Both runs ran on the runtime's engine, which is still the same one and still runs.
+        api = Api(port, home)
+        for run_id, in _query(home, "select run_id from dag_run where dag_id='olympics_etl'"):
+            handle = api("GET", f"dags/olympics_etl/dagRuns/{quote(run_id, safe='')}/taskInstances/start_cluster/"
+                                "xcomEntries/return_value")["value"]
+            assert (handle["address"], handle["owned"], handle["extra"]["runtime"]) == (
+                engine.address, False, str(engine_runtime.root)), handle
+        assert engine_runtime.handle("dask").address == engine.address, "a teardown stopped the runtime's engine"
         # The UI's extra link of a cluster task, through the REST API the UI uses.
         manual = _query(home, "select run_id from dag_run where dag_id='olympics_etl' and run_type='manual'")[0][0]
-        links = Api(port, home)("GET", f"dags/olympics_etl/dagRuns/{quote(manual, safe='')}/taskInstances/ingest_athletes/links")
-        assert links["extra_links"]["Cluster dashboard"].startswith("http://127.0.0.1:")
+        links = api("GET", f"dags/olympics_etl/dagRuns/{quote(manual, safe='')}/taskInstances/ingest_athletes/links")
+        assert links["extra_links"]["Cluster dashboard"] == engine.dashboard_url, links
     finally:
         stop_group(stack.procs["run"], 60)  # SIGTERM: bin/run stops its components; then whatever is left of the group

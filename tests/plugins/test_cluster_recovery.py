@@ -1,26 +1,29 @@
-"""Reruns and lost clusters on a real local Dask cluster: nothing leaks, nothing retries blindly."""
+"""Lost engines and stale handles: a run never believes a dead engine, never retries blindly, never stops the runtime's.
+
+* The runtime's handle file (``$ETL_RUNTIME_DIR/<backend>.json``) is believed only while the
+  owner that wrote it runs: a file left by a killed owner (or naming a pid now reused by another
+  process) is stale, and a run then fails with a clear error instead of attaching to nothing.
+* A real owner SIGKILLed: its engine stops with it (no orphan keeps serving), and its file is stale.
+* A run's teardown never stops the runtime's engine.
+* A one-off run's own engine that died: its job task fails without retries and says how to recover.
+"""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
-from types import SimpleNamespace
+import time
 
+import psutil
 import pytest
 
-from etl_platform.hooks.cluster import DaskClusterHook
-from etl_platform.operators import SparkJobOperator, StartClusterOperator, StopClusterOperator
-from include.etl.clusters import ClusterHandle, kill_groups, processes_of_workdir
+from etl_platform.hooks import get_cluster_hook
+from etl_platform.hooks.dask import DaskClusterHook
+from etl_platform.operators import SparkJobOperator, StopClusterOperator
+from include.etl.clusters import ClusterHandle, ClusterStartError
+from include.etl.clusters.runtime import current, engine_file
 from include.etl.settings import Settings
-from tests.procs import processes_with_env
-
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), "ETL_LOCAL_WORKERS": "1"})
 
 
 class _TI:
@@ -37,69 +40,109 @@ def _context(task_id: str) -> dict:
     return {"ti": _TI(task_id), "ds": "2024-07-07"}
 
 
-def test_rerun_of_start_task_stops_the_earlier_tries_cluster(tmp_path, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    monkeypatch.setenv("ETL_LOCAL_WORKERS", "1")
-    monkeypatch.setenv("ETL_LAKE_ROOT", str(tmp_path / "lake"))
-    start = StartClusterOperator(task_id="start_cluster", backend="dask")
-    first = ClusterHandle.from_dict(start.execute(_context("start_cluster")))
-    workdir = first.workdir
-    assert workdir == str(tmp_path / "logs" / "clusters" / "dag" / "manual__2024-07-07" / "start_cluster" / "dask")
-    first_procs = processes_of_workdir(workdir)
-    assert len(first_procs) >= 3, first_procs
-    # The try's handle is lost (the task was killed after starting): a second try starts anew...
-    second = ClusterHandle.from_dict(start.execute(_context("start_cluster")))
+def _write(root, backend: str, pid: int, started: float, address: str = "tcp://127.0.0.1:1") -> None:
+    handle = ClusterHandle(backend, address, owned=True, dashboard_url="http://127.0.0.1:2/status", pids=[pid],
+                           workdir=str(root / backend), extra={"jobs_url": "http://127.0.0.1:2/etl/jobs"})
+    root.mkdir(parents=True, exist_ok=True)
+    engine_file(root, backend).write_text(json.dumps({"state": "ready", "handle": handle.to_dict(),
+                                                      "owner": {"pid": pid, "started": started}}))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_handle_file_is_believed_only_while_its_owner_runs(tmp_path, monkeypatch):
+    root = tmp_path / "runtime"
+    me = psutil.Process()
+    _write(root, "dask", me.pid, me.create_time())
+    handle = current("dask", root)
+    # A run's view: attached, with no process to stop, naming the runtime it came from.
+    assert (handle.address, handle.owned, handle.pids, handle.workdir, handle.extra["runtime"]) == (
+        "tcp://127.0.0.1:1", False, [], None, str(root))
+    monkeypatch.setenv("ETL_RUNTIME_DIR", str(root))
+    assert current("dask") == handle  # the runtime of the environment, as a task finds it
+    assert current("spark", root) is None  # no file: no engine
+    _write(root, "dask", _dead_pid(), me.create_time())
+    assert current("dask", root) is None, "a file of an owner that is gone was believed"
+    _write(root, "dask", me.pid, me.create_time() - 3600)
+    assert current("dask", root) is None, "a file naming a reused pid (another start time) was believed"
+    engine_file(root, "dask").write_text(json.dumps({"state": "starting", "owner": {"pid": me.pid,
+                                                                                  "started": me.create_time()}}))
+    assert current("dask", root) is None, "an engine still starting was handed out"
+    engine_file(root, "dask").write_text('{"state": "ready", "handle": ')  # torn or garbage
+    assert current("dask", root) is None
+    monkeypatch.delenv("ETL_RUNTIME_DIR")
+    assert current("dask") is None
+
+
+def test_without_an_engine_to_attach_to_a_run_fails_with_a_clear_error(tmp_path):
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake")})
+    with pytest.raises(ClusterStartError, match=r"no runtime \(ETL_RUNTIME_DIR is not set: start the platform with "
+                                                r"`make run`\)"):
+        DaskClusterHook(settings=settings).start_or_attach(tmp_path / "work")
+    settings = Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), "ETL_RUNTIME_DIR": str(tmp_path / "runtime")})
+    _write(tmp_path / "runtime", "dask", _dead_pid(), time.time())  # a stale file: its owner was killed
+    t0 = time.monotonic()
+    with pytest.raises(ClusterStartError, match="the runtime runs no dask engine .*is `make run` up"):
+        DaskClusterHook(settings=settings).start_or_attach(tmp_path / "work")
+    assert time.monotonic() - t0 < 5, "a run waited for an engine whose owner is gone"
+
+
+@pytest.mark.slow
+def test_a_killed_owners_engine_stops_with_it_and_its_file_is_stale(tmp_path):
+    from tests.e2e.clusters import runtime
+
+    with runtime(tmp_path / "runtime", backends=("dask",)) as rt:
+        engine = rt.engine_pids("dask")
+        assert engine and rt.handle("dask") is not None
+        rt.owners["dask"].kill()  # SIGKILL: the owner cannot stop its engine itself
+        rt.owners["dask"].wait(10)
+        assert engine_file(rt.root, "dask").exists()  # left behind...
+        assert rt.handle("dask") is None  # ...and not believed
+        deadline = time.monotonic() + 30
+        while rt.engine_pids("dask") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rt.engine_pids("dask") == [], "the engine outlived its killed owner"
+        settings = Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path / "lake"), **rt.env})
+        with pytest.raises(ClusterStartError, match="the runtime runs no dask engine"):
+            get_cluster_hook("dask", settings=settings).start_or_attach(tmp_path / "work")
+
+
+def test_a_runs_teardown_never_stops_the_runtimes_engine(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands in for the engine
     try:
-        assert second.address != first.address
-        alive = set(processes_of_workdir(workdir))
-        assert alive and not alive & set(first_procs), "the first try's cluster is still running"
-        SparkJobOperator(task_id="noop", job="noop", cluster=second.to_dict()).execute(_context("noop"))
+        root = tmp_path / "runtime"
+        _write(root, "dask", child.pid, psutil.Process(child.pid).create_time())
+        handle = current("dask", root)
+        raw = json.loads(engine_file(root, "dask").read_text())["handle"]
+        assert raw["pids"] == [child.pid] and handle.pids == [], "a run's view names the engine's processes"
+        # even a handle that names the engine's processes is the runtime's, and left alone
+        for cluster in (handle.to_dict(), {**handle.to_dict(), "pids": [child.pid]}):
+            out = StopClusterOperator(task_id="stop_cluster", cluster=cluster).execute(_context("stop_cluster"))
+            assert out == {"stopped": False, "address": "tcp://127.0.0.1:1", "killed": []}, out
+        assert child.poll() is None
     finally:
-        StopClusterOperator(task_id="stop_cluster", cluster=second.to_dict()).execute(_context("stop_cluster"))
-    assert processes_with_env(str(tmp_path)) == []
+        child.kill()
+        child.wait()
 
 
-def test_job_on_a_lost_cluster_fails_without_retries_and_says_how_to_recover(tmp_path, settings):
+def test_job_on_a_lost_one_off_engine_fails_without_retries_and_says_how_to_recover(tmp_path):
     from airflow.sdk.exceptions import AirflowFailException
 
-    hook = DaskClusterHook(settings=settings)
-    handle = hook.start_or_attach(tmp_path / "cluster")
-    assert hook.lost(handle) is None
-    kill_groups(handle.pids, "dask", grace=5)  # the cluster dies between two tasks
+    workdir = tmp_path / "engine"
+    workdir.mkdir()
+    (workdir / "server.log").write_text("started\nOutOfMemoryError: Java heap space\n")
+    # A one-off run's own engine (started in its process, owned by it) whose server process died.
+    handle = ClusterHandle("spark", "sc://127.0.0.1:1", owned=True, pids=[_dead_pid()], workdir=str(workdir))
     op = SparkJobOperator(task_id="ingest", job="noop", cluster=handle.to_dict())
     with pytest.raises(AirflowFailException) as err:
         op.execute(_context("ingest"))
     message = str(err.value)
-    assert f"cluster started by this run at {handle.address} is gone" in message
+    assert "spark cluster started by this run at sc://127.0.0.1:1 is gone" in message
     assert "clear this task" in message and "start_cluster" in message
-    assert "scheduler.log" in message or "workers.log" in message  # points at the cluster's logs
-    assert hook.stop(handle) == []
-    # An attached cluster is never declared lost by the platform (it may come back).
-    assert hook.lost(ClusterHandle("dask", handle.address, owned=False)) is None
-
-
-def test_stop_also_kills_processes_that_left_the_clusters_process_groups(tmp_path, settings):
-    hook = DaskClusterHook(settings=settings)
-    workdir = tmp_path / "cluster"
-    handle = hook.start_or_attach(workdir)
-    # An orphan: a process of the cluster (same ETL_CLUSTER_WORKDIR) in a session of its own,
-    # as a crashed worker's child re-parented to init would be.
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
-                              env=dict(os.environ, ETL_CLUSTER_WORKDIR=str(workdir)))
-    try:
-        killed = hook.stop(handle)
-        assert orphan.pid in killed
-        assert orphan.wait(10) is not None
-        assert processes_with_env(str(workdir)) == []
-    finally:
-        if orphan.poll() is None:
-            orphan.kill()
-
-
-def test_cluster_workdir_is_per_start_task_and_map_index(tmp_path, monkeypatch):
-    from etl_platform.operators.cluster import cluster_workdir
-
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    ti = SimpleNamespace(dag_id="d", run_id="scheduled__2024-07-07T00:00:00+00:00", task_id="start", map_index=3)
-    path = cluster_workdir({"ti": ti}, "spark")
-    assert path == tmp_path / "logs" / "clusters" / "d" / "scheduled__2024-07-07T00_00_00_00_00" / "start-3" / "spark"
+    assert "OutOfMemoryError: Java heap space" in message  # the end of the engine's log says why
+    # An attached or the runtime's engine is never declared lost by the platform (it may come back).
+    assert get_cluster_hook("spark").lost(ClusterHandle("spark", "sc://127.0.0.1:1", owned=False)) is None
