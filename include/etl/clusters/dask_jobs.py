@@ -15,8 +15,8 @@ Isolation and cancellation, per job:
   and closes the job's client; the scheduler then releases that client's futures (only those:
   other jobs on the same, possibly shared, cluster keep theirs) and the driver's ``compute``
   ends with an error. Python code already running in a worker thread cannot be interrupted: a
-  task that is mid-way keeps its thread until it returns (a run's own cluster is stopped by its
-  teardown anyway).
+  task that is mid-way keeps its thread until it returns, and the runtime's engine is shared by
+  every run, so a job's tasks should be short (they are: blocks of a file, partitions).
 
 Several drivers may plan in one worker process at once: :func:`allow_concurrent_cached_property`
 gives the worker Python 3.12's lock-free ``cached_property`` first (why: docs/runtime.md,

@@ -126,6 +126,12 @@ class DaskClusterHook(ClusterHook):
             self._job = (url, spec.key)
             try:
                 result = call_job(url, spec.to_dict())
+            except BaseException:  # interrupted while waiting (execution timeout, SIGTERM): the job must not run on
+                if self._job is not None:
+                    from include.etl.clusters.dask_http import cancel_job
+
+                    cancel_job(*self._job)
+                raise
             finally:
                 self._job = None
         else:
