@@ -91,7 +91,7 @@ def test_clusters_are_services_and_airflow_attaches_to_them():
     connect = command("spark-connect")
     assert "SparkConnectServer" in connect and "--master spark://spark-master:7077" in connect and "15002" in connect
     # The connection names match what the hooks look up.
-    from etl_platform.hooks.dask import DaskClusterHook
+    from etl_platform.hooks.dask_cluster import DaskClusterHook
     from etl_platform.hooks.spark import SparkClusterHook
 
     assert f"AIRFLOW_CONN_{DaskClusterHook.default_conn_name.upper()}" in env

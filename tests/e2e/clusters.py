@@ -120,7 +120,7 @@ def runtime(root: Path, backends: tuple[str, ...] = ("dask", "spark"), env: dict
 @contextlib.contextmanager
 def local_engines(rt: Runtime, lake: Path) -> Iterator[dict[str, Any]]:
     """``{"dask": DaskEngine, "spark": SparkEngine}`` attached to the runtime ``rt``'s engines."""
-    from etl_platform.hooks.dask import DaskClusterHook
+    from etl_platform.hooks.dask_cluster import DaskClusterHook
     from etl_platform.hooks.spark import SparkClusterHook
     from include.etl.settings import Settings
 

@@ -47,7 +47,7 @@ def test_the_endpoint_answers_the_class_and_the_whole_traceback(dask_handle, tmp
 
 
 def test_the_operator_says_what_went_wrong_first_and_raises_a_retryable_error(dask_handle, monkeypatch, tmp_path):
-    from etl_platform.hooks.dask import DaskClusterHook
+    from etl_platform.hooks.dask_cluster import DaskClusterHook
     from include.etl.settings import Settings
 
     hook = DaskClusterHook(settings=Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path)}))

@@ -257,7 +257,7 @@ def _assert_killed(home: Path, stack: Stack, run: dict, state: str) -> tuple:
 
 def _new_job_runs(rt, home: Path) -> None:
     """A new job on each engine, as a new run's job task runs it (the Spark one in a session of its own)."""
-    from etl_platform.hooks.dask import DaskClusterHook
+    from etl_platform.hooks.dask_cluster import DaskClusterHook
     from etl_platform.hooks.spark import SparkClusterHook
     from include.etl.settings import Settings
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from etl_platform.hooks import get_cluster_hook
-from etl_platform.hooks.dask import DaskClusterHook
+from etl_platform.hooks.dask_cluster import DaskClusterHook
 from etl_platform.operators import SparkJobOperator, StopClusterOperator
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.clusters.runtime import current, engine_file

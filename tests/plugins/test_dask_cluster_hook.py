@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from etl_platform.hooks.dask import DaskClusterHook
 from etl_platform.hooks import get_cluster_hook
+from etl_platform.hooks.dask_cluster import DaskClusterHook
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 from tests.procs import processes_with_env

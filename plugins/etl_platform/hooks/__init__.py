@@ -1,6 +1,6 @@
 """Cluster hooks, one class per way of running a job, and the choice among them (:func:`get_cluster_hook`).
 
-* :class:`~etl_platform.hooks.dask.DaskClusterHook`: a Dask scheduler (connection ``dask_default``,
+* :class:`~etl_platform.hooks.dask_cluster.DaskClusterHook`: a Dask scheduler (connection ``dask_default``,
   the runtime's engine, or a one-off run's in-process cluster);
 * :class:`~etl_platform.hooks.gateway.DaskGatewayHook`: a run's own Dask cluster from dask-gateway;
 * :class:`~etl_platform.hooks.spark.SparkClusterHook`: a Spark Connect server (connection
@@ -23,7 +23,7 @@ def get_cluster_hook(backend: str, conn_id: str | None = None, settings: Setting
     """The hook for ``backend`` ("dask" or "spark") and, when given, the connection a handle names."""
     backend = check_backend(backend)
     if backend == "dask":
-        from etl_platform.hooks.dask import DaskClusterHook
+        from etl_platform.hooks.dask_cluster import DaskClusterHook
         from etl_platform.hooks.gateway import gateway_hook_for
 
         return gateway_hook_for(conn_id, settings) or DaskClusterHook(conn_id, settings)

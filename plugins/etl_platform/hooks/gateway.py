@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from etl_platform.hooks.base import _connection_or_none
-from etl_platform.hooks.dask import DaskClusterHook
+from etl_platform.hooks.dask_cluster import DaskClusterHook
 from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.settings import ConfigError, Settings
 
