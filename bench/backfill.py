@@ -1,19 +1,22 @@
 """Time a backfill of retail_daily through the real scheduler, and say what the time is spent on.
 
 The embedded default, as ``make run`` starts it: ``bin/run`` (api-server, scheduler with
-LocalExecutor, dag-processor, triggerer; SQLite; the embedded defaults of ``bin/env.sh``, so
-runs share one local cluster per backend unless ``--reuse per_run``) on a temporary
-``AIRFLOW_HOME``, lake and free port, with only ``dags/retail_daily.py``, over the real landing
-files in ``$ETL_DATA_DIR/retail/by-day``. Then ``POST /api/v2/backfills`` for ``--from`` ..
-``--to`` on one backend, waits until every run has ended, and reads the task instances from the
-metadata DB:
+LocalExecutor, dag-processor, triggerer; SQLite; the embedded defaults of ``bin/env.sh``; and the
+owner of the runtime's engine of the backend, ``ETL_RUNTIME_ENGINES=<backend>``, which every run's
+``start_cluster`` attaches to) on a temporary ``AIRFLOW_HOME``, lake and free port, with only
+``dags/retail_daily.py``, over the real landing files in ``$ETL_DATA_DIR/retail/by-day``. Once
+the DAG is parsed and the engine is ready (the setup time), ``POST /api/v2/backfills`` for
+``--from`` .. ``--to`` on one backend, waits until every run has ended, and reads the task
+instances from the metadata DB:
 
 * the wall time of the backfill, per run with a file (a trading day) and per empty day, and
   runs per minute;
-* per task: mean duration and its share of the summed task time (``start_cluster`` = the
-  cluster's start, or its attach when shared, the jobs, ``stop_cluster``, the sensor);
+* per task: mean duration and its share of the summed task time (``start_cluster`` = the attach
+  to the runtime's engine, the jobs, ``stop_cluster``, the sensor);
 * scheduling: the gaps between a run's tasks (the scheduler's loop, task process start-up);
-* how many clusters were started (``Started`` lines in the ``start_cluster`` logs).
+* how many engines the runtime started (its owner's ``<backend> engine ready in`` lines in
+  ``bin/run``'s output: 1 unless an engine died and was started again) and how many runs attached
+  to one (``Attaching to the runtime's <backend> engine`` in the ``start_cluster`` logs).
 
 The whole year (2010-12-01 .. 2011-11-30: 297 trading days, 68 without a file) is
 extrapolated from the range measured as ``wall / trading days measured x 297`` (empty days
@@ -21,11 +24,12 @@ cost a few seconds and overlap the others) unless the range is the year itself.
 
     .venv/bin/python bench/backfill.py --backend dask                      # the whole year
     .venv/bin/python bench/backfill.py --backend spark --from 2011-03-01 --to 2011-03-31
-    .venv/bin/python bench/backfill.py --backend dask --from 2010-12-01 --to 2010-12-31 --reuse per_run
 
-Results: ``bench/results/backfill-<backend>-<reuse>-<from>-<to>.json`` and a Markdown table on
-stdout. ``bin/run`` is stopped with SIGTERM at the end (it stops its tasks and clusters), and
-the script checks that no process of the deployment is left.
+Results: ``bench/results/backfill-<backend>-runtime-<from>-<to>.json`` and a Markdown table on
+stdout (the ``-shared-`` and ``-per_run-`` files there were measured before the runtime owned the
+engines, with the reuse modes since removed). ``bin/run`` is stopped with SIGTERM at the end (it
+stops its tasks and the engine), and the script checks, with psutil, that no process of the
+deployment is left.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,6 +51,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from engines import pids_with_env
 
 ROOT = Path(__file__).resolve().parents[1]
 YEAR_TRADING_DAYS = 297
@@ -64,7 +71,7 @@ def default_data_dir() -> Path:
 
 
 class Deployment:
-    def __init__(self, base: Path, backend: str, data_dir: Path, reuse: str):
+    def __init__(self, base: Path, backend: str, data_dir: Path):
         self.base, self.home = base, base / "airflow"
         dags = base / "dags"
         dags.mkdir(parents=True)
@@ -76,9 +83,9 @@ class Deployment:
             AIRFLOW_HOME=str(self.home), ETL_LAKE_ROOT=str(base / "lake"), ETL_DATA_DIR=str(data_dir),
             ETL_DEFAULT_BACKEND=backend, AIRFLOW__CORE__DAGS_FOLDER=str(dags), AIRFLOW__API__PORT=str(self.port),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            ETL_RUNTIME_ENGINES=backend,  # bin/run's runtime ($AIRFLOW_HOME/runtime) owns this backend's engine only
         )
-        if reuse:
-            self.env["ETL_CLUSTER_REUSE"] = reuse
+        self.backend = backend
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -86,8 +93,15 @@ class Deployment:
         self.proc = subprocess.Popen([str(ROOT / "bin" / "run")], env=self.env, cwd=ROOT, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
+    def engine_ready(self) -> bool:
+        """Is the runtime's engine of the backend ready (its owner's file under ``$AIRFLOW_HOME/runtime``)?"""
+        sys.path.insert(0, str(ROOT))
+        from include.etl.clusters.runtime import current
+
+        return current(self.backend, self.home / "runtime") is not None
+
     def stop(self) -> float:
-        """SIGTERM to bin/run (it stops its components, tasks and clusters); seconds it took."""
+        """SIGTERM to bin/run (it stops its components, tasks and the engine); seconds it took."""
         t0 = time.monotonic()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -99,18 +113,8 @@ class Deployment:
         return time.monotonic() - t0
 
     def leftovers(self) -> list[int]:
-        """Pids of processes still running with this deployment's AIRFLOW_HOME or cluster workdir."""
-        import psutil
-
-        left = []
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                env = proc.environ()
-            except (psutil.Error, OSError):
-                continue
-            if env.get("AIRFLOW_HOME") == str(self.home) or str(self.home) in env.get("ETL_CLUSTER_WORKDIR", ""):
-                left.append(proc.pid)
-        return left
+        """Pids of processes still running with this deployment's AIRFLOW_HOME or an engine's workdir under it."""
+        return pids_with_env(self.home, ("AIRFLOW_HOME", "ETL_CLUSTER_WORKDIR"))
 
     def api(self, method: str, path: str, body: dict | None = None):
         password = json.loads((self.home / "simple_auth_manager_passwords.json").read_text())["admin"]
@@ -171,9 +175,13 @@ def analyse(dep: Deployment, days: list[str]) -> dict:
         gaps.append((_seconds(start, end) or 0) - busy)
     summed = sum(sum(v) for v in per_task.values())
     start_logs = list((dep.home / "logs" / "dag_id=retail_daily").glob("run_id=*/task_id=start_cluster/attempt=*.log"))
-    reused = sum("Reusing the shared" in f.read_text(errors="replace") for f in start_logs)
+    attached = sum(f"Attaching to the runtime's {dep.backend} engine" in f.read_text(errors="replace")
+                   for f in start_logs)
+    started = re.findall(rf"{dep.backend} engine ready in ([0-9.]+) s",
+                         (dep.base / "run.log").read_text(errors="replace"))
     return {
-        "cluster_starts": len(per_task.get("start_cluster", [])) - reused, "cluster_reuses": reused,
+        "engine_starts": len(started), "engine_ready_seconds": [float(x) for x in started],
+        "runs_attached": attached, "start_cluster_logs": len(start_logs),
         "runs": len(runs), "trading_days": len(trading), "empty_days": len(empty),
         "states": sorted({r[2] for r in runs}),
         "run_seconds_trading_mean": round(statistics.mean(trading), 1) if trading else None,
@@ -192,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", dest="end", default="2011-11-30")
     parser.add_argument("--max-active-runs", type=int, default=2, help="backfill runs at a time (2 cores here)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--reuse", choices=("", "shared", "per_run"), default="",
-                        help="ETL_CLUSTER_REUSE (default: the embedded default of bin/run, shared)")
     parser.add_argument("--keep", action="store_true", help="keep the deployment's directory (logs, lake, DB)")
     args = parser.parse_args(argv)
     landing = args.data_dir / "retail" / "by-day"
@@ -203,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"no landing file in {landing} between {args.start} and {args.end}")
     base = Path(tempfile.mkdtemp(prefix=f"bench-backfill-{args.backend}-"))
-    dep = Deployment(base, args.backend, args.data_dir, args.reuse)
+    dep = Deployment(base, args.backend, args.data_dir)
     load0 = os.getloadavg()[0]
     t_setup = time.monotonic()
     try:
         dep.start()
         dep.wait("retail_daily to be parsed", lambda: dep.api("GET", "dags/retail_daily")["dag_id"], 300)
         dep.api("PATCH", "dags/retail_daily", {"is_paused": False})
+        dep.wait(f"the runtime's {args.backend} engine", dep.engine_ready, 600, interval=0.5)
         setup_s = time.monotonic() - t_setup
         t0 = time.monotonic()
         dep.api("POST", "backfills", {"dag_id": "retail_daily", "from_date": f"{args.start}T00:00:00Z",
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_s = dep.stop()
     left = dep.leftovers()
     result.update({
-        "reuse": args.reuse or "shared (embedded default)", "stop_seconds": round(stop_s, 1), "processes_left": left,
+        "runtime_engines": args.backend, "stop_seconds": round(stop_s, 1), "processes_left": left,
         "runs_per_minute": round(len(days) / wall * 60, 2), "load_at_start": round(load0, 2),
         "load_at_end": round(os.getloadavg()[0], 2),
         "backend": args.backend, "from": args.start, "to": args.end, "days": len(days), "files": len(files),
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"backfill-{args.backend}-{args.reuse or 'shared'}-{args.start}-{args.end}.json"
+    out = out_dir / f"backfill-{args.backend}-runtime-{args.start}-{args.end}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"| backend | days (files) | wall | per trading day | year (297 days) | run, trading | run, empty |\n"
           f"| --- | --- | --- | --- | --- | --- | --- |\n"
@@ -254,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| task | n | mean | median | share of task time |\n| --- | --- | --- | --- | --- |")
     for task, t in result["tasks"].items():
         print(f"| {task} | {t['n']} | {t['mean_s']} s | {t['median_s']} s | {t['share_of_task_time']:.0%} |")
-    print(f"\n{result['runs_per_minute']} runs per minute; {result['cluster_starts']} cluster start(s), "
-          f"{result['cluster_reuses']} reuse(s); load {load0:.2f} at start, {result['load_at_end']:.2f} at end; bin/run stopped in {stop_s:.1f} s, processes left: {left or 'none'}")
+    print(f"\n{result['runs_per_minute']} runs per minute; the runtime started {result['engine_starts']} "
+          f"{args.backend} engine(s) (ready in {result['engine_ready_seconds']} s), {result['runs_attached']} of "
+          f"{result['start_cluster_logs']} start_cluster log(s) attached to it; load {load0:.2f} at start, {result['load_at_end']:.2f} at end; bin/run stopped in {stop_s:.1f} s, processes left: {left or 'none'}")
     print(f"states {result['states']}; mean gap between a run's tasks (scheduling, process start) per run: "
           f"{result['scheduling_gap_seconds_mean']} s; results in {out}")
     if args.keep:

@@ -1,14 +1,17 @@
 """Per-task overhead through the real scheduler and LocalExecutor (a benchmark, not a test).
 
-    .venv/bin/python bench/overhead.py [--backend dask|spark] [--runs 3] [--reuse shared|per_run]
+    .venv/bin/python bench/overhead.py [--backend dask|spark] [--runs 3]
                                        [--concurrent] [--keep] [--dag-file PATH] [--set KEY=VALUE ...]
 
 Starts the embedded runtime (``bin/run``: api-server, scheduler + LocalExecutor, dag-processor,
-triggerer, with the embedded defaults) on a fresh ``AIRFLOW_HOME`` and a free port, with only the
-fixture DAG ``small_jobs`` (``tests/fixtures/dags/small_jobs.py``: start_cluster -> noop x3 ->
-ingest regions (230 rows) -> ingest venues (52 rows) -> stop_cluster), triggers ``--runs`` runs
-through the REST API (one after the other, or all at once with ``--concurrent``) and reads what
-the scheduler recorded (``task_instance`` / ``dag_run`` in SQLite) and the task logs.
+triggerer, with the embedded defaults, and the owner of the runtime's engine of ``--backend``:
+``ETL_RUNTIME_ENGINES=<backend>``, override with ``--set``) on a fresh ``AIRFLOW_HOME`` and a free
+port, with only the fixture DAG ``small_jobs`` (``tests/fixtures/dags/small_jobs.py``: start_cluster
+-> noop x3 -> ingest regions (230 rows) -> ingest venues (52 rows) -> stop_cluster). Once the DAG
+is parsed and the engine is ready it triggers ``--runs`` runs through the REST API (one after the
+other, or all at once with ``--concurrent``); each run's ``start_cluster`` attaches to the
+runtime's engine. Then it reads what the scheduler recorded (``task_instance`` / ``dag_run`` in
+SQLite) and the task logs.
 
 Per job task it prints
 
@@ -21,7 +24,14 @@ Per job task it prints
 * ``gap``: the previous task's end_date -> this task's start_date (the scheduler's loop between
   dependent tasks plus ``q->start``).
 
-and, per run, the wall time (queued_at -> end_date) and the start_cluster task's duration.
+and, per run, the wall time (queued_at -> end_date) and the start_cluster task's duration (the
+attach to the runtime's engine; the engine's own start, as its owner logged it, is ``engine_ready_s``).
+
+Before ``bin/run`` starts, ``engine`` (each job's own time on a warm engine, the floor) is measured
+in a separate process that starts the runtime's engine of ``--backend`` the same way
+(``bench/engines.py``) and runs each job through the hook, attached to it. At the end the script
+checks, with psutil, that no process of the deployment (its ``AIRFLOW_HOME`` or an engine's
+``ETL_CLUSTER_WORKDIR`` under the work directory) is left.
 Medians are over every job task of every run but the first (the first task of a LocalExecutor
 worker pays the worker's own warm-up) unless ``--all``.
 """
@@ -31,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +55,8 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+
+from engines import pids_with_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "small_jobs"
@@ -122,37 +135,45 @@ ENGINE_JOBS = {"noop": ("noop", {}), "ingest_regions": ("olympics.ingest", {"tab
                "ingest_venues": ("olympics.ingest", {"table": "venues"})}
 
 
-def measure_engine(backend: str, sources: dict[str, str], repeat: int = 3) -> dict[str, float]:
-    """Each job's own time on a warm cluster, through the hook in one warm process (the floor)."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "plugins"))
-    from etl_platform.hooks.cluster import get_cluster_hook
+def measure_engine(backend: str, sources: dict[str, str], root: Path, repeat: int = 3) -> dict[str, float]:
+    """Each job's own time on a warm engine, through the hook in one warm process (the floor).
 
-    hook = get_cluster_hook(backend)
-    handle = hook.start_or_attach(Path(os.environ["AIRFLOW_HOME"]) / "logs" / "clusters" / "engine" / backend)
+    The engine is the runtime's, started here under ``root`` as ``bin/run`` starts it; the hook
+    attaches to it as a run's ``start_cluster`` does and sends the jobs the way job tasks do.
+    """
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    from engines import runtime_engines
+
+    from etl_platform.hooks import get_cluster_hook
+
     times: dict[str, float] = {}
-    try:
-        for name, (job, kwargs) in ENGINE_JOBS.items():
-            if "table" in kwargs:
-                kwargs = {**kwargs, "source": sources[kwargs["table"]]}
-            runs = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                hook.run_job(handle, job, kwargs, "2024-07-01")
-                runs.append(time.perf_counter() - t0)
-                hook.close()
-            times[name] = round(statistics.median(runs[1:]), 3)  # warm: not the first call
-    finally:
-        hook.stop(handle)
+    with runtime_engines(root, (backend,)) as engines:
+        hook = get_cluster_hook(backend, settings=engines.settings())
+        handle = hook.start_or_attach(root / "run")
+        try:
+            for name, (job, kwargs) in ENGINE_JOBS.items():
+                if "table" in kwargs:
+                    kwargs = {**kwargs, "source": sources[kwargs["table"]]}
+                runs = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    hook.run_job(handle, job, kwargs, "2024-07-01")
+                    runs.append(time.perf_counter() - t0)
+                    hook.close()
+                times[name] = round(statistics.median(runs[1:]), 3)  # warm: not the first call
+        finally:
+            hook.stop(handle)  # the runtime's engine stays (Spark: the session is released); the owner stops it
+            hook.close()
     return times
 
 
 def engine_child(backend: str, env: dict[str, str], work: Path) -> dict[str, float]:
     sources = {t: os.path.join(env.get("ETL_DATA_DIR") or str(default_data_dir()), "olympics", f)
                for t, f in (("regions", "noc_regions.csv"), ("venues", "host_city_locations.csv"))}
-    out = subprocess.run([sys.executable, __file__, "--engine-child", backend, json.dumps(sources)],
-                         env={**env, "AIRFLOW_HOME": str(work / "engine-home")}, cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run([sys.executable, __file__, "--engine-child", backend, json.dumps(sources),
+                          str(work / "engine-runtime")],
+                         env={**env, "AIRFLOW_HOME": str(work / "engine-home"), "ETL_LAKE_ROOT": str(work / "engine-lake")},
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"measuring the engine time failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -197,17 +218,17 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one flat script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="dask", choices=["dask", "spark"])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--reuse", default="", help="shared | per_run (the run's conf; empty: ETL_CLUSTER_REUSE)")
     parser.add_argument("--concurrent", action="store_true", help="trigger every run at once")
     parser.add_argument("--all", action="store_true", help="medians over every run (default: all but the first)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (AIRFLOW_HOME, logs)")
     parser.add_argument("--dag-file", default=str(ROOT / "tests" / "fixtures" / "dags" / "small_jobs.py"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra environment")
     parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument("--engine-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--engine-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.engine_child:
-        print(json.dumps(measure_engine(args.engine_child[0], json.loads(args.engine_child[1]))))
+        backend, sources, root = args.engine_child
+        print(json.dumps(measure_engine(backend, json.loads(sources), Path(root))))
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="etl-overhead-"))
@@ -219,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one flat script
            if not k.startswith(("AIRFLOW", "ETL_")) and k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
     env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(work / "lake"), AIRFLOW__API__PORT=str(port),
                AIRFLOW__CORE__DAGS_FOLDER=str(dags), AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
-               AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5")
+               AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", ETL_RUNTIME_ENGINES=args.backend)
     if os.environ.get("ETL_DATA_DIR"):
         env["ETL_DATA_DIR"] = os.environ["ETL_DATA_DIR"]
     for item in args.set:
@@ -237,9 +258,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one flat script
     api = Api(port, home)
     try:
         wait("the DAG to be parsed", lambda: api("GET", f"dags/{DAG_ID}")["dag_id"], args.timeout, proc, log, 1)
+        sys.path.insert(0, str(ROOT))
+        from include.etl.clusters.runtime import current  # bin/run's runtime: $AIRFLOW_HOME/runtime
+
+        wait(f"the runtime's {args.backend} engine", lambda: current(args.backend, home / "runtime"), args.timeout,
+             proc, log)
         up_s = time.monotonic() - t_start
         api("PATCH", f"dags/{DAG_ID}", {"is_paused": False})
-        conf = {"backend": args.backend, **({"reuse": args.reuse} if args.reuse else {})}
+        conf = {"backend": args.backend}
         run_ids: list[str] = []
 
         def ended(run_id: str) -> str | None:
@@ -256,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one flat script
         t_stop = time.monotonic()
         stop(proc)
         stop_s = time.monotonic() - t_stop
-    left = subprocess.run(["grep", "-l", f"ETL_CLUSTER_WORKDIR={home}", *map(str, Path("/proc").glob("[0-9]*/environ"))],
-                          capture_output=True, text=True).stdout.split()
+    # Every process of the deployment and of the engine measurement is gone (psutil, by the environment
+    # they inherited: an AIRFLOW_HOME or an engine's ETL_CLUSTER_WORKDIR under the work directory).
+    left = pids_with_env(work, ("AIRFLOW_HOME", "ETL_CLUSTER_WORKDIR"))
+    ready = re.findall(rf"{args.backend} engine ready in ([0-9.]+) s", log.read_text(errors="replace"))
 
     rows, overhead, gaps, qstarts, engines, durs = [], [], [], [], [], []
     spans: dict[str, list] = {}
@@ -294,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one flat script
     def f(v):
         return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
-    print(f"backend {args.backend}, reuse {args.reuse or env.get('ETL_CLUSTER_REUSE') or '(default)'}, "
+    print(f"backend {args.backend}, the runtime's engines {env['ETL_RUNTIME_ENGINES']} (runs attach), "
           f"{args.runs} run(s){' at once' if args.concurrent else ' one after the other'}; load "
           f"{load0[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; bin/run up in {up_s:.1f} s, stopped in {stop_s:.1f} s")
     print(f"{'run':38} {'task':15} {'state':8} {'dur':>6} {'engine':>6} {'over':>6} {'q->start':>8} {'gap':>6}")
@@ -311,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one flat script
         "engine_median_s": median(engines), "queued_to_start_median_s": median(qstarts),
         "end_to_next_start_median_s": median(gaps),
         "start_cluster_s": [r[3] for r in rows if r[1] == "start_cluster"],
+        "engine_ready_s": [float(x) for x in ready],
         "run_wall_s": [r[3] for r in rows if r[1] == "(run)"], "states": states, "cluster_processes_left": left,
     }
     print(json.dumps(summary, indent=1, default=str))

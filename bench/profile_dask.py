@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/profile_dask.py /tmp/bench-data/rows5000000-seed0 [--starts 5] [--reps 2]
 
-1. ``--starts`` local cluster starts (``start_local_dask``, then stop), with their median.
-2. On one more cluster, ``--reps`` runs of the chain through ``DaskClusterHook.run_job`` (as the
-   operator runs it). For each job: its wall time, how long the first task waited after the
+1. ``--starts`` local cluster starts (``start_local_dask``, what the runtime's owner runs; then
+   ``stop_local_dask``), with their median.
+2. On the runtime's Dask engine (its owner, ``python -m include.etl.clusters.runtime dask``, started
+   here as ``make run`` starts it: ``bench/engines.py``), ``--reps`` runs of the chain through
+   the Dask hook's ``run_job``, attached as a run attaches (as the operator runs it). For each job: its wall time, how long the first task waited after the
    job started (the driver's imports are done beforehand, so a cold scheduler or worker shows here), each worker's busy seconds, and the
    worker seconds per task prefix and action (compute, transfer) from ``get_task_stream``.
 
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]  # bench/ (engines) is sys.path[0]: run as a script
 DS = "2024-07-07"
 
 
@@ -45,13 +47,23 @@ def starts(settings, work: Path, n: int) -> None:
     print(f"cluster start (s): {', '.join(f'{t:.2f}' for t in times)}; median {statistics.median(times):.2f}", flush=True)
 
 
-def chain(settings, work: Path, data: Path, reps: int) -> None:
+def chain(work: Path, data: Path, reps: int) -> None:
+    from engines import runtime_engines
+
+    with runtime_engines(work / "runtime", ("dask",)) as engines:
+        print(f"the runtime's Dask engine ready in {engines.ready_s['dask']:.2f} s (owner spawn -> ready)", flush=True)
+        settings = engines.settings({"ETL_LAKE_ROOT": str(work / "lake")})
+        _chain(settings, work, data, reps)
+    print(f"owner and engine stopped in {engines.stop_s:.2f} s", flush=True)
+
+
+def _chain(settings, work: Path, data: Path, reps: int) -> None:
     from distributed import Client
 
-    from etl_platform.hooks.cluster import DaskClusterHook
+    from etl_platform.hooks import get_cluster_hook
 
-    hook = DaskClusterHook(settings=settings)
-    handle = hook.start_or_attach(work / "cluster")
+    hook = get_cluster_hook("dask", settings=settings)
+    handle = hook.start_or_attach(work / "cluster")  # attaches to the runtime's engine
     monitor = Client(handle.address, set_as_default=False)
     monitor.get_task_stream()  # registers the task stream plugin before the first job
     # The driver's own imports first, so "first task after" shows the cluster's coldness only.
@@ -83,7 +95,8 @@ def chain(settings, work: Path, data: Path, reps: int) -> None:
                     print(f"    {key:40s} {seconds:7.2f}")
     finally:
         monitor.close()
-        hook.stop(handle)
+        hook.stop(handle)  # leaves the runtime's engine running: its owner stops it
+        hook.close()
 
 
 def main() -> int:
@@ -96,11 +109,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="etl-profile-dask-") as tmp:
         work = Path(tmp)
-        settings = Settings.from_env({**os.environ, "ETL_LAKE_ROOT": str(work / "lake"), "ETL_CLUSTER_IDLE_TIMEOUT": "900"})
+        settings = Settings.from_env({**os.environ, "ETL_LAKE_ROOT": str(work / "lake")})
         if args.starts:
             starts(settings, work, args.starts)
         if args.reps:
-            chain(settings, work, Path(args.data), args.reps)
+            chain(work, Path(args.data), args.reps)
     return 0
 
 

@@ -3,13 +3,17 @@
     .venv/bin/python bench/run.py --rows 1000000 5000000 [--configs dask,spark,polars,duckdb,dag[,dagtest]]
                                   [--out docs/benchmarks] [--data-dir /tmp/bench-data]
 
-``dag`` is a whole olympics_etl run through the real scheduler and executor (``bin/run``, the
-embedded runtime of ``make run``); ``dagtest`` the same DAG under ``airflow dags test`` (one process, no scheduler).
+``dask`` and ``spark`` run the chain's jobs through the backend's hook on the runtime's engine, as a
+run under ``make run`` does: the child starts the engine's owner (``python -m
+include.etl.clusters.runtime <backend>``, see ``bench/engines.py``), attaches to it and stops it at the
+end. ``dag`` is a whole olympics_etl run (on Dask) through the real scheduler and executor (``bin/run``,
+the embedded runtime of ``make run``, with ``ETL_RUNTIME_ENGINES=dask``); ``dagtest`` the same DAG under
+``airflow dags test`` (one process, no scheduler; its Dask cluster lives in that process).
 
 For each row count the input set is generated once (cached in ``--data-dir`` by rows and seed).
 Each configuration then runs in its own child process (so memory figures do not mix), while
-this process samples the RSS of the child, all its descendants and every process that
-inherited ``ETL_CLUSTER_WORKDIR`` under the run's work directory, every 0.2 s. Results are
+this process samples the RSS of the child, all its descendants and every engine process (one that
+inherited an ``ETL_CLUSTER_WORKDIR`` under the run's work directory; found with psutil), every 0.2 s. Results are
 checked equal across configurations before any time is written. See docs/benchmarks/README.md.
 """
 
@@ -38,6 +42,7 @@ ALL_CONFIGS = (*DEFAULT_CONFIGS, "dagtest")
 MARTS = {"avg_age_by_year": ("year", "season", "region"), "medals_by_region": ("year", "season", "region")}
 MART_KEYS = {"avg_age_by_year": ["year", "season"], "medals_by_region": ["year", "season", "region"]}
 NOOP_RUNS = 5
+DAG_BACKEND = "dask"  # the backend of the dag and dagtest configs
 
 
 # ---------------------------------------------------------------- input data
@@ -68,19 +73,10 @@ def input_set(data_dir: Path, rows: int, seed: int) -> dict:
 
 
 def _env_pids(prefix: str) -> set[int]:
-    needle = f"ETL_CLUSTER_WORKDIR={prefix}".encode()
-    found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if needle in env and any(item.startswith(needle) for item in env.split(b"\0")):
-            found.add(int(entry.name))
-    return found
+    """Pids of the engine processes under ``prefix``: those that inherited an ``ETL_CLUSTER_WORKDIR`` below it."""
+    from engines import pids_with_env
+
+    return set(pids_with_env(prefix))
 
 
 class RssMonitor(threading.Thread):
@@ -157,48 +153,55 @@ class RssMonitor(threading.Thread):
 
 
 def child_platform(backend: str, sources: dict[str, str], work: Path) -> dict:
-    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    """The chain on the runtime's engine of ``backend``, as a run under ``make run`` gets it.
+
+    The engine's owner (``python -m include.etl.clusters.runtime``, :mod:`engines`) is started
+    here, with ``ETL_RUNTIME_DIR`` = ``work/runtime``; the hook attaches to it through its file
+    (``start_or_attach``), each job goes the way a job task sends it (the scheduler's job endpoint
+    for Dask, the owner's job endpoint for Spark), and the owner is stopped at the end.
+    """
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins"), str(BENCH)]
     import logging
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    from etl_platform.hooks.cluster import DaskClusterHook
-    from include.etl.settings import Settings
+    from engines import runtime_engines
 
-    if backend == "spark":
-        from etl_platform.hooks.spark import SparkClusterHook as Hook
-    else:
-        Hook = DaskClusterHook
-    settings = Settings.from_env({**os.environ, "ETL_LAKE_ROOT": str(work / "lake"), "ETL_CLUSTER_IDLE_TIMEOUT": "900"})
-    result: dict = {"local_workers": settings.local_workers, "local_threads": settings.local_threads}
-    hook = Hook(settings=settings)
-    t0 = time.perf_counter()
-    handle = hook.start_or_attach(work / "cluster")
-    result["cluster_start_s"] = time.perf_counter() - t0
-    try:
-        steps = [(f"ingest_{t}", "olympics.ingest", {"table": t, "source": s}) for t, s in sources.items()]
-        steps += [("enrich", "olympics.enrich", {}), ("aggregate", "olympics.aggregate", {})]
-        jobs, summaries = {}, {}
-        chain0 = time.perf_counter()
-        for name, job, kwargs in steps:
-            t = time.perf_counter()
-            summaries[name] = hook.run_job(handle, job, kwargs, DS)
-            hook.close()  # as SparkJobOperator does after each task
-            jobs[name] = time.perf_counter() - t
-        result["wall_s"] = time.perf_counter() - chain0
-        result["jobs_s"] = jobs
-        result["summaries"] = summaries
-        noops = []
-        for _ in range(NOOP_RUNS):
-            t = time.perf_counter()
-            hook.run_job(handle, "noop", {}, DS)
+    from etl_platform.hooks import get_cluster_hook
+
+    result: dict = {}
+    with runtime_engines(work / "runtime", (backend,)) as engines:
+        result["cluster_start_s"] = engines.ready_s[backend]  # the owner's spawn -> its engine ready
+        settings = engines.settings({"ETL_LAKE_ROOT": str(work / "lake")})
+        result.update(local_workers=settings.local_workers, local_threads=settings.local_threads)
+        hook = get_cluster_hook(backend, settings=settings)
+        t0 = time.perf_counter()
+        handle = hook.start_or_attach(work / "cluster")  # attaches (Spark: opens the run's session)
+        result["attach_s"] = time.perf_counter() - t0
+        try:
+            steps = [(f"ingest_{t}", "olympics.ingest", {"table": t, "source": s}) for t, s in sources.items()]
+            steps += [("enrich", "olympics.enrich", {}), ("aggregate", "olympics.aggregate", {})]
+            jobs, summaries = {}, {}
+            chain0 = time.perf_counter()
+            for name, job, kwargs in steps:
+                t = time.perf_counter()
+                summaries[name] = hook.run_job(handle, job, kwargs, DS)
+                hook.close()  # as SparkJobOperator does after each task
+                jobs[name] = time.perf_counter() - t
+            result["wall_s"] = time.perf_counter() - chain0
+            result["jobs_s"] = jobs
+            result["summaries"] = summaries
+            noops = []
+            for _ in range(NOOP_RUNS):
+                t = time.perf_counter()
+                hook.run_job(handle, "noop", {}, DS)
+                hook.close()
+                noops.append(time.perf_counter() - t)
+            result["noop_s"] = noops
+            result["overhead_s"] = statistics.median(noops)
+        finally:
+            hook.stop(handle)  # the run's teardown: the runtime's engine stays (Spark: its session is released)
             hook.close()
-            noops.append(time.perf_counter() - t)
-        result["noop_s"] = noops
-        result["overhead_s"] = statistics.median(noops)
-    finally:
-        t = time.perf_counter()
-        hook.stop(handle)
-        result["cluster_stop_s"] = time.perf_counter() - t
+    result["cluster_stop_s"] = engines.stop_s  # SIGTERM to the owner -> the owner (and its engine) gone
     return result
 
 
@@ -256,7 +259,7 @@ def run_child(config: str, data: dict, work: Path, timeout: float) -> dict:
 
 
 def _dag_conf(data: dict) -> str:
-    return json.dumps({"backend": "dask", "athletes_path": data["sources"]["athletes"],
+    return json.dumps({"backend": DAG_BACKEND, "athletes_path": data["sources"]["athletes"],
                        "regions_path": data["sources"]["regions"], "venues_path": data["sources"]["venues"]})
 
 
@@ -307,8 +310,9 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
     """A whole olympics_etl run through the real scheduler and executor: ``bin/run``, as ``make run``.
 
     The embedded runtime (api-server, scheduler + LocalExecutor, dag-processor, triggerer, with
-    the embedded defaults of ``bin/env.sh``: the run's cluster is the shared local one, started on
-    demand by its ``start_cluster``). Own AIRFLOW_HOME (SQLite) and lake. The scheduler's own cron runs are off
+    the embedded defaults of ``bin/env.sh``, and the owner of the runtime's Dask engine, which the
+    run's ``start_cluster`` attaches to; the run is triggered once that engine is ready). Own
+    AIRFLOW_HOME (SQLite) and lake. The scheduler's own cron runs are off
     (``[scheduler] use_job_schedule = False``), so the one run is the triggered run (no
     concurrent @daily run competing for ``max_active_runs=1``). Time: from the trigger (the
     run's ``queued_at``) to the run's ``end_date``, as the scheduler recorded them; per task:
@@ -318,8 +322,11 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
     home = work / "airflow_home"
     port = _free_port()
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AIRFLOW") and k not in ("ETL_LAKE_ROOT", "SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
-    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(work / "lake"), ETL_CLUSTER_IDLE_TIMEOUT="900",
+           if not k.startswith(("AIRFLOW", "ETL_RUNTIME_"))
+           and k not in ("ETL_LAKE_ROOT", "SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
+    # bin/run's runtime: ETL_RUNTIME_DIR=$AIRFLOW_HOME/runtime; only the engine the run uses (a Spark JVM
+    # idling beside it would only add to the memory figures).
+    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(work / "lake"), ETL_RUNTIME_ENGINES=DAG_BACKEND,
                AIRFLOW__API__PORT=str(port), AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
                AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5")
     airflow = str(ROOT / "bin" / "airflow")
@@ -352,6 +359,10 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
         t_up = time.perf_counter()
         wait("the DAG to be parsed", lambda: (home / "airflow.db").exists() and _query(
             home, "select 1 from dag where dag_id='olympics_etl'"))
+        sys.path.insert(0, str(ROOT))
+        from include.etl.clusters.runtime import current
+
+        wait(f"the runtime's {DAG_BACKEND} engine", lambda: current(DAG_BACKEND, home / "runtime"))
         up_s = time.perf_counter() - t_up
         cli("dags", "unpause", "olympics_etl")
         t0 = time.perf_counter()
@@ -378,6 +389,9 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
         mem = mon.finish()
     if run[2] != "success" or len(runs) != 1:
         raise SystemExit(f"dag at {data['rows']:,} rows: runs {runs}, tasks {tasks}; see {work / 'child.log'}")
+    import re
+
+    ready = re.findall(rf"{DAG_BACKEND} engine ready in ([0-9.]+) s", (work / "child.log").read_text(errors="replace"))
     _, _, _, queued_at, started, ended = run
     ingests = [(_seconds(started, t[2]), _seconds(started, t[3])) for t in tasks if t[0].startswith("ingest_")]
     return {
@@ -386,9 +400,11 @@ def run_dag(data: dict, work: Path, timeout: float) -> dict:
         "jobs_s": {t[0]: t[4] for t in sorted(tasks, key=lambda t: t[2] or "")},
         "task_start_after_run_start_s": {t[0]: _seconds(started, t[2]) for t in tasks},
         "queued_to_running_s": _seconds(queued_at, started), "trigger_cli_s": trigger_cli_s,
-        "runtime_up_s": up_s, "run_id": run[0],
+        "runtime_up_s": up_s, "run_id": run[0], **({"cluster_start_s": float(ready[0])} if ready else {}),
+        "engine_starts": len(ready),
         "note": "bin/run (scheduler + LocalExecutor, one process per task, embedded defaults); wall: trigger (queued_at) "
-                "to run end_date; includes cluster start/stop tasks; @daily runs off (use_job_schedule=False)",
+                "to run end_date; includes the start/stop cluster tasks (an attach to the runtime's Dask engine, ready before "
+                "the trigger, and its release); @daily runs off (use_job_schedule=False)",
     }
 
 
@@ -397,7 +413,7 @@ def run_dagtest(data: dict, work: Path, timeout: float) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     home = work / "airflow_home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(work / "lake"), ETL_CLUSTER_IDLE_TIMEOUT="900")
+    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(work / "lake"))  # a one-off run: its engine in its process
     airflow = str(ROOT / "bin" / "airflow")
     with open(work / "init.log", "wb") as log:  # initialise AIRFLOW_HOME (secrets, DB): not timed
         subprocess.run([airflow, "dags", "list"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), check=True)
@@ -419,7 +435,8 @@ def run_dagtest(data: dict, work: Path, timeout: float) -> dict:
     if rc != 0 or not finished or "state=success" not in finished[-1]:
         raise SystemExit(f"dag at {data['rows']:,} rows failed (exit {rc}); see {work / 'child.log'}")
     return {"wall_s": wall, "process_s": wall, **mem, "lake": str(work / "lake"), "jobs_s": dag_task_times(text),
-            "note": "airflow dags test: all tasks in one process; wall includes Airflow start, DAG parse, cluster start/stop"}
+            "note": "airflow dags test: all tasks in one process; wall includes Airflow start, DAG parse, and the start/stop "
+                    "of the run's own Dask cluster (in that process)"}
 
 
 def dag_task_times(text: str) -> dict[str, float]:
@@ -450,7 +467,9 @@ def read_table(lake: str, table: str):
         from deltalake import DeltaTable
 
         dataset = DeltaTable(str(path)).to_pyarrow_dataset(file_pruning_predicate=[("ds", "=", DS)])
-        return pads.dataset(dataset.files, format="parquet", partitioning=None)
+        # The files of the partition, as plain Parquet (no partition column), on the Delta dataset's filesystem
+        # (its file paths are relative to the table).
+        return pads.dataset(dataset.files, format="parquet", partitioning=None, filesystem=dataset.filesystem)
     return pads.dataset(str(path / f"ds={DS}"), format="parquet", partitioning=None)
 
 
@@ -531,7 +550,9 @@ def machine() -> dict:
                 return line.split(":", 1)[1].strip()
         return platform.processor() or "?"
 
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+    import psutil
+
+    mem_bytes = psutil.virtual_memory().total
     versions = {}
     for pkg in ("polars", "duckdb", "dask", "distributed", "pyspark", "pyarrow", "pandas", "narwhals", "apache-airflow",
                 "psutil", "matplotlib"):
@@ -543,7 +564,7 @@ def machine() -> dict:
         java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     except (OSError, IndexError):
         java = "-"
-    return {"nproc": os.cpu_count(), "sched_cpus": len(os.sched_getaffinity(0)), "mem_gib": round(mem_kb / 2**20, 1),
+    return {"nproc": os.cpu_count(), "sched_cpus": len(os.sched_getaffinity(0)), "mem_gib": round(mem_bytes / 2**30, 1),
             "cpu": cpu_model(), "python": platform.python_version(), "kernel": platform.release(), "java": java,
             "versions": versions}
 
@@ -602,14 +623,17 @@ def write_reports(out: Path, rows_out: list[dict], meta: dict, extra: dict) -> N
         )
     m = meta["machine"]
     lines += [
-        "", "* wall s: the chain ingest x3 -> enrich -> aggregate, excluding cluster start/stop. For `dag`: a whole "
-        "olympics_etl run under `bin/run` (scheduler + LocalExecutor, a process per task), from the trigger "
-        "(the run's queued_at) to the run's end_date, including the start/stop cluster tasks and the scheduler's "
-        "hand-offs between tasks; for `dagtest`: the whole `airflow dags test` command, including Airflow start-up, "
-        "DAG parsing and cluster start/stop.",
+        "", "* wall s: the chain ingest x3 -> enrich -> aggregate on the runtime's engine, excluding the engine's "
+        "start/stop. For `dag`: a whole olympics_etl run on Dask under `bin/run` (scheduler + LocalExecutor, a "
+        "process per task, the runtime's Dask engine ready before the trigger), from the trigger (the run's "
+        "queued_at) to the run's end_date, including the start/stop cluster tasks (attach, release) and the "
+        "scheduler's hand-offs between tasks; for `dagtest`: the whole `airflow dags test` command, including "
+        "Airflow start-up, DAG parsing and the start/stop of the run's own in-process Dask cluster.",
+        "* cluster start s: the runtime's engine, from its owner's spawn (`python -m include.etl.clusters.runtime`) "
+        "to its state `ready`; for `dag` as the owner logged it under `bin/run`.",
         "* MB/s of CSV: size of the three input CSVs / wall s.",
         "* peak RSS total: peak over 0.2 s samples of the summed RSS of the benchmark child, its descendants and every "
-        "cluster process (found by `ETL_CLUSTER_WORKDIR`). RSS double-counts shared pages (forked workers).",
+        "engine process (found by the `ETL_CLUSTER_WORKDIR` it inherited). RSS double-counts shared pages (forked workers).",
         "* peak RSS per worker: the largest single process other than the driver (Dask worker, Spark JVM or Python "
         "worker); for Polars/DuckDB the process itself.",
         "* per-task overhead: median of 5 `noop` jobs through `hook.run_job` (new client per job, as the operator does).",

@@ -74,3 +74,20 @@ def test_every_pipeline_package_is_importable_light_and_registers_itself():
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.strip() == "", f"importing include.pipelines.{package.name} imported {out.stdout.strip()}"
+
+
+def test_airflow_imports_only_the_plugin_entry_points_as_top_level_modules():
+    """Airflow imports every .py under plugins/ as a top-level module named after its file: a
+    hooks/dask.py once hid the real dask package from every Airflow process (plugins/.airflowignore)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from airflow import plugins_manager; plugins_manager._get_plugins(); "
+            "import distributed, dask.dataframe; "
+            "print(sorted(n for n, m in list(sys.modules.items()) if '.' not in n "
+            "and '/plugins/' in (getattr(m, '__file__', '') or '')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    # the entry point, and the package it imports (as a package: etl_platform.hooks..., never a bare hooks file)
+    assert out.stdout.strip().splitlines()[-1] == "['etl_platform', 'lake_browser_plugin']", out.stdout[-2000:]
