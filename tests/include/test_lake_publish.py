@@ -71,3 +71,15 @@ def test_an_empty_day_keeps_the_table_columns(tmp_path):
     assert lake.schema("a").names == ["v"]
     with pytest.raises(FileNotFoundError, match="no Delta table"):
         lake.commit("new", DS, None)  # nothing says the columns of a new table
+
+
+def test_an_ingests_counts_are_in_the_tables_history(tmp_path):
+    lake = Lake(tmp_path, "demo")
+    staged = lake.stage("a", DS)
+    path = lake.engine_path(staged)
+    lake.root.filesystem().create_dir(path)
+    pq.write_table(pa.table({"v": [1, 2]}), f"{path}/part-0.parquet")
+    counts = {"rows_in": 5, "rows_accepted": 2, "rows_rejected": 1, "duplicates_dropped": 2}
+    lake.commit("a", DS, staged, metadata={"source": "in.csv", **counts})
+    last = lake.history("a")[0]  # what the Lake view's versions page shows
+    assert {k: last[k] for k in counts} == {k: str(v) for k, v in counts.items()} and last["rows"] == "2"

@@ -376,14 +376,16 @@ class Lake:
         return dataset.to_table(columns=cols)
 
     def history(self, table: str) -> list[dict[str, Any]]:
-        """The table's commits, newest first: version, time, ds, rows added and removed, and who wrote it."""
+        """The table's commits, newest first: version, time, ds, rows added and removed, who wrote it, and
+        an ingest's counts (rows in, accepted, rejected, exact copies dropped) when it recorded them."""
         out = []
         for entry in self.delta(table).history():
             out.append({
                 "version": entry.get("version"),
                 "time": dt.datetime.fromtimestamp(entry.get("timestamp", 0) / 1000, dt.UTC).isoformat(timespec="seconds"),
                 "operation": entry.get("operation"),
-                **{k: entry[k] for k in ("ds", "rows", "rows_removed", "dag_id", "run_id", "task_id", "try_number")
+                **{k: entry[k] for k in ("ds", "rows", "rows_removed", "dag_id", "run_id", "task_id", "try_number",
+                                         "rows_in", "rows_accepted", "rows_rejected", "duplicates_dropped")
                    if k in entry},
             })
         return out
