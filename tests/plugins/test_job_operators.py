@@ -222,5 +222,6 @@ def test_missing_input_fails_the_start_at_once_naming_the_file_and_data_dir(monk
     message = str(raised.value)
     assert f"athletes_path={tmp_path / 'gone.csv'}" in message and "regions_path" not in message
     assert f"ETL_DATA_DIR={tmp_path / 'data'}" in message and "No cluster was started" in message
+    assert "data_dir" in message and "ETL_DATA_DIR_<PIPELINE>" in message  # where a pipeline's own root is set
     assert cluster_ops.missing_inputs({"x": ""}) == [("x", "(empty)")]
     assert "inputs" in StartClusterOperator.template_fields

@@ -117,8 +117,9 @@ class StartClusterOperator(BaseOperator):
             data_dir = Settings.from_env().data_dir
             listed = "; ".join(f"{name}={path}" for name, path in missing)
             raise AirflowFailException(
-                f"input file(s) do not exist: {listed}. Default inputs are resolved under ETL_DATA_DIR={data_dir}: "
-                "set ETL_DATA_DIR to the folder holding the data sets, or give the paths in the trigger form. "
+                f"input file(s) do not exist: {listed}. Relative inputs are resolved under the run's data_dir "
+                f"(default: ETL_DATA_DIR_<PIPELINE> if set, else ETL_DATA_DIR={data_dir}): set it to the folder "
+                "holding the data sets, or give the paths in the trigger form. "
                 "No cluster was started; retries cannot help."
             )
         if self.inputs:
