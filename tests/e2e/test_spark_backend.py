@@ -247,8 +247,8 @@ def test_something_else_on_the_port_fails_within_the_timeout():
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
-        ("sc://spark-connect:15002", ("sc://spark-connect:15002", "sc://spark-connect:15002/", None)),
-        ("sc://spark-connect", ("sc://spark-connect:15002", "sc://spark-connect/", None)),
+        ("sc://spark-connect:15002", ("sc://spark-connect:15002", "sc://spark-connect:15002", None)),
+        ("sc://spark-connect", ("sc://spark-connect:15002", "sc://spark-connect", None)),
         (  # the provider's SparkConnectHook builds the URL with the credentials
             "spark-connect://me:s%3Acret@spark-connect:443?use_ssl=True&dashboard_url=http%3A%2F%2Fui%3A4040",
             ("sc://spark-connect:443", "sc://spark-connect:443/;user_id=me;token=s%3Acret;use_ssl=True", "http://ui:4040"),

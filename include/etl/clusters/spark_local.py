@@ -136,7 +136,8 @@ def connect(address: str, session_id: str | None = None):
     from pyspark.sql import SparkSession
 
     if session_id:
-        address = f"{address};session_id={session_id}" if "/;" in address else f"{address}/;session_id={session_id}"
+        address = f"{address};session_id={session_id}" if "/;" in address else \
+            f"{address.rstrip('/')}/;session_id={session_id}"
     spark = SparkSession.builder.remote(address).create()
     if session_id:
         spark.release_session_on_close = False

@@ -77,7 +77,7 @@ class SparkClusterHook(ClusterHook):
         from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
 
         try:  # the provider's URL: sc://host[:port]/;user_id=...;token=...;use_ssl=...
-            full = SparkConnectHook(self.conn_id).get_connection_url()
+            full = SparkConnectHook(self.conn_id).get_connection_url().removesuffix("/")  # "sc://h:p/" without params
         except ValueError as exc:
             raise ConfigError(f"connection {self.conn_id!r}: {exc}") from None
         netloc = urlparse(full).netloc
