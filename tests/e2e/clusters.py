@@ -120,19 +120,24 @@ def runtime(root: Path, backends: tuple[str, ...] = ("dask", "spark"), env: dict
 @contextlib.contextmanager
 def local_engines(rt: Runtime, lake: Path) -> Iterator[dict[str, Any]]:
     """``{"dask": DaskEngine, "spark": SparkEngine}`` attached to the runtime ``rt``'s engines."""
-    from etl_platform.hooks.dask_cluster import DaskClusterHook
+    from distributed import Client
+
     from etl_platform.hooks.spark import SparkClusterHook
+    from include.etl.engines.dask import DaskEngine
     from include.etl.settings import Settings
 
     settings = Settings.from_env({"ETL_LAKE_ROOT": str(lake), "ETL_LOCAL_WORKERS": "2", "ETL_LOCAL_THREADS": "1"})
-    dask_hook, spark_hook = DaskClusterHook(settings=settings), SparkClusterHook(settings=settings)
+    spark_hook = SparkClusterHook(settings=settings)
     spark_handle = spark_hook.open_run(rt.handle("spark"))  # the run's session, as StartClusterOperator opens it
     job_hook = SparkClusterHook(settings=settings)  # as SparkJobOperator does: a separate hook for the jobs
+    # Not this process's default client: other tests here run Dask's threaded scheduler (no cluster),
+    # which a default distributed client would take over (its shuffles would go p2p and fail).
+    client = Client(rt.handle("dask").address, timeout=30, set_as_default=False)
     try:
-        yield {"dask": dask_hook.engine(rt.handle("dask")), "spark": job_hook.engine(spark_handle)}
+        yield {"dask": DaskEngine(client), "spark": job_hook.engine(spark_handle)}
     finally:
         job_hook.close()
-        dask_hook.close()
+        client.close()
         spark_hook.stop(spark_handle)
 
 

@@ -101,7 +101,7 @@ def test_concurrent_runs_share_the_runtimes_engine_and_a_killed_one_does_not_bre
     home, api, stack, engine = deployment["home"], deployment["api"], deployment["stack"], deployment["engine"]
     wait("the runtime's Dask engine", lambda: (home / "runtime" / "dask.json").exists(), 300, stack)
     # The scheduler and the workers' launcher (a worker process itself may be replaced by its nanny).
-    cluster = json.loads((home / "runtime" / "dask.json").read_text())["pids"]
+    cluster = json.loads((home / "runtime" / "dask.json").read_text())["handle"]["pids"]
     long_run = _trigger(api, "long_job", 1)
 
     def long_job_busy():
