@@ -125,7 +125,7 @@ def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
 
         return start_local_dask(settings, workdir), None
     from include.etl.clusters.spark_jobs import serve
-    from include.etl.clusters.spark_local import start_local_spark_connect, stop_local_spark_connect
+    from include.etl.clusters.spark_local import release_session, start_local_spark_connect, stop_local_spark_connect
 
     handle = start_local_spark_connect(settings, workdir)
     try:
@@ -133,6 +133,11 @@ def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
     except BaseException:
         stop_local_spark_connect(handle)
         raise
+    # Each run opens a session of its own (open_run): the start's health-check session and its
+    # Python workers (about 300 MiB) would only idle.
+    session_id = handle.extra.pop("session_id", None)
+    if session_id:
+        release_session(handle.address, session_id)
     handle.extra["jobs_url"] = server.url
     return handle, server
 
