@@ -26,9 +26,29 @@ from tests.conftest import ROOT
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to port 0) can be handed out again as soon as it is closed:
+    an engine binding port 0 (a Dask worker, a JVM) took the API port of a deployment between
+    its choice and the api-server's bind (seen in a whole run: the test's REST client then spoke
+    to a Dask comm). Ports below that range are only ever taken by explicit choice.
+    """
+    import random
+
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = (10000, ephemeral_low) if ephemeral_low - 10000 >= 1000 else (1024, 65535)
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {low}..{high}")
 
 
 class Stack:

@@ -276,19 +276,27 @@ def test_two_concurrent_runs_on_the_runtimes_engine_one_killed_the_other_correct
 
     home, api, stack, rt = deployment["home"], deployment["api"], deployment["stack"], deployment["rt"]
     engine = _engine(rt, "dask")
-    olympics = _trigger(api, "olympics_etl", 10, "dask")
     killed = _trigger(api, "long_job", 9, "dask")
     with Client(engine["address"], timeout=30, set_as_default=False) as client:
 
-        def both_busy():
-            states = {t: _ti(home, "olympics_etl", olympics["id"], t) for t in ("ingest_athletes", "ingest_regions")}
-            assert not [s for s in states.values() if s and s[0] in ("failed", "upstream_failed")], states
+        def long_job_busy():
             job = _ti(home, "long_job", killed["id"], "long_job")
             assert job is None or job[0] not in ("failed", "success", "upstream_failed"), (
                 job, _task_log(home, killed, "long_job"))
             on_engine = _dask_jobs(client)["scheduler"]
-            return (job and job[0] == "running" and job[1] and any(k.startswith(JOB_KEY) for k in on_engine)
-                    and any(s and s[0] == "running" for s in states.values()) and job[1])
+            return job and job[0] == "running" and job[1] and any(k.startswith(JOB_KEY) for k in on_engine) and job[1]
+
+        # The long job holds the engine first; the olympics run then works beside it (one after the
+        # other, so that neither a loaded machine nor the scheduler's order can make them miss each other).
+        wait("the long job to run on the engine", long_job_busy, 300, stack, interval=0.5)
+        olympics = _trigger(api, "olympics_etl", 10, "dask")
+
+        def both_busy():
+            states = {t: _ti(home, "olympics_etl", olympics["id"], t) for t in ("ingest_athletes", "ingest_regions")}
+            assert not [s for s in states.values() if s and s[0] in ("failed", "upstream_failed")], states
+            job = long_job_busy()
+            # an ingest runs (or already ran) while the long job is still on the engine
+            return job and any(s and s[0] in ("running", "success") for s in states.values()) and job
 
         pid = wait("the long job and an olympics ingest to run on the engine", both_busy, 300, stack, interval=0.5)
         os.kill(pid, signal.SIGKILL)  # the harshest kill: no on_kill, the endpoint sees its client go
