@@ -139,6 +139,24 @@ class ClusterHook(BaseHook):
         """
         return self.job_spec(job, job_kwargs, ds, run).run_on(self.engine(handle))
 
+    def post_job(self, url: str, spec: Any) -> dict[str, Any]:
+        """Hand ``spec`` to an engine's job endpoint at ``url`` and wait for its answer. Interrupted while
+        waiting (execution timeout, SIGTERM), the job is cancelled there: it must not run on.
+        :meth:`cancel` (``on_kill``) cancels it meanwhile through ``self._job``."""
+        from include.etl.clusters.dask_http import JobEndpointError, call_job, cancel_job
+
+        self._job = (url, spec.key)
+        try:
+            return call_job(url, spec.to_dict())
+        except JobEndpointError:
+            raise  # the job was not delivered, or its answer was lost: the caller decides
+        except BaseException:
+            if self._job is not None:
+                cancel_job(*self._job)
+            raise
+        finally:
+            self._job = None
+
     def relay(self, result: dict[str, Any], job: str, where: str) -> dict[str, Any]:
         """The summary of a job that ran elsewhere (:func:`~include.etl.jobs.spec.run_spec`'s answer): its
         log records logged here, its error raised here (a data error as its own class)."""

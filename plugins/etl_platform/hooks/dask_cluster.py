@@ -121,19 +121,7 @@ class DaskClusterHook(ClusterHook):
         t0 = time.perf_counter()
         url = (handle.extra or {}).get("jobs_url")
         if url:
-            from include.etl.clusters.dask_http import call_job
-
-            self._job = (url, spec.key)
-            try:
-                result = call_job(url, spec.to_dict())
-            except BaseException:  # interrupted while waiting (execution timeout, SIGTERM): the job must not run on
-                if self._job is not None:
-                    from include.etl.clusters.dask_http import cancel_job
-
-                    cancel_job(*self._job)
-                raise
-            finally:
-                self._job = None
+            result = self.post_job(url, spec)
         else:
             from include.etl.clusters.dask_jobs import run_job_on_worker
 

@@ -154,27 +154,18 @@ class SparkClusterHook(ClusterHook):
                          ds: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
         import time
 
-        from include.etl.clusters.dask_http import JobEndpointError, call_job
+        from include.etl.clusters.dask_http import JobEndpointError
 
         # The key is also the Spark tag of the job's operations.
         spec = self.job_spec(job, job_kwargs, ds, run, session_id=(handle.extra or {}).get("session_id"))
         log.info("Handing job %s to the job endpoint %s of the Spark Connect server %s (run session %s)", spec.key, url,
                  handle.address, spec.session_id)
         t0 = time.perf_counter()
-        self._job = (url, spec.key)
         failure: JobEndpointError | None = None
         try:
-            result = call_job(url, spec.to_dict())
+            result = self.post_job(url, spec)
         except JobEndpointError as exc:
             failure = exc
-        except BaseException:  # interrupted while waiting (execution timeout, SIGTERM): the job must not run on
-            if self._job is not None:
-                from include.etl.clusters.dask_http import cancel_job
-
-                cancel_job(*self._job)
-            raise
-        finally:
-            self._job = None
         if failure is not None:
             unreachable = self._unreachable(handle, failure)
             if isinstance(unreachable, ClusterStartError) or not self._endpoint_refused(failure):
