@@ -85,6 +85,27 @@ class Stack:
                 time.sleep(0.5)
 
 
+def spark_master_ports(log: Path, proc: subprocess.Popen, timeout: float = 120) -> tuple[str, int]:
+    """The master URL and web UI port a Spark standalone master really bound, read from its log.
+
+    A master whose ``--port`` or ``--webui-port`` is taken moves to the next port without failing
+    (seen in a whole run: the test then read another server's HTML page on the port it had asked
+    for), so nothing may trust the requested ports.
+    """
+    import re
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        url = re.search(r"Starting Spark master at (spark://\S+)", text)
+        ui = re.search(r"Successfully started service 'MasterUI' on port (\d+)", text)
+        if url and ui:
+            return url.group(1), int(ui.group(1))
+        assert proc.poll() is None, f"the Spark master exited ({proc.returncode}):\n{text[-3000:]}"
+        assert time.monotonic() < deadline, f"the Spark master did not start in {timeout:.0f} s:\n{text[-3000:]}"
+        time.sleep(0.5)
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
     """SIGTERM the process group led by ``proc``; SIGKILL whatever of it is left after ``grace`` s.
 

@@ -21,7 +21,7 @@ from include.etl.lake import Lake
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
-from tests.e2e.stack import Api, Stack, free_port, wait
+from tests.e2e.stack import Api, Stack, free_port, spark_master_ports, wait
 from tests.procs import processes_with_env
 from tests.s3 import start_seaweedfs
 
@@ -93,14 +93,16 @@ def test_compose_topology_natively(tmp_path, postgres_db):
                                              "--dashboard-address", "127.0.0.1:0",
                                              "--preload", "include.etl.clusters.dask_local"], cluster_env)
         spark_bin = Path(cluster_env["SPARK_HOME"]) / "bin"
-        stack.start("spark-master", [str(spark_bin / "spark-class"), "org.apache.spark.deploy.master.Master",
-                                     "--host", "127.0.0.1", "--port", str(master_port), "--webui-port", str(master_ui)], cluster_env)
+        master_proc = stack.start("spark-master", [str(spark_bin / "spark-class"), "org.apache.spark.deploy.master.Master",
+                                                   "--host", "127.0.0.1", "--port", str(master_port),
+                                                   "--webui-port", str(master_ui)], cluster_env)
+        master, _ = spark_master_ports(tmp_path / "spark-master.log", master_proc)
         stack.start("spark-worker", [str(spark_bin / "spark-class"), "org.apache.spark.deploy.worker.Worker",
                                      "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(free_port()),
-                                     f"spark://127.0.0.1:{master_port}"], cluster_env)
+                                     master], cluster_env)
         stack.start("spark-connect", [str(spark_bin / "spark-submit"), "--class",
                                       "org.apache.spark.sql.connect.service.SparkConnectServer",
-                                      "--master", f"spark://127.0.0.1:{master_port}",
+                                      "--master", master,
                                       "--conf", f"spark.connect.grpc.binding.port={connect_port}",
                                       "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
                                       "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",

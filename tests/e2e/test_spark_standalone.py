@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -15,7 +16,7 @@ import pytest
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import bin_airflow
 from tests.e2e.expected import assert_marts_match
-from tests.e2e.stack import free_port
+from tests.e2e.stack import free_port, spark_master_ports
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -33,17 +34,23 @@ def standalone(tmp_path_factory):
     marker = str(tmp_path / "standalone")
     env = dict(os.environ, SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=marker,
                SPARK_LOG_DIR=marker, SPARK_WORKER_DIR=marker + "/work")
-    port, ui = free_port(), free_port()
     procs = []
-    log = open(tmp_path / "standalone.log", "wb")
+    master_log, log = tmp_path / "master.log", open(tmp_path / "standalone.log", "wb")
     try:
-        procs.append(subprocess.Popen(
-            [SPARK_CLASS, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-             "--webui-port", str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        # The UI port asked for is held by another server, as happened in a whole run: the master moves
+        # to the next port and the fixture must follow it (spark_master_ports), not read the intruder.
+        with open(master_log, "wb") as out, socket.create_server(("127.0.0.1", free_port())) as intruder:
+            taken = intruder.getsockname()[1]
+            procs.append(subprocess.Popen(
+                [SPARK_CLASS, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(free_port()),
+                 "--webui-port", str(taken)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            master, ui = spark_master_ports(master_log, procs[0])
+        assert ui != taken
+
         def start_worker() -> float:
             procs.append(subprocess.Popen(
                 [SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
-                 "--memory", "2g", "--webui-port", str(free_port()), f"spark://127.0.0.1:{port}"],
+                 "--memory", "2g", "--webui-port", str(free_port()), master],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             return time.monotonic() + 90
 
@@ -57,7 +64,7 @@ def standalone(tmp_path_factory):
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, (tmp_path / "standalone.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, master_log.read_text()[-3000:] + (tmp_path / "standalone.log").read_text()[-3000:]
             if restart_at and time.monotonic() > restart_at:
                 stuck = procs.pop()
                 os.killpg(stuck.pid, signal.SIGKILL)
@@ -65,7 +72,7 @@ def standalone(tmp_path_factory):
                 start_worker()
                 restart_at = 0.0  # once
             time.sleep(1)
-        yield {"master": f"spark://127.0.0.1:{port}", "ui": ui, "marker": marker}
+        yield {"master": master, "ui": ui, "marker": marker}
     finally:
         for p in procs:
             try:
