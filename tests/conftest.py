@@ -15,6 +15,10 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("ETL_LAKE_ROOT", str(_HOME / "lake"))
+# Every Spark JVM of the suite (runtime engines, one-off runs, spark-submit, standalone daemons):
+# C1-only JIT and the serial GC halve their CPU on these small jobs (measured: docs/runtime.md).
+SPARK_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+os.environ.setdefault("ETL_SPARK_JAVA_OPTIONS", SPARK_JAVA_OPTIONS)
 for var in [v for v in os.environ if v.startswith("AIRFLOW_CONN_")]:
     del os.environ[var]  # tests decide which clusters exist
 

@@ -31,6 +31,11 @@ variable                   meaning                                              
 ``ETL_RUNTIME_DIR``        where the runtime's engines write their handles; runs  unset (``bin/run``:
                            without a connection attach to them                    ``$AIRFLOW_HOME/runtime``)
 ``ETL_RUNTIME_ENGINES``    the engines ``make run`` starts and owns               ``dask,spark``
+``ETL_SPARK_JAVA_OPTIONS`` extra JVM options of every Spark JVM the platform      (none: the JVM's defaults)
+                           starts (local server, a one-off run's session, spark-
+                           submit drivers and executors), e.g. ``-XX:TieredStop
+                           AtLevel=1 -XX:+UseSerialGC``: half the CPU of small
+                           jobs on a small machine (docs/runtime.md)
 ``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``
                            the task process imports only ``distributed``
 ``ETL_SPARK_THIN_TASKS``   Spark jobs on a locally started server run their       ``true``
@@ -214,6 +219,7 @@ class Settings:
     dask_memory_limit: str = "4GiB"
     runtime_dir: Path | None = None  # ETL_RUNTIME_DIR: the runtime's engines (include.etl.clusters.runtime)
     runtime_engines: tuple[str, ...] = ("dask", "spark")
+    spark_java_options: str = ""
     dask_thin_tasks: bool = True
     spark_thin_tasks: bool = True
     landing_poke_interval: float = 60.0
@@ -251,6 +257,7 @@ class Settings:
             dask_memory_limit=env.get("ETL_DASK_MEMORY_LIMIT") or "4GiB",
             runtime_dir=Path(env["ETL_RUNTIME_DIR"]).expanduser() if env.get("ETL_RUNTIME_DIR") else None,
             runtime_engines=_engines(env.get("ETL_RUNTIME_ENGINES", "dask,spark")),
+            spark_java_options=(env.get("ETL_SPARK_JAVA_OPTIONS") or "").strip(),
             dask_thin_tasks=_bool(env, "ETL_DASK_THIN_TASKS", True),
             spark_thin_tasks=_bool(env, "ETL_SPARK_THIN_TASKS", True),
             landing_poke_interval=_positive(env, "ETL_LANDING_POKE_INTERVAL", 60.0),

@@ -14,7 +14,8 @@ def project_env(home: Path, **extra: str) -> dict[str, str]:
     # mode that pyspark exports once a session was opened in-process.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AIRFLOW", "ETL_")) and k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
-    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"))
+    env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"),
+               ETL_SPARK_JAVA_OPTIONS=os.environ.get("ETL_SPARK_JAVA_OPTIONS", ""))
     env.update(extra)
     return env
 

@@ -63,7 +63,8 @@ def test_compose_topology_natively(tmp_path, postgres_db):
     dask_port, master_port, master_ui, connect_port = free_port(), free_port(), free_port(), free_port()
     cluster_env = dict(os.environ, PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=ext, SPT_NOENV="1",
                        SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1",
-                       SPARK_LOG_DIR=ext, SPARK_WORKER_DIR=ext + "/work", PYSPARK_PYTHON=py, **lake_env)
+                       SPARK_LOG_DIR=ext, SPARK_WORKER_DIR=ext + "/work", PYSPARK_PYTHON=py,
+                       SPARK_DAEMON_JAVA_OPTS=os.environ["ETL_SPARK_JAVA_OPTIONS"], **lake_env)
     airflow = {
         # the docker-compose.yaml variables, with hosts of this machine
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -108,7 +109,10 @@ def test_compose_topology_natively(tmp_path, postgres_db):
                                       "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
                                       "--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.executor.memory=1g",
                                       "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}", "--conf", f"spark.pyspark.python={py}",
-                                      "--conf", "spark.ui.enabled=false", "--name", "spark-connect", "spark-internal"], cluster_env)
+                                      "--conf", "spark.ui.enabled=false", "--name", "spark-connect",
+                                      "--driver-java-options", os.environ["ETL_SPARK_JAVA_OPTIONS"],
+                                      "--conf", f"spark.executor.extraJavaOptions={os.environ['ETL_SPARK_JAVA_OPTIONS']}",
+                                      "spark-internal"], cluster_env)
 
         # Airflow: init (migrate on PostgreSQL), then one process per component.
         out = subprocess.run([bin_airflow, "version"], env=env, capture_output=True, text=True, timeout=600)

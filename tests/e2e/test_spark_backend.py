@@ -61,7 +61,8 @@ def base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(base):
-    return Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_LOCAL_WORKERS": "2", "ETL_LOCAL_THREADS": "1"})
+    return Settings.from_env({"ETL_LAKE_ROOT": str(base / "lake"), "ETL_LOCAL_WORKERS": "2", "ETL_LOCAL_THREADS": "1",
+                              "ETL_SPARK_JAVA_OPTIONS": os.environ["ETL_SPARK_JAVA_OPTIONS"]})
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def standalone(tmp_path_factory):
 
     marker = str(tmp_path / "standalone")
     env = dict(os.environ, SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=marker,
-               SPARK_LOG_DIR=marker, SPARK_WORKER_DIR=marker + "/work")
+               SPARK_LOG_DIR=marker, SPARK_WORKER_DIR=marker + "/work", SPARK_DAEMON_JAVA_OPTS=os.environ["ETL_SPARK_JAVA_OPTIONS"])
     procs = []
     master_log, log = tmp_path / "master.log", open(tmp_path / "standalone.log", "wb")
     try:

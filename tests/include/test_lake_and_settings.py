@@ -179,3 +179,17 @@ def test_the_old_engine_size_names_still_work_with_a_warning(caplog):
     assert "ETL_DASK_WORKERS is deprecated" in caplog.text and "ETL_LOCAL_WORKERS" in caplog.text
     new = Settings.from_env({"ETL_DASK_WORKERS": "3", "ETL_LOCAL_WORKERS": "4"})
     assert new.local_workers == 4  # the new name wins
+
+
+def test_spark_java_options_reach_the_local_servers_command(tmp_path):
+    from include.etl.clusters.spark_local import server_command
+
+    assert Settings.from_env({}).spark_java_options == ""
+    opts = " -XX:TieredStopAtLevel=1  -XX:+UseSerialGC "
+    settings = Settings.from_env({"ETL_SPARK_JAVA_OPTIONS": opts})
+    assert settings.spark_java_options == opts.strip()
+    command = server_command(settings, tmp_path, 15002, 4040, tmp_path)
+    java_opts = command[command.index("--driver-java-options") + 1]
+    assert java_opts.startswith("-Dlog4j2.configurationFile=file:") and java_opts.endswith(opts.strip())
+    plain = server_command(Settings.from_env({}), tmp_path, 15002, 4040, tmp_path)
+    assert "TieredStopAtLevel" not in " ".join(plain)

@@ -48,7 +48,8 @@ def start_in_process_spark(settings: Settings) -> ClusterHandle:
     try:
         session = (SparkSession.builder.master(f"local[{threads},{TASK_ATTEMPTS}]").appName(f"one-off run {os.getpid()}")
                    .config("spark.driver.host", host).config("spark.driver.bindAddress", host)
-                   .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
+                   .config("spark.driver.extraJavaOptions",
+                           f"-Dlog4j2.configurationFile=file:{log4j} {settings.spark_java_options}".strip())
                    .config("spark.ui.showConsoleProgress", "false")
                    .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
                    .config("spark.pyspark.python", sys.executable)

@@ -308,7 +308,7 @@ def server_command(settings: Settings, workdir: Path, port: int, ui_port: int, h
     log4j.write_text(LOG4J2)
     args = [str(home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", f"Spark Connect server ({workdir})",
             "--master", f"local[{threads},{TASK_ATTEMPTS}]",
-            "--driver-java-options", f"-Dlog4j2.configurationFile=file:{log4j}"]
+            "--driver-java-options", f"-Dlog4j2.configurationFile=file:{log4j} {settings.spark_java_options}".strip()]
     for key, value in conf.items():
         args += ["--conf", f"{key}={value}"]
     return args

@@ -112,6 +112,8 @@ class SparkSubmitClusterHook(ClusterHook):
                     "spark.driver.host": s.bind_host,
                     "spark.driver.bindAddress": s.bind_host,
                     "spark.ui.enabled": "false",
+                    **({"spark.driver.extraJavaOptions": s.spark_java_options,
+                        "spark.executor.extraJavaOptions": s.spark_java_options} if s.spark_java_options else {}),
                 },
                 env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
                 application_args=["--spec", json.dumps(self.job_spec(job, job_kwargs, ds, run).to_dict()),
