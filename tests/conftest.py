@@ -19,6 +19,9 @@ os.environ.setdefault("ETL_LAKE_ROOT", str(_HOME / "lake"))
 # C1-only JIT and the serial GC halve their CPU on these small jobs (measured: docs/runtime.md).
 SPARK_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 os.environ.setdefault("ETL_SPARK_JAVA_OPTIONS", SPARK_JAVA_OPTIONS)
+# Dask's statistical profiler samples every worker thread every 10 ms for the dashboard's
+# Profile tab, which no test opens.
+os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "False")
 for var in [v for v in os.environ if v.startswith("AIRFLOW_CONN_")]:
     del os.environ[var]  # tests decide which clusters exist
 

@@ -113,6 +113,11 @@ def worker_env(workdir: Path | None = None) -> dict[str, str]:
     env["SPT_NOENV"] = "1"  # setproctitle must not overwrite the environment (it holds the marker above)
     # A failed Dask task's traceback travels whole to the job's driver (Dask cuts it at 10 kB).
     env.setdefault("DASK_DISTRIBUTED__ADMIN__MAX_ERROR_LENGTH", "1000000")
+    # Idle cost: Dask's defaults wake every process 50 times a second to time its event loop and
+    # twice a second for the dashboard's system graphs: an idle engine (scheduler, 2 workers and
+    # their nannies) took 10 % of a core, 2.7 % with these (docs/runtime.md, "Dask cluster notes").
+    env.setdefault("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL", "1s")
+    env.setdefault("DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL", "2s")
     paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
