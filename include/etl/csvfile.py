@@ -57,10 +57,12 @@ def line_spans(buf, data: bytes | None = None) -> tuple[Any, Any, Any]:
     if data is None or len(data) != n:
         data = buf.tobytes()
     crs = data.count(b"\r")
-    if crs == 0 or crs == data.count(b"\r\n"):  # LF or CRLF throughout: the common, fast case
-        lf = np.flatnonzero(buf == LF)
-        ends = lf - (buf[np.maximum(lf - 1, 0)] == CR) * (lf > 0) if crs else lf  # a CRLF ends before its CR
-        return _finish_spans(ends, lf + 1, n)
+    lf = np.flatnonzero(buf == LF)
+    if crs == 0:  # LF throughout: the common, fast case
+        return _finish_spans(lf, lf + 1, n)
+    crlf = (buf[np.maximum(lf - 1, 0)] == CR) & (lf > 0)  # the LFs that end a CRLF
+    if crs == np.count_nonzero(crlf):  # every CR is in a CRLF (as counting b"\r\n" says, without a second scan)
+        return _finish_spans(lf - crlf, lf + 1, n)  # a CRLF ends before its CR
     pos = np.flatnonzero(buf <= CR)
     kind = buf[pos]
     sel = (kind == LF) | (kind == CR)

@@ -122,14 +122,15 @@ def parse_bytes(block: bytes, first_line: int, source: str, header: Header, data
         fast = table.column(f"f{pos}").combine_chunks().cast(pa.string()) if table.num_rows else pa.array([], pa.string())
         late = pa.array([None if r[2] is None else r[2][pos] for r in slow], pa.string())
         raw[col.name] = pa.concat_arrays([fast, late]).take(take) if slow else fast
-    reasons = Reasons(len(order), np.array([None] * table.num_rows + [r[3] for r in slow], dtype=object)[order])
+    reasons = Reasons(len(order)) if not slow else Reasons(  # (no tokenizer reason: skip a loop over the rows)
+        len(order), np.array([None] * table.num_rows + [r[3] for r in slow], dtype=object)[order])
     typed = convert(dataset, raw, reasons, ds)
     columns = {col.out: typed[col.name] for col in dataset.columns}  # the lake's names
     firsts, lasts = firsts[order], lasts[order]
     raw_text = np.full(len(order), None, dtype=object)  # the rejected records' text as in the file
     for r in np.flatnonzero(reasons.has):
         raw_text[r] = data[int(starts[firsts[r]]) : int(ends[lasts[r]])].decode(codec, errors="replace")
-    columns["_source"] = pa.array([source] * len(order), pa.string())
+    columns["_source"] = pa.repeat(pa.scalar(source, pa.string()), len(order))
     columns["_line"] = pa.array(firsts + first_line, pa.int64())
     columns["_raw"] = pa.array(raw_text, pa.string())
     columns["_reason"] = pa.array(reasons.text, pa.string())
