@@ -76,6 +76,19 @@ def deployment(tmp_path_factory):
         assert left == [], "engine processes survived bin/run"
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _task_logs(home: Path, dag_id: str, chars: int = 3000) -> str:
+    """The tail of every task log of ``dag_id`` (why a task failed, for an assertion's message)."""
+    return "\n".join(f"--- {p.relative_to(home)}\n{p.read_text(errors='replace')[-chars:]}"
+                     for p in sorted((home / "logs").glob(f"dag_id={dag_id}/**/*.log")))
+
+
 def _trigger(api, dag_id: str, day: int, **conf) -> str:
     return api("POST", f"dags/{dag_id}/dagRuns",
                {"logical_date": f"2024-07-{day:02d}T00:00:00Z", "conf": {"backend": "dask", **conf}})["dag_run_id"]
@@ -99,14 +112,14 @@ def _rows(home: Path, table: str, ds: str) -> int:
 
 def test_concurrent_runs_share_the_runtimes_engine_and_a_killed_one_does_not_break_the_others(deployment):
     home, api, stack, engine = deployment["home"], deployment["api"], deployment["stack"], deployment["engine"]
-    wait("the runtime's Dask engine", lambda: (home / "runtime" / "dask.json").exists(), 300, stack)
+    wait("the runtime's Dask engine", lambda: '"ready"' in _read(home / "runtime" / "dask.json"), 300, stack)
     # The scheduler and the workers' launcher (a worker process itself may be replaced by its nanny).
     cluster = json.loads((home / "runtime" / "dask.json").read_text())["handle"]["pids"]
     long_run = _trigger(api, "long_job", 1)
 
     def long_job_busy():
         ti = _ti(home, "long_job", long_run, "long_job")
-        assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (ti, stack.log("run"))
+        assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (ti, _task_logs(home, "long_job"), stack.log("run"))
         return ti and ti[0] == "running" and ti[1]
 
     task_pid = wait("long_job to run on the runtime's engine", long_job_busy, 300, stack)

@@ -231,7 +231,9 @@ def test_once_the_server_died_jobs_fail_retryably_naming_it_and_the_next_try_get
     t0 = time.monotonic()
     with pytest.raises(ClusterStartError, match=f"cannot reach the Spark Connect server at {handle.address}"):
         hook.run_job(handle, "noop", {}, DS)
-    assert time.monotonic() - t0 < 30
+    # Not a hang: a job endpoint that waited for the dead server would never answer. (Not a timing
+    # target either: 70 s was seen under a load of 14.)
+    assert time.monotonic() - t0 < 240
     # The owner starts a new server; a retry of the task follows it (resolve), in a session of its own run.
     new = rt.wait_ready("spark", other_than=handle.address)
     resolved = hook.resolve(handle)
