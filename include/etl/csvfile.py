@@ -115,15 +115,16 @@ def nonsimple_lines(buf, starts, fmt: FileFormat):
             opening, closing = quotes[opens], quotes[~opens]
         else:  # every line holds an even count: a line's first quote has an even number in the block
             opening, closing = quotes[0::2], quotes[1::2]
-        boundary = _lut((delim, LF, CR, quote))
-        wrong_open = opening[(opening > 0)]
-        wrong_open = wrong_open[~boundary[buf[wrong_open - 1]]]
-        wrong_close = closing[closing < len(buf) - 1]
-        wrong_close = wrong_close[~boundary[buf[wrong_close + 1]]]
+        other = _lut(tuple(sorted(set(range(256)) - {delim, LF, CR, quote})))  # bytes that are no field boundary
+        # Quotes are sorted: only the first can be at 0, only the last at the end (views, no copies).
+        opening = opening[1:] if len(opening) and opening[0] == 0 else opening
+        closing = closing[:-1] if len(closing) and closing[-1] == len(buf) - 1 else closing
+        wrong_open = opening[other[buf[opening - 1]]]
+        wrong_close = closing[other[buf[closing + 1]]]
         for wrong in (wrong_open, wrong_close):
             if len(wrong):
                 bad[np.searchsorted(starts, wrong, side="right") - 1] = True
-    nul = np.flatnonzero(buf == 0)
+    nul = np.flatnonzero(buf == 0) if len(buf) and buf.min() == 0 else ()  # (min: a cheap test for no NUL)
     if len(nul):
         bad[np.searchsorted(starts, nul, side="right") - 1] = True
     return np.flatnonzero(bad)
