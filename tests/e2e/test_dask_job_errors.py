@@ -1,4 +1,4 @@
-"""A job's error on the runtime's Dask engine, through the scheduler's job endpoint, up to the operator.
+"""A job's error on the runtime's Dask engine, through the job endpoint its owner serves, up to the operator.
 
 The job fails in one of its Dask tasks with pandas' ``KeyError: "['Country'] not in index"``,
 below a driver stack of several KB; the endpoint answers its class, message and whole
@@ -13,7 +13,7 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
-from include.etl.clusters.dask_http import call_job
+from include.etl.clusters.job_server import call_job
 from include.etl.jobs.errors import RemoteJobError
 from tests.plugins.test_job_operators import run_operator
 
@@ -25,7 +25,7 @@ MISSING = "\"['Country'] not in index\""
 
 @pytest.fixture(scope="module")
 def dask_handle(engine_runtime) -> dict:
-    """The runtime's Dask engine as a run's start task hands it out, with its job endpoint (a route on its dashboard's port)."""
+    """The runtime's Dask engine as a run's start task hands it out, with its job endpoint (served by its owner)."""
     handle = engine_runtime.handle("dask")
     assert handle.extra["jobs_url"].endswith("/etl/jobs") and handle.extra["runtime"], handle
     return handle.to_dict()

@@ -1,8 +1,9 @@
 """Thin Spark job tasks on the runtime's Spark engine (a runtime of the module's own).
 
 The engine's owner (``python -m include.etl.clusters.runtime spark``, as ``make run`` starts it)
-serves the job endpoint (``include/etl/clusters/spark_jobs.py``), and ``SparkClusterHook.run_job``
-hands jobs to it (``ETL_SPARK_THIN_TASKS``, default on):
+serves the job endpoint (``include/etl/clusters/job_server.py`` with the Spark runner of
+``spark_jobs.py``), and ``SparkClusterHook.run_job`` hands jobs to it (``ETL_SPARK_THIN_TASKS``,
+default on):
 
 * a real ingest (the Olympics regions, 230 rows) gives the right summary and lake partition,
   and the job's log records come back to the task's log;
@@ -122,7 +123,7 @@ def test_the_runs_attach_to_the_engine_and_its_owner_serves_the_job_endpoint(spa
     assert not handle.owned and handle.pids == [] and handle.extra["runtime"] == str(rt.root), handle
     assert handle.extra["jobs_url"].startswith("http://127.0.0.1:") and handle.extra.get("session_id")
     health = _health(handle)
-    assert health["ok"] is True and health["pid"] == rt.owners["spark"].pid and health["spark_address"] == handle.address
+    assert health["ok"] is True and health["pid"] == rt.owners["spark"].pid and health["address"] == handle.address
 
 
 def test_ingest_through_the_endpoint_gives_the_summary_and_the_job_logs(spark, caplog):

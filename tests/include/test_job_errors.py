@@ -16,7 +16,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from structlog.testing import capture_logs
 
-from include.etl.clusters.dask_http import call_job
+from include.etl.clusters.job_server import call_job
 from include.etl.errors import ContractError, InputFileError
 from include.etl.jobs.errors import RemoteJobError, decode, encode, headline
 from include.etl.spark_submit_app import error_report

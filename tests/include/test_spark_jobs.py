@@ -1,6 +1,6 @@
-"""The Spark job endpoint (include/etl/clusters/spark_jobs.py) and the hook's thin path, without Spark.
+"""The job endpoint (include/etl/clusters/job_server.py) with its Spark runner and the hook's thin path, without Spark.
 
-A :class:`JobServer` whose Spark side is a stand-in (a fake client session) runs real HTTP,
+A :class:`JobServer` whose Spark runner has a stand-in (a fake client session) runs real HTTP,
 threads and jobs (``module:function`` jobs of this module) in this process; the hook talks to
 it exactly as a task process talks to the endpoint beside a local Spark Connect server.
 ``tests/e2e/test_spark_thin.py`` does the same on a real server.
@@ -19,7 +19,8 @@ import pytest
 
 from etl_platform.hooks.spark import SparkClusterHook
 from include.etl.clusters import ClusterHandle, ClusterStartError
-from include.etl.clusters.spark_jobs import JobServer
+from include.etl.clusters.job_server import JobServer
+from include.etl.clusters.spark_jobs import SparkRunner
 from include.etl.errors import RejectThresholdExceeded
 from include.etl.jobs.errors import RemoteJobError
 from include.etl.settings import Settings
@@ -57,15 +58,21 @@ class FakeSession:
         self.stopped = True
 
 
-class FakeServer(JobServer):
+class FakeRunner(SparkRunner):
     def __init__(self) -> None:
-        super().__init__("sc://127.0.0.1:1", "127.0.0.1")
+        super().__init__("sc://127.0.0.1:1")
         self.sessions: list[FakeSession] = []
 
     def open_session(self, session_id):
         session = FakeSession(session_id)
         self.sessions.append(session)
         return session
+
+
+class FakeServer(JobServer):
+    def __init__(self) -> None:
+        super().__init__(FakeRunner(), "127.0.0.1")
+        self.sessions = self.runner.sessions
 
 
 # ---- jobs (module:function) ---------------------------------------------------------------------
@@ -114,7 +121,7 @@ def settings(tmp_path) -> Settings:
 
 
 def _handle(server: JobServer, session_id: str | None = "run-session") -> ClusterHandle:
-    return ClusterHandle("spark", server.spark_address, owned=True, pids=[],
+    return ClusterHandle("spark", server.runner.address, owned=True, pids=[],
                          extra={"jobs_url": server.url, "session_id": session_id})
 
 
@@ -144,7 +151,7 @@ def test_job_runs_in_the_endpoint_joining_the_run_session_and_its_logs_come_back
     relayed = [r.getMessage() for r in caplog.records if r.name == "etl_platform.hooks.spark"]
     assert "[include.pipelines.thin_test] step 1 of 2" in relayed and "[include.pipelines.thin_test] step 2 of 2" in relayed
     assert not any("below INFO" in m for m in relayed)
-    assert server.jobs == {} and server.activity()[1] is not None
+    assert server.jobs == {} and server.last_activity is not None
 
 
 def test_each_job_gets_its_own_client_session(server, settings):
@@ -188,7 +195,8 @@ def test_delete_interrupts_the_job_operations(server, settings):
     thread = threading.Thread(target=run)
     thread.start()
     key = _wait(lambda: next(iter(server.jobs), None))
-    assert server.activity()[0] is True  # in flight: the idle watcher counts it as activity
+    with urllib.request.urlopen(server.url.rsplit("/etl/jobs", 1)[0] + "/health", timeout=5) as resp:
+        assert json.load(resp)["jobs"] == 1  # in flight
     t0 = time.monotonic()
     hook.cancel()  # what on_kill does: DELETE {jobs_url}/<key>
     thread.join(10)
@@ -223,7 +231,7 @@ def test_a_gone_server_is_a_retryable_cluster_start_error_naming_it(settings):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]  # nothing listens there once closed
-    srv = JobServer(f"sc://127.0.0.1:{dead}", "127.0.0.1")  # the real Spark side: it checks the server's port
+    srv = JobServer(SparkRunner(f"sc://127.0.0.1:{dead}"), "127.0.0.1")  # the real Spark side: it checks the server's port
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with pytest.raises(ClusterStartError, match=rf"cannot reach the Spark Connect server at sc://127.0.0.1:{dead}"):

@@ -53,13 +53,9 @@ def dask_setup(server) -> None:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a warm-up only; the job reports real import errors
             log.warning("warm-up import of %s failed: %s", name, exc)
-    from distributed import Scheduler, Worker
+    from distributed import Worker
 
-    if isinstance(server, Scheduler):
-        from include.etl.clusters.dask_http import add_routes
-
-        add_routes(server)  # the job endpoint of thin task processes (include.etl.clusters.dask_http)
-    elif isinstance(server, Worker):
+    if isinstance(server, Worker):
         _watch_cancelled_tasks(server)
 
 
@@ -181,7 +177,6 @@ def start_local_dask(settings: Settings, workdir: Path, timeout: float = START_T
         handle = ClusterHandle(
             backend="dask", address=address, owned=True, pids=started, workdir=str(workdir),
             dashboard_url=f"http://{host}:{dash_port}/status" if dash_port else None,
-            extra={"jobs_url": f"http://{host}:{dash_port}/etl/jobs"} if dash_port else {},
         )
         wait_for_workers(address, settings.local_workers, max(1.0, deadline - time.monotonic()), workdir, workers)
         return handle

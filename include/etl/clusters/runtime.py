@@ -1,8 +1,8 @@
 """The runtime's local engines, each with exactly one owner: a process running this module.
 
 ``python -m include.etl.clusters.runtime dask|spark`` starts one engine bound to
-``ETL_BIND_HOST``: a Dask scheduler and its workers, or a Spark Connect server with its job
-endpoint (served by this very process, :mod:`include.etl.clusters.spark_jobs`). Under
+``ETL_BIND_HOST``: a Dask scheduler and its workers, or a Spark Connect server, and serves its
+job endpoint in this very process (:mod:`include.etl.clusters.job_server`). Under
 ``make run`` ``bin/supervise.py`` starts one per backend beside Airflow's components; tests start
 them the same way. The owner
 
@@ -117,26 +117,28 @@ def wait_for(backend: str, root: Path, timeout: float) -> ClusterHandle | None:
 
 
 def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
+    from include.etl.clusters.job_server import serve
     from include.etl.settings import Settings
 
     settings = Settings.from_env()
     if backend == "dask":
-        from include.etl.clusters.dask_local import start_local_dask
-
-        return start_local_dask(settings, workdir), None
-    from include.etl.clusters.spark_jobs import serve
-    from include.etl.clusters.spark_local import release_session, start_local_spark_connect, stop_local_spark_connect
-
-    handle = start_local_spark_connect(settings, workdir)
+        from include.etl.clusters.dask_jobs import DaskRunner as Runner
+        from include.etl.clusters.dask_local import start_local_dask as start_engine
+    else:
+        from include.etl.clusters.spark_jobs import SparkRunner as Runner
+        from include.etl.clusters.spark_local import start_local_spark_connect as start_engine
+    handle = start_engine(settings, workdir)
     try:
-        server = serve(handle.address, settings.bind_host)
+        server = serve(Runner(handle.address), settings.bind_host)
     except BaseException:
-        stop_local_spark_connect(handle)
+        _stop(backend, handle, None)
         raise
-    # Each run opens a session of its own (open_run): the start's health-check session and its
-    # Python workers (about 300 MiB) would only idle.
+    # Each run opens a Spark session of its own (open_run): the start's health-check session and
+    # its Python workers (about 300 MiB) would only idle.
     session_id = handle.extra.pop("session_id", None)
     if session_id:
+        from include.etl.clusters.spark_local import release_session
+
         release_session(handle.address, session_id)
     handle.extra["jobs_url"] = server.url
     return handle, server
@@ -144,7 +146,7 @@ def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
 
 def _stop(backend: str, handle: ClusterHandle, server: Any) -> None:
     if server is not None:
-        server.shutdown()
+        server.stop()
     if backend == "dask":
         from include.etl.clusters.dask_local import stop_local_dask
 

@@ -1,6 +1,6 @@
 """A job's error on its way back from where the job ran: one encoding for every path.
 
-A job runs in the task process, on a Dask worker (through the scheduler's job endpoint or a
+A job runs in the task process, on a Dask worker (through the runtime's job endpoint or a
 ``distributed`` client), in the Spark job endpoint beside a Spark Connect server, or in a
 spark-submit driver. Wherever it raised, :func:`encode` turns the exception into plain JSON::
 

@@ -1,7 +1,7 @@
 """One job, described once, and one way to run it: every path that runs a job uses these.
 
 A :class:`JobSpec` is what a job task sends to wherever the job's driver runs: in the task
-process (:meth:`ClusterHook.run_job`), on a Dask worker (the scheduler's job endpoint, or a
+process (:meth:`ClusterHook.run_job`), on a Dask worker (the runtime's job endpoint, or a
 ``distributed`` client), in the Spark job endpoint beside the runtime's server, or in a
 ``spark-submit`` application. It travels as JSON (:meth:`JobSpec.to_dict` / :meth:`JobSpec.from_dict`).
 :func:`run_spec` runs it and answers in the one wire format of every path:

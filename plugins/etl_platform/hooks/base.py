@@ -60,6 +60,7 @@ class ClusterHook(BaseHook):
         super().__init__()
         self.conn_id = conn_id if conn_id is not None else self.default_conn_name
         self.settings = settings or Settings.from_env()
+        self._job: tuple[str, str] | None = None  # (endpoint, key) of the job post_job waits for
 
     def start_or_attach(self, workdir: Path, in_process: bool = False) -> ClusterHandle:
         """The configured cluster, else for a one-off run (``in_process``) its own engine, else the runtime's.
@@ -142,8 +143,8 @@ class ClusterHook(BaseHook):
     def post_job(self, url: str, spec: Any) -> dict[str, Any]:
         """Hand ``spec`` to an engine's job endpoint at ``url`` and wait for its answer. Interrupted while
         waiting (execution timeout, SIGTERM), the job is cancelled there: it must not run on.
-        :meth:`cancel` (``on_kill``) cancels it meanwhile through ``self._job``."""
-        from include.etl.clusters.dask_http import JobEndpointError, call_job, cancel_job
+        :meth:`cancel` (``on_kill``) cancels it meanwhile (:meth:`cancel_posted`)."""
+        from include.etl.clusters.job_server import JobEndpointError, call_job
 
         self._job = (url, spec.key)
         try:
@@ -151,11 +152,19 @@ class ClusterHook(BaseHook):
         except JobEndpointError:
             raise  # the job was not delivered, or its answer was lost: the caller decides
         except BaseException:
-            if self._job is not None:
-                cancel_job(*self._job)
+            self.cancel_posted()
             raise
         finally:
             self._job = None
+
+    def cancel_posted(self) -> None:
+        """Cancel the job :meth:`post_job` waits for, if any (``DELETE`` on its endpoint)."""
+        job, self._job = self._job, None
+        if job is not None:
+            from include.etl.clusters.job_server import cancel_job
+
+            if cancel_job(*job):
+                log.info("Cancelled the job %s through the job endpoint %s", job[1], job[0])
 
     def relay(self, result: dict[str, Any], job: str, where: str) -> dict[str, Any]:
         """The summary of a job that ran elsewhere (:func:`~include.etl.jobs.spec.run_spec`'s answer): its

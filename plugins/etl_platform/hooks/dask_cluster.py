@@ -32,7 +32,6 @@ class DaskClusterHook(ClusterHook):
         super().__init__(conn_id, settings)
         self._client = None
         self._future = None  # the job submitted to a worker through a client (thin tasks, attached cluster)
-        self._job: tuple[str, str] | None = None  # (endpoint, key) of the job submitted over HTTP
 
     def configured_address(self) -> tuple[str, str | None] | None:
         conn = _connection_or_none(self.conn_id)
@@ -108,9 +107,9 @@ class DaskClusterHook(ClusterHook):
         """Run the job; with ``ETL_DASK_THIN_TASKS`` (default) its driver runs on a worker, not here.
 
         The worker has pandas, ``dask.dataframe`` and the job code loaded already (see
-        ``include.etl.clusters.dask_jobs``). A local cluster takes the job through its scheduler's
-        HTTP job endpoint (``include.etl.clusters.dask_http``), so this process imports no Dask
-        at all; an attached cluster through a ``distributed`` client. The job's log records are
+        ``include.etl.clusters.dask_jobs``). The runtime's engine takes the job through the job
+        endpoint its owner serves (``extra["jobs_url"]``), so this process imports no Dask at
+        all; an attached cluster through a ``distributed`` client. The job's log records are
         logged here, and its error raised here (:func:`include.etl.jobs.errors.decode`).
         """
         if not self.settings.dask_thin_tasks:
@@ -134,12 +133,7 @@ class DaskClusterHook(ClusterHook):
 
     def cancel(self) -> None:
         """Cancel this task's job (its future; the job's driver then closes its own client), then close."""
-        job, self._job = self._job, None
-        if job is not None:
-            from include.etl.clusters.dask_http import cancel_job
-
-            if cancel_job(*job):
-                log.info("Cancelled the job %s on the Dask cluster", job[1])
+        self.cancel_posted()
         future, self._future = self._future, None
         if future is not None:
             try:

@@ -51,7 +51,6 @@ class SparkClusterHook(ClusterHook):
 
     def __init__(self, conn_id: str | None = None, settings: Settings | None = None) -> None:
         super().__init__(conn_id, settings)
-        self._job: tuple[str, str] | None = None  # (endpoint, key) of the job handed to the server's job endpoint
         self._session = None
         self._shared = False  # joined the run's session (shared with the run's other tasks)
         self._tag = f"etl-task-{uuid.uuid4().hex[:16]}"  # marks this hook's operations, for cancel()
@@ -154,7 +153,7 @@ class SparkClusterHook(ClusterHook):
                          ds: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
         import time
 
-        from include.etl.clusters.dask_http import JobEndpointError
+        from include.etl.clusters.job_server import JobEndpointError
 
         # The key is also the Spark tag of the job's operations.
         spec = self.job_spec(job, job_kwargs, ds, run, session_id=(handle.extra or {}).get("session_id"))
@@ -280,12 +279,7 @@ class SparkClusterHook(ClusterHook):
 
         for session in _SESSIONS.values():  # a one-off run's own session: every job of it is this task's
             session.sparkContext.cancelAllJobs()
-        job, self._job = self._job, None
-        if job is not None:  # the job runs in the server's job endpoint: DELETE interrupts its operations there
-            from include.etl.clusters.dask_http import cancel_job
-
-            if cancel_job(*job):
-                log.info("Cancelled the job %s in the job endpoint %s", job[1], job[0])
+        self.cancel_posted()  # a job in the server's job endpoint: DELETE interrupts its operations there
         session = self._session
         if session is not None:
             try:
