@@ -47,6 +47,11 @@ embedded_runtime_defaults() {
   # New DAG files in dags/ are found within 30 s instead of 5 min (existing files are
   # re-parsed every [dag_processor] min_file_process_interval = 30 s either way).
   export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}"
+  # After a crash or a kill, the tasks the old scheduler held (queued, running) are reset by the
+  # next one at its first orphan check after the old one's heartbeat is 30 s old
+  # (scheduler_health_check_threshold): Airflow checks every 300 s, so a quick restart of
+  # `make run` left them stuck for up to 5 min; here every 15 s.
+  export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL="${AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL:-15}"
   # One api-server worker (Airflow's default, pinned): the UI of one user.
   export AIRFLOW__API__WORKERS="${AIRFLOW__API__WORKERS:-1}"
   # Should anyone enable the scheduler's health-check server, it binds to loopback, not 0.0.0.0.

@@ -66,6 +66,10 @@ def deployment(migrated_home_template, tmp_path_factory):
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
+        # The restarted scheduler resets the crashed one's tasks at its first orphan check after the
+        # crashed one's heartbeat is 30 s old (scheduler_health_check_threshold): Airflow checks every
+        # 300 s, which made the crash test wait 5 min idle whenever a task was queued at the crash.
+        AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL="10",
         AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",  # only the runs this test triggers
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         ETL_RUNTIME_DIR=str(root),  # = the runtime's env: known before its engines answer
