@@ -37,7 +37,8 @@ def test_a_run_gets_its_cluster_from_the_gateway_and_gives_it_back(dask_gateway,
     port = free_port()
     env = project_env(home, AIRFLOW__API__PORT=str(port), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                       AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False", AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-                      AIRFLOW_CONN_DASK_GATEWAY_DEFAULT=gw.connection(workers=1))
+                      AIRFLOW_CONN_DASK_GATEWAY_DEFAULT=gw.connection(workers=1),
+                      ETL_RUNTIME_ENGINES="")  # no local engine: the run's cluster can only come from the gateway
     stack = Stack(tmp_path)
     stack.start("run", [str(ROOT / "bin" / "run")], env)
     api = Api(port, home)
