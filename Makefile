@@ -12,12 +12,16 @@ help:
 	@echo "make lint    ruff"
 	@echo "make lock    recompile requirements.txt from requirements.in"
 
+# The project's own modules as .pyc (see bin/install: Python may be told never to write them).
+COMPILE_PROJECT := .venv/bin/python -m compileall -q -j 0 include plugins dags tests >/dev/null
+
 $(STAMP): requirements.txt bin/install
 	@bin/install
 
 install: $(STAMP)
 
 run: install
+	@$(COMPILE_PROJECT)
 	@bin/run
 
 # Test files run in PYTEST_WORKERS processes (pytest-xdist, one file per process at a time, so a
@@ -26,6 +30,7 @@ run: install
 PYTEST_WORKERS ?= 2
 test: install
 	bin/install-browser
+	@$(COMPILE_PROJECT)
 	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 ROWS ?= 1000000
