@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -75,35 +73,10 @@ class S3Server:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 whose ``+10000`` (gRPC) is free too, below 55535.
+    """``count`` distinct free loopback ports whose ``+10000`` (gRPC) is free too (:func:`tests.e2e.stack.free_port`)."""
+    from tests.e2e.stack import free_port
 
-    Drawn below the kernel's ephemeral range when it leaves room, so that client connections
-    do not take them between this check and the server's bind.
-    """
-    try:
-        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    low, high = 10000, min(ephemeral_low, 65536) - GRPC_OFFSET
-    if high - low < 1000:
-        low, high = 10000, 65535 - GRPC_OFFSET
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = random.randrange(low, high)
-        if port in chosen or port + GRPC_OFFSET in chosen or port - GRPC_OFFSET in chosen:
-            continue
-        if _bindable(port) and _bindable(port + GRPC_OFFSET):
-            chosen.append(port)
-    return chosen
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+    return [free_port(also_free=(GRPC_OFFSET,)) for _ in range(count)]
 
 
 def _identities(access_key: str, secret_key: str) -> dict:

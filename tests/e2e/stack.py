@@ -24,14 +24,30 @@ import pytest
 
 from tests.conftest import ROOT
 
+_HANDED_OUT: set[int] = set()
 
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range.
 
-    A port the kernel hands out (bind to port 0) can be handed out again as soon as it is closed:
-    an engine binding port 0 (a Dask worker, a JVM) took the API port of a deployment between
-    its choice and the api-server's bind (seen in a whole run: the test's REST client then spoke
-    to a Dask comm). Ports below that range are only ever taken by explicit choice.
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(also_free: tuple[int, ...] = ()) -> int:
+    """A free loopback port below the kernel's ephemeral range that no other test process draws,
+    never handed out twice by this one (nor ``port + o`` for each ``o`` of ``also_free``, checked free too).
+
+    Why each rule (each was seen in a whole run):
+
+    * below the ephemeral range: a port the kernel hands out (bind to port 0) can be handed out
+      again as soon as it is closed: an engine binding port 0 (a Dask worker, a JVM) took the API
+      port of a deployment between its choice and the api-server's bind;
+    * one residue class per xdist worker (``port % workers == worker``): the two test processes drew
+      the same port for two deployments in the same second, and the second api-server could not bind;
+    * never twice: a port stays free (so drawable again) until its server binds it, seconds later.
     """
     import random
 
@@ -40,14 +56,17 @@ def free_port() -> int:
     except (OSError, ValueError, IndexError):
         ephemeral_low = 32768
     low, high = (10000, ephemeral_low) if ephemeral_low - 10000 >= 1000 else (1024, 65535)
+    high -= max(also_free, default=0)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    mine = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % workers
     for _ in range(1000):
         port = random.randrange(low, high)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        port -= (port - mine) % workers  # this worker's residue class
+        ports = (port, *(port + o for o in also_free))
+        if port < low or any(p in _HANDED_OUT for p in ports) or not all(_bindable(p) for p in ports):
+            continue
+        _HANDED_OUT.update(ports)
+        return port
     raise RuntimeError(f"no free port on 127.0.0.1 in {low}..{high}")
 
 
