@@ -51,3 +51,14 @@ class Engine(Protocol):
 
     def run_noop(self) -> None:
         """Run the smallest possible unit of work on the cluster (for overhead measurements)."""
+
+
+def parquet_rows(directory: str, filesystem: Any = None) -> int:
+    """The rows of the Parquet files in ``directory`` (a local path, or ``bucket/key`` on ``filesystem``), from their footers."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs = filesystem or pafs.LocalFileSystem()
+    files = [f.path for f in fs.get_file_info(pafs.FileSelector(directory))
+             if f.type == pafs.FileType.File and f.path.endswith(".parquet")]
+    return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in files)

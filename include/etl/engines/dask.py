@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from include.etl.engines import parquet_rows
 from include.etl.reader import DROPPED, REJECT_COLUMNS
 
 if TYPE_CHECKING:
@@ -83,17 +84,6 @@ def _to_parquet(frame: Any, path: str, filesystem: Any) -> Any:
     """The delayed write of ``frame`` into the directory ``path`` (text as ``string``)."""
     extra = {"filesystem": _fsspec(filesystem)} if filesystem is not None else {}
     return frame.to_parquet(path, write_index=False, schema=text_as_string(frame), compute=False, **extra)
-
-
-def parquet_rows(directory: str, filesystem: Any = None) -> int:
-    """The rows of the Parquet files in ``directory`` (a local path, or ``bucket/key`` on ``filesystem``), from their footers."""
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    fs = filesystem or pafs.LocalFileSystem()
-    files = [f.path for f in fs.get_file_info(pafs.FileSelector(directory))
-             if f.type == pafs.FileType.File and f.path.endswith(".parquet")]
-    return sum(pq.read_metadata(f, filesystem=fs).num_rows for f in files)
 
 
 def _empty(schema: Any, arrow: bool = False) -> Any:

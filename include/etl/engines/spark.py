@@ -194,8 +194,10 @@ class SparkEngine:
 
     def write_parquet(self, frame: Any, path: str, filesystem: Any = None) -> int:
         if filesystem is None:
+            from include.etl.engines import parquet_rows
+
             frame.write.mode("overwrite").parquet(path)
-            return int(self.session.read.parquet(path).count())  # from the Parquet footers
+            return parquet_rows(path)  # the footers, read here: no second Spark job
         import functools
 
         import pyarrow.parquet as pq
