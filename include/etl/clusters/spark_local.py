@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -38,6 +39,7 @@ MARKER = "SparkConnectServer"
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_PORT = 15002
 TASK_ATTEMPTS = 3
+CHECK_BOUND_S = 120.0  # the most a health check's session and first query may take (check_spark_connect)
 SHUFFLE_PARTITIONS = 4
 MIN_JAVA = 17
 LOG_NAME = "spark-connect.log"
@@ -197,6 +199,29 @@ def check_spark_connect(address: str, timeout: float = 10.0, python: bool = True
     where = address.split("/;", 1)[0]  # never show tokens
     if not port_open(host, port, timeout):
         raise ClusterStartError(f"cannot reach the Spark Connect server at {where}: nothing answers on {host}:{port}")
+    # Bounded: a session opened while another run opened one on the same server once hung for
+    # 6 min in gRPC (a clean-clone run); the caller's task then fails and is retried instead.
+    bound = max(timeout, CHECK_BOUND_S)
+    outcome: list[object] = []
+
+    def check() -> None:
+        try:
+            outcome.append(_check(address, where, timeout, python, keep_session))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=check, name="etl-spark-connect-check", daemon=True)
+    thread.start()
+    thread.join(bound)
+    if not outcome:
+        raise ClusterStartError(f"the Spark Connect server at {where} did not answer a session's first query "
+                                f"within {bound:.0f} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _check(address: str, where: str, timeout: float, python: bool, keep_session: bool) -> dict:
     try:
         spark = connect(address)
     except Exception as exc:  # noqa: BLE001 - gRPC and pyspark errors of many kinds
