@@ -62,6 +62,9 @@ class FakeEngine:
     def write_parquets(self, frames, filesystem=None):
         return {path: self.write_parquet(frame, path, filesystem) for path, frame in frames.items()}
 
+    def align(self, frames):
+        return list(frames)
+
     def run_noop(self):
         self.calls.append("noop")
 

@@ -49,6 +49,9 @@ class Engine(Protocol):
     def write_parquets(self, frames: dict[str, Any], filesystem: Any = None) -> dict[str, int]:
         """Write several frames (path -> frame), sharing their common inputs where the engine can; row counts per path."""
 
+    def align(self, frames: Sequence[Any]) -> list[Any]:
+        """Native frames read in one job, on one backend, to be combined (joined)."""
+
     def run_noop(self) -> None:
         """Run the smallest possible unit of work on the cluster (for overhead measurements)."""
 

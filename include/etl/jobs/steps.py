@@ -99,18 +99,31 @@ def ingest(ctx: JobContext, dataset: Any, source: str) -> dict[str, Any]:
     }
 
 
+def lazy(native: Any):
+    """A narwhals lazy frame over an engine's native frame (the Dask engine's one-partition inputs are pandas frames)."""
+    import narwhals as nw
+
+    frame = nw.from_native(native)
+    return frame.lazy() if isinstance(frame, nw.DataFrame) else frame
+
+
+def together(ctx: JobContext, *frames: Any) -> list[Any]:
+    """Frames a job read (narwhals), on one backend so that they can be joined: read them, then pass
+    them through here (the Dask engine reads an input of one partition as a pandas frame, a larger
+    one as a Dask frame)."""
+    return [lazy(f) for f in ctx.engine.align([_native(f) for f in frames])]
+
+
 def read_table(ctx: JobContext, table: str, columns: tuple[str, ...] | list[str] | None = None, *,
                exact_types: bool = False):
     """The run's partition of ``table`` as a narwhals lazy frame: what this run staged for it, else its
     latest published version. ``exact_types``: every column exactly as the table's schema says, on
     Dask as Arrow-backed columns (nullable integers stay integers, nested values stay Arrow lists
     and structs, timestamps keep their time zone); otherwise Dask reads NumPy types."""
-    import narwhals as nw
-
     lake = ctx.pipeline_lake
     files = [lake.engine_path(f) for f in lake.files(table, ctx.ds)]
     read = ctx.engine.read_parquets if exact_types else ctx.engine.read_parquet
-    frame = nw.from_native(read(files, lake.schema(table, ctx.ds), filesystem=lake.filesystem()))
+    frame = lazy(read(files, lake.schema(table, ctx.ds), filesystem=lake.filesystem()))
     return frame.select(*columns) if columns else frame
 
 
@@ -118,12 +131,10 @@ def read_exploded(ctx: JobContext, table: str, column: str, columns: tuple[str, 
     """:func:`read_table` with one row per element of the nested list ``column`` (empty lists give no
     row); a struct element's fields become columns ``<column>_<field>``. ``columns``: the other
     columns to keep (default all)."""
-    import narwhals as nw
-
     lake = ctx.pipeline_lake
     list_type = lake.schema(table, ctx.ds).field(column).type
     frame = read_table(ctx, table, (*columns, column) if columns else None, exact_types=True)
-    return nw.from_native(ctx.engine.explode(frame.to_native(), column, list_type))
+    return lazy(ctx.engine.explode(frame.to_native(), column, list_type))
 
 
 def write_table(ctx: JobContext, frame: Any, table: str) -> dict[str, Any]:
@@ -134,7 +145,7 @@ def write_table(ctx: JobContext, frame: Any, table: str) -> dict[str, Any]:
 def run_transform(ctx: JobContext, table: str, transform: Callable[..., Any], inputs: tuple[str, ...] | list[str],
                   ) -> dict[str, Any]:
     """``table = transform(*inputs)``: read the input tables, apply a narwhals transform, publish."""
-    frames = [read_table(ctx, name) for name in inputs]
+    frames = together(ctx, *[read_table(ctx, name) for name in inputs])
     summary = write_table(ctx, transform(*frames), table)
     log.info("%s: %s rows out to %s", table, summary["rows_out"], summary["path"])
     return summary

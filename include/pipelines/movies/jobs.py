@@ -34,9 +34,9 @@ def marts(ctx: JobContext) -> dict[str, Any]:
     from include.pipelines.movies.transforms import keyword_ratings, movie_ratings, ratings_by_year
 
     source = _source(ctx)
-    ratings = steps.read_table(ctx, "ratings", exact_types=True)
-    links = steps.read_table(ctx, "links", exact_types=True)
-    keywords = steps.read_exploded(ctx, "keywords", "keywords")
+    ratings, links, keywords = steps.together(ctx, steps.read_table(ctx, "ratings", exact_types=True),
+                                              steps.read_table(ctx, "links", exact_types=True),
+                                              steps.read_exploded(ctx, "keywords", "keywords"))
     outputs = {
         "movie_ratings": movie_ratings(ratings, links, source.c),
         "keyword_ratings": keyword_ratings(ratings, links, keywords),

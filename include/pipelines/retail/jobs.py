@@ -87,7 +87,7 @@ def read_countries(ctx: JobContext):
     """The shipped country reference, read through its contract on the engine (accepted rows only)."""
     import narwhals as nw
 
-    parsed = nw.from_native(ctx.engine.read_csv(str(COUNTRIES_FILE), COUNTRIES))
+    parsed = steps.lazy(ctx.engine.read_csv(str(COUNTRIES_FILE), COUNTRIES))
     return parsed.filter(nw.col("_reason").is_null()).select(*COUNTRIES.names)
 
 
@@ -104,8 +104,8 @@ def enrich(ctx: JobContext) -> dict[str, Any]:
     """``invoice_lines`` -> ``enriched_lines``: line_total, line_kind, iso_code and region."""
     from include.pipelines.retail.transforms import enrich_lines
 
-    lines = steps.read_table(ctx, "invoice_lines")
-    summary = steps.write_table(ctx, enrich_lines(lines, read_countries(ctx)), "enriched_lines")
+    lines, countries = steps.together(ctx, steps.read_table(ctx, "invoice_lines"), read_countries(ctx))
+    summary = steps.write_table(ctx, enrich_lines(lines, countries), "enriched_lines")
     log.info("enriched_lines: %s rows out to %s", summary["rows_out"], summary["path"])
     summary["asset_events"] = {"enriched_lines": {"ds": ctx.ds, "rows": summary["rows_out"], "empty_day": False}}
     return summary
@@ -221,7 +221,7 @@ def rollup(ctx: JobContext, *, period: str) -> dict[str, Any]:
     # files say about their types), in few engine partitions rather than one per day. ``_day``:
     # the line's InvoiceDate day, its partition's day (a rule of the contract).
     fs = lake.filesystem()
-    lines = nw.from_native(ctx.engine.read_parquets([lake.engine_path(f) for f in lake.files("invoice_lines", days)],
+    lines = steps.lazy(ctx.engine.read_parquets([lake.engine_path(f) for f in lake.files("invoice_lines", days)],
                                                     arrow_schema(TABLE_SCHEMAS["invoice_lines"]), filesystem=fs))
     classified = classify(lines.select(*MART_INPUTS, "Description",
                                        nw.col("InvoiceDate").dt.to_string("%Y-%m-%d").alias("_day")))
