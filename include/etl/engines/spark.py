@@ -53,6 +53,54 @@ def parse_batches(batches: Iterator, path: str, blocks: list[Block], header: Hea
             yield from parse_block(path, blocks[k], header, dataset, ds).to_batches()
 
 
+SPLIT_DDL = "block bigint, accepted bigint, rejected bigint, dropped bigint"
+
+
+def write_once(table: Any, path: str, filesystem: Any) -> None:
+    """Write ``table`` to ``path`` so that a retried Spark task replaces its killed attempt's file
+    instead of adding one beside it: ``path`` is named by the task's block or partition, never by
+    the attempt, and on local disk the file is written under a hidden name, then renamed (the lake
+    skips hidden files). An object store's PUT is whole or absent by itself."""
+    import uuid
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    if filesystem is not None:
+        pq.write_table(table, path, filesystem=filesystem)
+        return
+    directory, name = path.rsplit("/", 1)
+    tmp = f"{directory}/.{name}.{uuid.uuid4().hex}"
+    pq.write_table(table, tmp)
+    pafs.LocalFileSystem().move(tmp, path)
+
+
+def split_batches(batches: Iterator, path: str, blocks: list[Block], header: Header, dataset: Dataset,
+                  ds: str | None, accepted_dir: str, rejects_dir: str, filesystem: Any) -> Iterator:
+    """``mapInArrow`` function: block numbers -> each block parsed, its accepted rows and its rejects
+    written as one Parquet file each (as the Dask engine writes a partition), and their counts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from include.etl.reader import parse_block
+
+    for batch in batches:
+        for k in batch.column(0).to_pylist():
+            table = parse_block(path, blocks[k], header, dataset, ds)
+            reason = table.column("_reason")
+            ok = pc.is_null(reason)
+            dropped = pc.fill_null(pc.equal(reason, DROPPED), False)
+            accepted = table.filter(ok).drop_columns(list(REJECT_COLUMNS))
+            rejects = table.filter(pc.and_(pc.invert(ok), pc.invert(dropped))).select(list(REJECT_COLUMNS))
+            write_once(accepted, f"{accepted_dir}/part-{k:05d}.parquet", filesystem)
+            write_once(rejects, f"{rejects_dir}/part-{k:05d}.parquet", filesystem)
+            yield pa.RecordBatch.from_pydict({
+                "block": pa.array([k], pa.int64()), "accepted": pa.array([accepted.num_rows], pa.int64()),
+                "rejected": pa.array([rejects.num_rows], pa.int64()),
+                "dropped": pa.array([pc.sum(dropped.cast(pa.int64())).as_py() or 0], pa.int64()),
+            })
+
+
 def _probe(batches: Iterator) -> Iterator:
     import include.etl.reader  # noqa: F401 - the job code, pyarrow and pandas import in the worker
 
@@ -75,13 +123,13 @@ WRITTEN_DDL = "path string, rows bigint"
 
 
 def write_batches(batches: Iterator, filesystem: Any, directory: str) -> Iterator:
-    """``mapInArrow`` function: a Spark partition's rows -> one Parquet file under ``directory``."""
-    import uuid
-
+    """``mapInArrow`` function: a Spark partition's rows -> one Parquet file under ``directory``,
+    named by the partition (a retried task replaces its killed attempt's file, see :func:`write_once`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from pyspark import TaskContext
 
-    writer, rows, path = None, 0, f"{directory}/part-{uuid.uuid4().hex}.parquet"
+    writer, rows, path = None, 0, f"{directory}/part-{TaskContext.get().partitionId():05d}.parquet"
     for batch in batches:
         if writer is None:
             writer = pq.ParquetWriter(path, batch.schema, filesystem=filesystem)
@@ -99,6 +147,12 @@ def read_files(batches: Iterator, filesystem: Any, schema: Any) -> Iterator:
     for batch in batches:
         for path in batch.column(0).to_pylist():
             yield from pq.read_table(path, filesystem=filesystem).select(schema.names).cast(schema).to_batches()
+
+
+def _local_fs() -> Any:
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem()
 
 
 class SparkEngine:
@@ -137,11 +191,30 @@ class SparkEngine:
         blocks = plan_blocks(path, header, dataset, block_bytes, survey)
         log.info("reading %s in %s block(s) of whole records", path, len(blocks))
         func = functools.partial(parse_batches, path=path, blocks=blocks, header=header, dataset=dataset, ds=ds)
-        return self._per_block(len(blocks)).mapInArrow(func, spark_ddl(dataset))
+        parsed = self._per_block(len(blocks)).mapInArrow(func, spark_ddl(dataset))
+        parsed._etl_blocks = functools.partial(split_batches, path=path, blocks=blocks, header=header, dataset=dataset,
+                                               ds=ds)  # for write_split: the same parse, written by the tasks
+        return parsed
 
     def write_split(self, parsed: Any, accepted_dir: str, rejects_dir: str,
                     filesystem: Any = None) -> tuple[int, int, int]:
+        """A frame of :meth:`read_csv`: one Spark job whose tasks parse their block and write its
+        accepted rows and rejects (pyarrow, in the Python workers: the rows never cross into the
+        JVM), and report the counts. Any other frame: filtered and written by Spark."""
+        import functools
+
         from pyspark.sql import functions as F
+
+        split = vars(parsed).get("_etl_blocks")  # not getattr: a Spark Connect frame's attributes are columns
+        if split is not None:
+            for directory in (accepted_dir, rejects_dir):
+                (filesystem or _local_fs()).create_dir(directory)
+            n = len(split.keywords["blocks"])
+            rows = self._per_block(n).mapInArrow(
+                functools.partial(split, accepted_dir=accepted_dir, rejects_dir=rejects_dir, filesystem=filesystem),
+                SPLIT_DDL).collect()
+            assert sorted(r["block"] for r in rows) == list(range(n)), f"blocks missing from the split of {n}"
+            return tuple(sum(int(r[c]) for r in rows) for c in ("accepted", "rejected", "dropped"))
 
         names = [c for c in parsed.columns if c not in REJECT_COLUMNS]
         ok = F.col("_reason").isNull()
@@ -227,6 +300,9 @@ class SparkEngine:
         else:
             fields = [F.col("_element").alias(column)]
         return exploded.select(*others, *fields)
+
+    def align(self, frames: Sequence[Any]) -> list[Any]:
+        return list(frames)
 
     def run_noop(self) -> None:
         self.session.range(1).count()
