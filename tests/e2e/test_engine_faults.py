@@ -42,7 +42,8 @@ from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 DS = "2024-07-07"
-ROWS = 300_000
+ROWS = 300_000  # about 44 MB of CSV
+BLOCK_BYTES = 8 << 20  # read in several blocks, so that the athletes ingest is work on the cluster's workers
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def inputs(base) -> dict:
 
 def _chain(engine, lake_root: Path, sources: dict, during_athletes=None) -> dict:
     """The olympics_etl jobs in order; ``during_athletes(done)`` runs beside the athletes ingest."""
-    ctx = JobContext(engine=engine, lake=Lake(lake_root, "olympics"), ds=DS, max_reject_ratio=0.01)
+    ctx = JobContext(engine=engine, lake=Lake(lake_root, "olympics"), ds=DS, max_reject_ratio=0.01, block_bytes=BLOCK_BYTES)
     out = {}
     for table in ("regions", "venues", "athletes"):
         if table == "athletes" and during_athletes is not None:

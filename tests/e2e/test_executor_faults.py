@@ -15,7 +15,8 @@ A deployment like `make run` (SQLite, LocalExecutor) started as separate compone
   take new jobs;
 * two concurrent runs on the runtime's Dask engine, one of them killed: an `olympics_etl` run
   succeeds with the right marts while the job of a `long_job` run beside it is killed (SIGKILL)
-  and cancelled on the engine;
+  and cancelled on the engine; both runs attached to the runtime's engine (their cluster handles
+  name it, own no process), and neither teardown stopped it;
 * the scheduler SIGKILLed (a crash) during an `olympics_etl` run and started again: the run
   still completes and its marts are right.
 """
@@ -322,6 +323,11 @@ def test_two_concurrent_runs_on_the_runtimes_engine_one_killed_the_other_correct
     assert _ti(home, "long_job", killed["id"], "stop_cluster")[0] == "success"
     assert not alive(pid)
     assert_marts_match(home / "lake", "2024-07-10", DATA)
+    for run in (olympics, killed):
+        handle = api("GET", f"dags/{run['dag']}/dagRuns/{quote(run['id'], safe='')}/taskInstances/start_cluster/"
+                            "xcomEntries/return_value")["value"]
+        assert (handle["address"], handle["owned"], handle["pids"]) == (engine["address"], False, []), handle
+        assert handle["extra"]["runtime"] == str(rt.root), handle
     _core_alive(rt, {"dask": engine})
     assert processes_with_env(str(home)) == [], "a run started an engine of its own"
 

@@ -7,7 +7,8 @@ One start of `bin/run` (Airflow's components and the runtime's two engines) serv
   dag-processor, triggerer, LocalExecutor workers, task processes, the engines' owners, the Dask
   scheduler and workers, the Spark Connect JVM and its Python workers) is bound to loopback;
 * then SIGINT (what Ctrl-C sends) to bin/run: within the limit no process of the tree, no task
-  process and no engine process is left.
+  process and no engine process is left; both engines' owners said they stopped them and removed
+  their handle files (a run would otherwise attach to an engine that is gone).
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def test_bin_run_listens_on_loopback_only_and_ctrl_c_stops_everything(tmp_path):
         assert elapsed < STOP_WITHIN, elapsed
         assert run.returncode == 0, stack.log("run")
         assert "platform stopped" in stack.log("run", 20000), stack.log("run")
+        for backend in ("dask", "spark"):
+            assert f"stopped {backend}" in stack.log("run", 10**6), stack.log("run")
+            assert not (home / "runtime" / f"{backend}.json").exists(), f"the {backend} engine's handle file outlived it"
         summary = [line for line in stack.log("run", 200000).splitlines() if line.startswith("run ")]
         print(f"bin/run tree {len(tree)} processes, cluster {len(cluster)}, sockets {sockets}; "
               f"all stopped {elapsed:.1f} s after SIGINT", *summary, sep="\n")

@@ -105,23 +105,32 @@ def _apps(ui: int) -> list[dict]:
     return info["completedapps"] + info["activeapps"]
 
 
-def test_a_data_error_in_a_submitted_job_is_not_retried(standalone, airflow_home, tmp_path):
-    """spark_submit_app exits 1 and the provider's hook raises AirflowException: the task must still
-    fail at once as a data error (one application), not be retried twice (three)."""
+def test_a_data_error_in_a_submitted_job_is_raised_as_itself(standalone, tmp_path, monkeypatch):
+    """spark_submit_app exits 1 and the provider's hook raises AirflowException, which alone would be
+    retried: the hook raises the job's data error itself (``InputFileError``, chained to the submit
+    failure), which the job operator fails without retries (tests/plugins/test_job_operators.py).
+    One application: the job is not re-submitted."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from etl_platform.hooks.spark_submit import SparkSubmitClusterHook
+    from include.etl.errors import InputFileError
+    from include.etl.settings import Settings
+
     bad = tmp_path / "athletes.csv"
-    bad.write_text("ID;Name;Sex\n1;A;M\n")  # exists (the start task's check passes), wrong delimiter
+    bad.write_text("ID;Name;Sex\n1;A;M\n")  # wrong delimiter
+    for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):  # this process's Spark Connect sessions
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", standalone["master"])
+    monkeypatch.setenv("PATH", f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}")  # spark-submit, as bin/env.sh
+    hook = SparkSubmitClusterHook(settings=Settings.from_env({
+        "ETL_LAKE_ROOT": str(tmp_path / "lake"), "ETL_SPARK_JAVA_OPTIONS": os.environ["ETL_SPARK_JAVA_OPTIONS"]}))
+    handle = hook.attach()
     before = len(_apps(standalone["ui"]))
-    out = bin_airflow(
-        airflow_home, "dags", "test", "olympics_etl", DS, "-c", json.dumps({"backend": "spark", "athletes_path": str(bad)}),
-        AIRFLOW_CONN_SPARK_DEFAULT=standalone["master"],
-    )
-    logs = out.stdout + out.stderr
-    assert "state=failed" in logs, logs[-5000:]
-    assert f"athletes input {bad}: header is missing required columns" in logs
-    assert "AirflowFailException" in logs and "UP_FOR_RETRY" not in logs.upper().replace(" ", "_"), logs[-5000:]
+    with pytest.raises(InputFileError, match=f"athletes input {bad}: header is missing required columns") as err:
+        hook.run_job(handle, "olympics.ingest", {"table": "athletes", "source": str(bad)}, DS)
+    assert isinstance(err.value.__cause__, AirflowException)  # the provider's submit failure
     apps = _apps(standalone["ui"])
-    # regions and venues once each, athletes once: three ingest applications, no retry of the athletes one
-    assert len(apps) - before == 3, [a.get("name") for a in apps]
+    assert len(apps) - before == 1, [a.get("name") for a in apps]
 
 
 def test_unreachable_master_fails_the_start_with_its_address(tmp_path, monkeypatch):
