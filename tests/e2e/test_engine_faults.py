@@ -43,7 +43,9 @@ from tests.procs import processes_with_env
 pytestmark = pytest.mark.slow
 DS = "2024-07-07"
 ROWS = 300_000  # about 44 MB of CSV
-BLOCK_BYTES = 8 << 20  # read in several blocks, so that the athletes ingest is work on the cluster's workers
+# Dask reads a file of one block as one pandas frame in the job's driver (here this process): the
+# Dask test reads the athletes in several blocks, so that its ingest is work on the engine's workers.
+DASK_BLOCK_BYTES = 8 << 20
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +76,9 @@ def inputs(base) -> dict:
             "expected": expected_marts(athletes.parent, athletes.name)}  # computed once, for both engines
 
 
-def _chain(engine, lake_root: Path, sources: dict, during_athletes=None) -> dict:
+def _chain(engine, lake_root: Path, sources: dict, during_athletes=None, block_bytes: int = 64 << 20) -> dict:
     """The olympics_etl jobs in order; ``during_athletes(done)`` runs beside the athletes ingest."""
-    ctx = JobContext(engine=engine, lake=Lake(lake_root, "olympics"), ds=DS, max_reject_ratio=0.01, block_bytes=BLOCK_BYTES)
+    ctx = JobContext(engine=engine, lake=Lake(lake_root, "olympics"), ds=DS, max_reject_ratio=0.01, block_bytes=block_bytes)
     out = {}
     for table in ("regions", "venues", "athletes"):
         if table == "athletes" and during_athletes is not None:
@@ -131,7 +133,7 @@ def test_dask_worker_killed_during_ingest_job_still_completes(base, inputs, rt):
                     return
                 time.sleep(0.02)
 
-        summaries = _chain(DaskEngine(client), base / "dask-lake", inputs, kill_a_busy_worker)
+        summaries = _chain(DaskEngine(client), base / "dask-lake", inputs, kill_a_busy_worker, DASK_BLOCK_BYTES)
         assert killed, "no worker was busy during the athletes ingest: the fault was never injected"
         assert killed["pid"] not in rt.engine_pids("dask"), "the SIGKILLed worker still runs"
         # the nanny replaced the killed worker: the engine is whole again, and it is the same engine
