@@ -46,12 +46,13 @@ with DAG("noop_seven", schedule=None, start_date=pendulum.datetime(2024, 7, 1, t
 '''
 
 
-def dags_test(template: Path, dags: Path, dag_id: str, conf: str) -> float:
+def dags_test(template: Path, dags: Path, dag_id: str, conf: str, extra: dict[str, str] | None = None) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-dags-test-") as tmp:
         home = Path(tmp) / "airflow"
         shutil.copytree(template, home, ignore=shutil.ignore_patterns("airflow.cfg", "logs"))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ETL_"))}
-        env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"), AIRFLOW__CORE__DAGS_FOLDER=str(dags))
+        env.update(AIRFLOW_HOME=str(home), ETL_LAKE_ROOT=str(home / "lake"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+                   **(extra or {}))
         t0 = time.perf_counter()
         out = subprocess.run([str(ROOT / "bin" / "airflow"), "dags", "test", dag_id, "2024-07-07", "-c", conf],
                              env=env, capture_output=True, text=True, cwd=ROOT)
@@ -65,7 +66,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="dask,spark")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the olympics_etl runs (e.g. ETL_SPARK_JAVA_OPTIONS=...), repeatable")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="bench-dags-") as tmp:
         base = Path(tmp)
         dags = base / "dags"
@@ -81,7 +85,7 @@ def main() -> None:
             noop = dags_test(template, dags, "noop_seven", "{}")
             print(f"dags test noop_seven (7 tasks doing nothing): {noop:.1f} s")
             for backend in args.backends.split(","):
-                real = dags_test(template, dags, "olympics_etl", f'{{"backend": "{backend}"}}')
+                real = dags_test(template, dags, "olympics_etl", f'{{"backend": "{backend}"}}', extra)
                 print(f"dags test olympics_etl on {backend}: {real:.1f} s = {real / noop:.2f}x the do-nothing DAG "
                       f"(load {os.getloadavg()[0]:.2f})")
 
