@@ -363,17 +363,32 @@ class Lake:
         return schema.remove(schema.get_field_index("ds"))
 
     def read_arrow(self, table: str, ds: str, *, version: int | None = None, columns: list[str] | None = None) -> Any:
-        """``table``'s ``ds`` partition as a pyarrow table, in this process (small tables, tests, the Lake view)."""
+        """``table``'s ``ds`` partition as a pyarrow table, in this process (small tables, tests, the Lake view).
+
+        The files the Delta log lists, read with pyarrow on the lake's own filesystem, as the table's
+        schema: not through delta-rs's ``to_pyarrow_dataset``, whose filesystem's threads made a
+        process that had read through it abort at its exit now and then ("terminate called without an
+        active exception", SIGABRT after the work was done: delta-io/delta-rs#2184, pola-rs/polars#24169).
+        """
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
         entry = self._staged_entry(table, ds) if version is None else None
         if entry is not None:
-            import pyarrow.dataset as pads
-
             files = [self.root.fs_path(f"{self.table_uri(table)}/{rel}") for rel, _, _ in entry["files"]]
             staged = pads.dataset(files, format="parquet", filesystem=self.root.filesystem())
             return staged.to_table(columns=columns)
-        dataset = self.delta(table, version).to_pyarrow_dataset(file_pruning_predicate=[("ds", "=", check_ds(ds))])
-        cols = columns or [n for n in dataset.schema.names if n != "ds"]
-        return dataset.to_table(columns=cols)
+        delta = self.delta(table, version)
+        schema = pa.schema(delta.schema().to_arrow())
+        schema = schema.remove(schema.get_field_index("ds"))
+        files = [self.engine_path(str(u)) for u in delta.file_uris(file_pruning_predicate=[("ds", "=", check_ds(ds))])]
+        try:
+            dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=None,
+                                   filesystem=self.root.filesystem())
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{table} ds={ds}" + (f" version {version}" if version is not None else "")
+                                    + f": a data file its log lists does not exist (removed by a vacuum?): {exc}") from None
+        return dataset.to_table(columns=columns or schema.names)
 
     def history(self, table: str) -> list[dict[str, Any]]:
         """The table's commits, newest first: version, time, ds, rows added and removed, who wrote it, and
