@@ -42,7 +42,7 @@ data: install
 
 bench: install
 	.venv/bin/uv pip install --quiet --python .venv/bin/python -r bench/requirements.txt
-	.venv/bin/python bench/run.py --rows $(BENCH_ROWS)
+	.venv/bin/python bench/run.py --rows $(BENCH_ROWS) --large-rows $(BENCH_LARGE_ROWS)
 	# The embedded runtime's figures (docs/runtime.md): per-task overhead through the scheduler
 	# on each backend, and a month of retail_daily backfilled (runs per minute, where time goes).
 	.venv/bin/python bench/overhead.py --backend dask --runs 3
@@ -54,6 +54,7 @@ bench: install
 	.venv/bin/python bench/lake_storage.py --rows 2000000 --repeat 3
 
 BENCH_ROWS ?= 1000000 5000000
+BENCH_LARGE_ROWS ?= 20000000  # Dask and DuckDB only (about 3 GB of CSV): where the curves cross, if they do
 
 lint: install
 	.venv/bin/ruff check .

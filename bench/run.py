@@ -1,6 +1,7 @@
 """Benchmark: the Olympics chain on the platform's Dask and Spark backends beside Polars and DuckDB.
 
     .venv/bin/python bench/run.py --rows 1000000 5000000 [--configs dask,spark,polars,duckdb,dag[,dagtest]]
+                                  [--large-rows 20000000 [--large-configs dask,duckdb]]
                                   [--out docs/benchmarks] [--data-dir /tmp/bench-data]
 
 ``dask`` and ``spark`` run the chain's jobs through the backend's hook on the runtime's engine, as a
@@ -9,6 +10,9 @@ include.etl.clusters.runtime <backend>``, see ``bench/engines.py``), attaches to
 end. ``dag`` is a whole olympics_etl run (on Dask) through the real scheduler and executor (``bin/run``,
 the embedded runtime of ``make run``, with ``ETL_RUNTIME_ENGINES=dask``); ``dagtest`` the same DAG under
 ``airflow dags test`` (one process, no scheduler; its Dask cluster lives in that process).
+
+``--large-rows``: then one more, larger row count on ``--large-configs`` only (the distributed
+engine against the best single-process tool, where the curve of time against rows may cross).
 
 For each row count the input set is generated once (cached in ``--data-dir`` by rows and seed).
 Each configuration then runs in its own child process (so memory figures do not mix), while
@@ -715,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - option handling
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"any of {', '.join(ALL_CONFIGS)}")
+    p.add_argument("--large-rows", type=int, default=0,
+                   help="then this many rows on --large-configs only: the far end of the time-against-rows curve")
+    p.add_argument("--large-configs", default="dask,duckdb")
     p.add_argument("--data-dir", default="/tmp/bench-data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=None, help="work directory (default: a new temp dir, removed at the end)")
@@ -733,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - option handling
         return report_from(Path(args.report_from), Path(args.out), Path(args.data_dir))
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = set(configs) - set(ALL_CONFIGS)
+    unknown = (set(configs) | set(args.large_configs.split(","))) - set(ALL_CONFIGS)
     if unknown:
         p.error(f"unknown configs {sorted(unknown)}; choose from {', '.join(ALL_CONFIGS)}")
     work_root = Path(args.work or tempfile.mkdtemp(prefix="etl-bench-"))
@@ -741,12 +748,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - option handling
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_start": uptime(), "machine": machine(), "checks": {}}
     print(f"machine: {meta['machine']}\nload: {meta['load_start']}\nwork dir: {work_root}", flush=True)
     rows_out, extra = [], {}
+    plan = [(rows, configs) for rows in args.rows]
+    if args.large_rows:
+        plan.append((args.large_rows, [c.strip() for c in args.large_configs.split(",") if c.strip()]))
     try:
-        for rows in args.rows:
+        for rows, row_configs in plan:
             data = input_set(Path(args.data_dir), rows, args.seed)
             print(f"== {rows:,} rows: {data['bytes'] / 1e6:.1f} MB of CSV", flush=True)
             results = {}
-            for config in configs:
+            for config in row_configs:
                 work = work_root / f"r{rows}" / config
                 if work.exists():
                     shutil.rmtree(work)
