@@ -2,10 +2,10 @@
 
     nice -n 19 .venv/bin/python bench/profile_stages.py /tmp/bench-data/rows5000000-seed0/athlete_events.csv [--mb 64] [--reps 3]
 
-Unlike ``bench/profile_ingest.py`` (which gives the parse a block whose non-simple lines are not
-known, so it redoes the quote pre-scan), this runs a block as a multi-block Dask ingest does: the
-planner's survey (``survey_block``: line spans + quote pre-scan) and then ``parse_block`` with
-the planner's ``nonsimple`` offsets. The parse is a step-by-step copy of
+This runs a block as a multi-block Dask ingest does: the planner's survey (``survey_block``: the
+line count and the quote pre-scan of the block's tail, or of all of it when a record may run past
+its end) and then ``parse_block`` (with the planner's ``nonsimple`` offsets when it surveyed them
+all; else the parse's own quote pre-scan). The parse is a step-by-step copy of
 :func:`include.etl.reader.parse_bytes` (same calls, same order, checked equal to it) with a CPU
 clock read between steps. Then what ``DaskEngine.write_split`` does per partition: the frame to
 pandas, the accepted/rejects filters and counts, pandas back to Arrow (Dask's ``to_parquet``),
@@ -60,7 +60,7 @@ def parse_bytes_timed(clk: Clock, block: bytes, first_line: int, source: str, he
     data, slow, simple = _slow_records(block, starts, ends, dataset, nonsimple, lookahead)
     simple_idx = np.flatnonzero(simple)
     body = _pyarrow_body(block, data, starts, ends, simple_idx, codec, not slow)
-    clk.tick("parse: slow records (csv module) + body")
+    clk.tick("parse: quote pre-scan (unless surveyed) + slow records (csv module) + body")
     table, invalid = _read_fields(body, header, dataset)
     clk.tick("parse: pyarrow read_csv (split fields)")
     width = len(header.names)
@@ -121,11 +121,10 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args()
 
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from include.etl.csvfile import Block, line_spans, nonsimple_lines, read_block_bytes, read_header, survey_block
+    from include.etl.csvfile import Block, read_block_bytes, read_header, survey_block
     from include.etl.reader import DROPPED, REJECT_COLUMNS, parse_block, to_pandas
     from include.pipelines.olympics.datasets import ATHLETES
 
@@ -139,23 +138,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             clk.t = time.process_time()
-            with open(args.csv, "rb") as f:  # survey_block, step by step
-                f.seek(naive.offset)
-                data = f.read(naive.length)
-            clk.tick("survey: read bytes")
-            buf = np.frombuffer(data, dtype=np.uint8)
-            starts, _, _ = line_spans(buf, data)
-            clk.tick("survey: line spans (record-boundary survey)")
-            odd = nonsimple_lines(buf, starts, ATHLETES.format)
-            clk.tick("survey: quote pre-scan (nonsimple_lines)")
             s = survey_block(args.csv, naive, ATHLETES.format)
-            clk.t = time.process_time()  # (the real call, for its result only)
-            assert s.lines == len(starts) and len(s.nonsimple) == len(odd)
-            block = Block(naive.offset, naive.length, naive.first_line, tuple(o for _, o in s.nonsimple))
-            clk.t = time.process_time()
+            clk.tick("survey (read, line count, quote pre-scan of the tail or the block)")
+            block = Block(naive.offset, naive.length, naive.first_line,
+                          tuple(o for _, o in s.nonsimple) if s.complete else None)
             data, lookahead = read_block_bytes(args.csv, block)
             clk.tick("parse: read bytes")
-            nonsimple = [o - block.offset for o in block.nonsimple]
+            nonsimple = None if block.nonsimple is None else [o - block.offset for o in block.nonsimple]
             table = parse_bytes_timed(clk, data, block.first_line, args.csv, header, ATHLETES, None, nonsimple, lookahead)
             frame = to_pandas(table)
             clk.tick("conversion: Arrow -> pandas (ArrowDtype)")

@@ -324,20 +324,39 @@ def naive_blocks(path: str, header: Header, block_bytes: int) -> list[Block]:
 
 @dataclass(frozen=True)
 class BlockLines:
-    """What the planner needs of a naive block: its line count and its non-simple lines (index, file offset)."""
+    """What the planner needs of a naive block: its line count and its non-simple lines (index, file
+    offset): all of them (``complete``), or none when only its tail was looked at (see :func:`survey_block`)."""
 
     lines: int
     nonsimple: list[tuple[int, int]]
+    complete: bool = True
 
 
 def survey_block(path: str, block: Block, fmt: FileFormat) -> BlockLines:
-    """Count a block's physical lines and find the lines that may open a multi-line record (runs on the cluster)."""
+    """Count a block's physical lines and find the lines that may open a record running past its end (runs on the cluster).
+
+    Such a record starts at a non-simple line within :data:`RECORD_WINDOW` bytes of the block's
+    end (a longer record is its first line alone). So in a block of LF or CRLF line ends longer than
+    that window only the lines starting in its last window are pre-scanned: when none is non-simple, the
+    block ends at a record boundary and the parse finds the block's non-simple lines itself (one
+    quote pre-scan of the bytes, not two). Otherwise (one is, bare CR line ends, a short block) every
+    line is surveyed and the planner moves the boundary past the record (:func:`plan_blocks`).
+    """
     import numpy as np
 
     with open(path, "rb") as f:
         f.seek(block.offset)
         data = f.read(block.length)
     buf = np.frombuffer(data, dtype=np.uint8)
+    tail = len(data) - RECORD_WINDOW
+    lf = np.flatnonzero(buf == LF) if tail > 0 else ()
+    crs = np.count_nonzero(buf == CR) if tail > 0 else -1
+    if crs == 0 or crs > 0 and crs == np.count_nonzero(buf[lf[lf > 0] - 1] == CR):  # no line ends at a bare CR
+        lines = len(lf) + (data[-1:] != b"\n")
+        start = data.find(b"\n", tail - 1) + 1 or len(data)  # the first line start at or after ``tail``
+        starts, _, _ = line_spans(buf[start:], data[start:])
+        if not len(nonsimple_lines(buf[start:], starts, fmt)):
+            return BlockLines(lines, [], complete=False)
     starts, _, _ = line_spans(buf, data)
     odd = nonsimple_lines(buf, starts, fmt)
     return BlockLines(len(starts), [(int(i), block.offset + int(starts[i])) for i in odd])
@@ -361,7 +380,7 @@ def plan_blocks(path: str, header: Header, dataset: Dataset, block_bytes: int, s
         firsts.append(line)
         line += s.lines
     bounds = _move_boundaries(path, header, dataset, naive, surveys, firsts)
-    offsets = [offset for s in surveys for _, offset in s.nonsimple]
+    offsets = [offset for s in surveys for _, offset in s.nonsimple] if all(s.complete for s in surveys) else None
     return _blocks_from_bounds(bounds, header.size, offsets)
 
 
@@ -383,8 +402,9 @@ def _move_boundaries(path: str, header: Header, dataset: Dataset, naive: list[Bl
     return bounds
 
 
-def _blocks_from_bounds(bounds: list[tuple[int, int]], size: int, nonsimple: list[int]) -> list[Block]:
-    """Blocks between consecutive distinct starts, each with the non-simple line offsets it holds."""
+def _blocks_from_bounds(bounds: list[tuple[int, int]], size: int, nonsimple: list[int] | None) -> list[Block]:
+    """Blocks between consecutive distinct starts, each with the non-simple line offsets it holds
+    (``None``: not all known; each block's parse finds its own)."""
     import bisect
 
     starts: list[tuple[int, int]] = []
@@ -395,7 +415,8 @@ def _blocks_from_bounds(bounds: list[tuple[int, int]], size: int, nonsimple: lis
     for i, (start, first) in enumerate(starts):
         end = starts[i + 1][0] if i + 1 < len(starts) else size
         if end > start:
-            mine = tuple(nonsimple[bisect.bisect_left(nonsimple, start):bisect.bisect_left(nonsimple, end)])
+            mine = None if nonsimple is None else \
+                tuple(nonsimple[bisect.bisect_left(nonsimple, start):bisect.bisect_left(nonsimple, end)])
             blocks.append(Block(start, end - start, first, mine))
     return blocks
 

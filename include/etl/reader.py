@@ -60,9 +60,23 @@ def _encoding_ok(data: bytes, codec: str) -> bool:
         return True
     if codec == "ascii":
         return False
+    if codec == "utf-8" and len(data) > 1 << 16:  # a block: Arrow's validation, no 64 MiB str (same verdicts)
+        return _utf8_ok(data)
     try:
         data.decode(codec)
     except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_ok(data: bytes) -> bool:
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    try:
+        pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)]).cast(pa.large_string())
+    except pa.ArrowInvalid:
         return False
     return True
 

@@ -107,6 +107,13 @@ def test_invalid_bytes_reject_only_their_record_and_a_valid_replacement_characte
     assert [(line, reason) for line, reason, _ in rejects(table)] == [(3, "not valid UTF-8"), (5, "not valid UTF-8")]
     assert rejects(table)[0][2] == "2,bad \ufffd\ufffd here"  # the raw text, invalid bytes marked
     assert table.filter(pc.is_null(table["_reason"]))["v"].to_pylist() == ["ok", "\ufffd is a real character", "end"]
+    # A block of more than 64 KiB is validated at once by Arrow, then line by line where it fails.
+    lines = [f"{i},Zoë {i}".encode() for i in range(20000)]
+    lines[777] = b"777,\xed\xa0\x80 a surrogate"  # invalid in UTF-8 (as Python decodes it)
+    lines[15000] = b"15000,\xc0\x80 overlong"
+    table = read(write(tmp_path, b"id,v\n" + b"\n".join(lines) + b"\n", "big.csv"), one_column(Column("v")))
+    assert [(line, reason) for line, reason, _ in rejects(table)] == [(779, "not valid UTF-8"), (15002, "not valid UTF-8")]
+    assert table.num_rows == 20000
     cp = write(tmp_path, b"id,v\n1,\x81\n2,\x80\n", "cp.csv")  # 0x81 is undefined in cp1252
     table = read(cp, one_column(Column("v"), encoding="cp1252"))
     assert [(line, reason) for line, reason, _ in rejects(table)] == [(2, "not valid cp1252")]
@@ -252,6 +259,70 @@ def test_fuzz_same_records_as_the_csv_module_at_every_block_size(tmp_path, seed)
             if r["_reason"]:
                 assert r["_reason"].startswith("expected 3 fields"), r
                 assert next(csv.reader(io.StringIO(r["_raw"], newline=""))) is not None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzz_blocks_longer_than_the_record_window(tmp_path, monkeypatch, seed):
+    """Blocks longer than the record window: the survey pre-scans only a block's tail (LF files)
+    unless a record may run past its end; the records and line numbers stay the csv module's."""
+    import pyarrow as pa
+
+    from include.etl import csvfile
+    from include.etl.reader import parse_block
+
+    monkeypatch.setattr(csvfile, "RECORD_WINDOW", 1024)  # blocks of a few KiB exercise it
+    rng = random.Random(seed)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(["a", "b", "c"])
+    pieces = ["a", " ", ",", '"', "\n", "\n", "é"]  # LF line ends only (a CR means a whole survey)
+    for i in range(3000):  # mostly one-line records, a few with quoted line breaks or stray quotes
+        if rng.random() < 0.04:
+            writer.writerow(["".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+                             for _ in range(rng.choice((3, 3, 3, 2)))])
+        else:
+            writer.writerow([str(i), "x" * rng.randint(0, 40), f'"{i}"' if rng.random() < 0.1 else "y"])
+    text = out.getvalue()
+    path = str(write(tmp_path, text))
+    ds = Dataset("fuzz", (Column("a"), Column("b"), Column("c")), format=FileFormat(null_values=()))
+    expected = _reference(text, 3)
+    kinds = set()
+    for block_bytes in range(1100, 9000, 523):
+        def survey(naive):
+            found = [survey_block(path, b, ds.format) for b in naive]
+            kinds.update(s.complete for s in found)
+            return found
+
+        header = read_header(path, ds)
+        blocks = plan_blocks(path, header, ds, block_bytes, survey)
+        table = pa.concat_tables([parse_block(path, b, header, ds) for b in blocks])
+        got = [(r["_line"], None if r["_reason"] else [r["a"], r["b"], r["c"]]) for r in rows(table)]
+        assert got == expected, f"seed {seed}, block_bytes {block_bytes}"
+    assert kinds == {True, False}  # both kinds of survey ran
+
+
+def test_a_record_across_the_end_of_a_long_block_is_found_from_its_tail(tmp_path, monkeypatch):
+    from include.etl import csvfile
+
+    monkeypatch.setattr(csvfile, "RECORD_WINDOW", 64)
+    body = "".join(f"{i},plain\n" for i in range(100))
+    text = "a,b\n" + body + '100,"one\ntwo\nthree"\n' + body
+    path = str(write(tmp_path, text))
+    ds = Dataset("t", (Column("a", "integer"), Column("b")))
+    header = read_header(path, ds)
+    cut = text.index('"one') - header.data_offset + 5  # the naive boundary falls inside the quoted field
+    data = text.encode()
+    surveys = [survey_block(path, b, ds.format) for b in csvfile.naive_blocks(path, header, cut)]
+    assert len(surveys) == 2
+    # The first block's tail holds the record's first line: that block is surveyed whole; the others by their tails.
+    assert surveys[0].complete and surveys[0].nonsimple == [(100, data.index(b'100,"one'))]
+    assert not surveys[1].complete and surveys[1].lines == 102
+    blocks = plan_blocks(path, header, ds, cut, lambda naive: [survey_block(path, b, ds.format) for b in naive])
+    assert blocks[1].offset == data.index(b'three"\n') + 7 and blocks[1].first_line == 105
+    assert all(b.nonsimple is None for b in blocks)  # not all known: each parse finds its own
+    table = read(path, ds, block_bytes=cut)
+    assert table.num_rows == 201 and rejects(table) == []
+    assert table.column("b").to_pylist()[100] == "one\ntwo\nthree"
 
 
 def test_blocks_split_only_at_record_boundaries(tmp_path):

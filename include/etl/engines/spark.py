@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Files up to this size are read as one partition (like the Dask engine).
 BLOCK_BYTES = 64 * 2**20
-SURVEY_DDL = "block bigint, lines bigint, line_index array<bigint>, line_offset array<bigint>"
+SURVEY_DDL = "block bigint, lines bigint, line_index array<bigint>, line_offset array<bigint>, complete boolean"
 
 
 def survey_batches(batches: Iterator, path: str, blocks: list[Block], fmt: FileFormat) -> Iterator:
@@ -40,6 +40,7 @@ def survey_batches(batches: Iterator, path: str, blocks: list[Block], fmt: FileF
                 "block": pa.array([k], pa.int64()), "lines": pa.array([s.lines], pa.int64()),
                 "line_index": pa.array([[i for i, _ in s.nonsimple]], pa.list_(pa.int64())),
                 "line_offset": pa.array([[o for _, o in s.nonsimple]], pa.list_(pa.int64())),
+                "complete": pa.array([s.complete], pa.bool_()),
             })
 
 
@@ -184,8 +185,8 @@ class SparkEngine:
         def survey(blocks: list[Block]) -> list[BlockLines]:
             func = functools.partial(survey_batches, path=path, blocks=blocks, fmt=dataset.format)
             rows = self._per_block(len(blocks)).mapInArrow(func, SURVEY_DDL).collect()
-            by_block = {r["block"]: BlockLines(r["lines"], list(zip(r["line_index"], r["line_offset"], strict=True)))
-                        for r in rows}
+            by_block = {r["block"]: BlockLines(r["lines"], list(zip(r["line_index"], r["line_offset"], strict=True)),
+                                               r["complete"]) for r in rows}
             return [by_block[k] for k in range(len(blocks))]
 
         blocks = plan_blocks(path, header, dataset, block_bytes, survey)
