@@ -43,7 +43,7 @@ variable                   meaning                                              
 ``ETL_LANDING_POKE_INTERVAL`` how often a deferred landing-file sensor looks for   ``60`` (seconds)
                            its file (in the triggerer)
 ``ETL_MAX_REJECT_RATIO``   share of rejected rows above which an ingest fails     ``0.01``
-``ETL_INGEST_BLOCK_BYTES`` bytes of input per parse block (partition) of ingest   ``64MiB`` (bytes, or with a
+``ETL_INGEST_BLOCK_BYTES`` most bytes of input per parse block (partition)        ``64MiB`` (bytes, or with a
                                                                                   ``KiB``/``MiB``/``GiB`` suffix)
 =========================  =====================================================  ==========================
 

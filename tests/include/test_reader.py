@@ -325,6 +325,25 @@ def test_a_record_across_the_end_of_a_long_block_is_found_from_its_tail(tmp_path
     assert table.column("b").to_pylist()[100] == "one\ntwo\nthree"
 
 
+def test_even_blocks_fill_every_slot_of_the_cluster(tmp_path):
+    from include.etl.csvfile import even_block_bytes, naive_blocks
+
+    mib = 2**20
+    assert even_block_bytes(int(11.1 * 64 * mib), 64 * mib, 2) == -(-int(11.1 * 64 * mib) // 12)  # 12 blocks, not 11.1
+    assert even_block_bytes(int(11.1 * 64 * mib), 64 * mib, 1) == 64 * mib
+    assert even_block_bytes(100, 64 * mib, 2) == 64 * mib  # one block: unchanged
+    assert even_block_bytes(128 * mib, 64 * mib, 2) == 64 * mib  # already a multiple
+    text = "a,b\n" + "".join(f"{i},{'x' * (i % 13)}\n" for i in range(5000))
+    path = write(tmp_path, text)
+    ds = Dataset("t", (Column("a", "integer"), Column("b")))
+    header = read_header(str(path), ds)
+    for slots in (2, 3, 4):
+        size = header.size - header.data_offset
+        blocks = naive_blocks(str(path), header, even_block_bytes(size, 10_000, slots))
+        assert len(blocks) % slots == 0 and len(blocks) >= size // 10_000, (slots, len(blocks))
+        assert max(b.length for b in blocks) - min(b.length for b in blocks) < 200
+
+
 def test_blocks_split_only_at_record_boundaries(tmp_path):
     text = "a,b\n" + "".join(f'{i},"line one\nline two {i}"\n' for i in range(200))
     path = write(tmp_path, text)

@@ -164,10 +164,13 @@ class DaskEngine:
         import dask
         import dask.dataframe as dd
 
-        from include.etl.csvfile import plan_blocks, read_header, survey_block
+        from include.etl.csvfile import even_block_bytes, plan_blocks, read_header, survey_block
         from include.etl.reader import empty_table, to_pandas
 
         header = read_header(path, dataset)
+        if header.size - header.data_offset > block_bytes:  # several blocks: as many per worker thread
+            slots = sum(self.client.nthreads().values())
+            block_bytes = even_block_bytes(header.size - header.data_offset, block_bytes, slots)
 
         def survey(blocks: list[Block]) -> list[Any]:
             tasks = [dask.delayed(survey_block)(path, b, dataset.format) for b in blocks]

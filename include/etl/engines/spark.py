@@ -108,12 +108,17 @@ def _probe(batches: Iterator) -> Iterator:
     yield from batches
 
 
-def probe_python_workers(session: Any) -> None:
-    """Run a tiny ``mapInPandas`` on every task thread: fails if the workers cannot run job code."""
+def local_slots(session: Any) -> int | None:
+    """The task threads of a local session or server (``local[N...]``); None for a cluster's master."""
     import re
 
     match = re.match(r"local\[(\d+)", session.conf.get("spark.master", ""))
-    parallelism = int(match.group(1)) if match else 2
+    return int(match.group(1)) if match else None
+
+
+def probe_python_workers(session: Any) -> None:
+    """Run a tiny ``mapInPandas`` on every task thread: fails if the workers cannot run job code."""
+    parallelism = local_slots(session) or 2
     session.range(0, parallelism, numPartitions=parallelism).mapInPandas(_probe, "id bigint").collect()
 
 
@@ -177,10 +182,12 @@ class SparkEngine:
         """The file as one partition per block of whole records (see :mod:`include.etl.reader`)."""
         import functools
 
-        from include.etl.csvfile import BlockLines, plan_blocks, read_header
+        from include.etl.csvfile import BlockLines, even_block_bytes, plan_blocks, read_header
         from include.etl.reader import spark_ddl
 
         header = read_header(path, dataset)  # names the file when it is unusable
+        if header.size - header.data_offset > block_bytes:  # several blocks: as many per task thread
+            block_bytes = even_block_bytes(header.size - header.data_offset, block_bytes, local_slots(self.session) or 1)
 
         def survey(blocks: list[Block]) -> list[BlockLines]:
             func = functools.partial(survey_batches, path=path, blocks=blocks, fmt=dataset.format)
