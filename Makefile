@@ -18,7 +18,9 @@ COMPILE_PROJECT := .venv/bin/python -m compileall -q -j 0 include plugins dags t
 $(STAMP): requirements.txt bin/install
 	@bin/install
 
+# Also after a Java upgrade: the Spark class-data archive of this Java (bin/install; a no-op when up to date).
 install: $(STAMP)
+	@.venv/bin/python -m include.etl.clusters.spark_local --cds-archive --quiet || true
 
 run: install
 	@$(COMPILE_PROJECT)

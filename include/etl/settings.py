@@ -31,11 +31,12 @@ variable                   meaning                                              
 ``ETL_RUNTIME_DIR``        where the runtime's engines write their handles; runs  unset (``bin/run``:
                            without a connection attach to them                    ``$AIRFLOW_HOME/runtime``)
 ``ETL_RUNTIME_ENGINES``    the engines ``make run`` starts and owns               ``dask,spark``
-``ETL_SPARK_JAVA_OPTIONS`` extra JVM options of every Spark JVM the platform      (none: the JVM's defaults)
-                           starts (local server, a one-off run's session, spark-
-                           submit drivers and executors), e.g. ``-XX:TieredStop
-                           AtLevel=1 -XX:+UseSerialGC``: half the CPU of small
-                           jobs on a small machine (docs/runtime.md)
+``ETL_SPARK_JAVA_OPTIONS`` extra JVM options of every Spark JVM the platform      (none: the JVM's defaults;
+                           starts (local server, a one-off run's session, spark-  a one-off run's session:
+                           submit drivers and executors), e.g. ``-XX:TieredStop   ``-XX:TieredStopAtLevel=1
+                           AtLevel=1 -XX:+UseSerialGC``: half the CPU of small    -XX:+UseSerialGC``)
+                           jobs on a small machine (docs/runtime.md); with
+                           ``-Xshare...`` no class-data archive is added
 ``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``
                            the task process imports only ``distributed``
 ``ETL_SPARK_THIN_TASKS``   Spark jobs on a locally started server run their       ``true``

@@ -15,6 +15,7 @@ per task (a plain ``local[N]`` never retries a failed task).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -61,6 +62,9 @@ def spark_home() -> Path:
     return home
 
 
+_JAVA_BUILDS: dict[str, str] = {}  # java executable -> its full version ("17.0.15+6-Debian-1deb12u1"), by check_java
+
+
 def check_java(env: dict[str, str] | None = None) -> int:
     """The major version of the Java that Spark will use; :class:`ClusterStartError` (one line) if unusable.
 
@@ -81,6 +85,8 @@ def check_java(env: dict[str, str] | None = None) -> int:
         raise ClusterStartError(f"cannot run {java} -version ({exc}); the Spark backend needs Java {MIN_JAVA} or 21") from None
     match = re.search(r'version "(\d+)', out.stderr + out.stdout)
     version = int(match.group(1)) if match else 0
+    build = re.search(r"\(build ([^)\s]+)\)", out.stderr + out.stdout)
+    _JAVA_BUILDS[java] = build.group(1) if build else f"{version or 'unknown'}"
     if version < MIN_JAVA:
         raise ClusterStartError(
             f"Java {version or 'of unknown version'} at {java} is too old; the Spark backend needs Java {MIN_JAVA} or 21"
@@ -290,6 +296,136 @@ def _ui_url(logfile: Path, offset: int) -> str | None:
     return f"http://{hosts[-1] if hosts else '127.0.0.1'}:{ports[-1]}"
 
 
+# ---------------------------------------------------------------- class-data sharing (AppCDS)
+# Before its first query a Spark JVM loads, parses and verifies about 15,000 classes from the 277
+# jars of pyspark. A dynamic class-data archive (Java 13+: one JVM run with
+# -XX:ArchiveClassesAtExit, later JVMs with -XX:SharedArchiveFile) maps them ready-made instead:
+# a one-off run's session starts about 2-3 s sooner and its first jobs run faster (docs/runtime.md,
+# "Spark's class-data archive"). bin/install makes it (make_cds_archive); every Spark JVM the
+# platform starts from this pyspark (a one-off run's session, the runtime's server) then uses it,
+# when it exists and matches. Java itself ignores, with a one-line warning, an archive of other
+# jars or of another JDK build; but a truncated archive crashes the JVM (SIGBUS, Java 17), so an
+# archive is written under a temporary name, renamed once complete, and used only while its size
+# and its jars match the record beside it.
+CDS_SUFFIX = ".jsa"
+CDS_RECORD_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xlog:cds*=error"  # the recording JVM's JIT/GC do not matter
+_CDS_OWN = re.compile(r"-Xshare|SharedArchiveFile|ArchiveClassesAtExit|AOTCache")  # options that decide it themselves
+
+
+def cds_dir() -> Path:
+    """Where the archives are kept: the venv's cache (they belong to its pyspark), else the user's cache."""
+    if sys.prefix != sys.base_prefix:
+        return Path(sys.prefix) / "cache" / "spark-cds"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "etl-platform" / "spark-cds"
+
+
+def java_build(env: dict[str, str] | None = None) -> str:
+    """The full version of the Java that Spark will use (``17.0.15+6-Debian-1deb12u1``)."""
+    env = dict(os.environ if env is None else env)
+    java_home = env.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java", path=env.get("PATH"))
+    if java not in _JAVA_BUILDS:
+        check_java(env)
+    return _JAVA_BUILDS.get(java, "unknown")
+
+
+def cds_archive_path(home: Path, env: dict[str, str] | None = None) -> Path:
+    """The archive of this pyspark (``home``) and this Java: keyed by both versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        spark = version("pyspark")
+    except PackageNotFoundError:
+        spark = "unknown"
+    key = re.sub(r"[^\w.+-]", "_", f"spark-{spark}-java-{java_build(env)}")
+    return cds_dir() / f"{key}{CDS_SUFFIX}"
+
+
+def _jars(home: Path) -> str:
+    """What the archive depends on besides the JDK: the jars (Java refuses an archive whose jars changed)."""
+    stats = [p.stat() for p in (home / "jars").glob("*.jar")]
+    return f"{len(stats)} jars, {sum(s.st_size for s in stats)} bytes, mtime {max((s.st_mtime_ns for s in stats), default=0)}"
+
+
+def cds_archive(home: Path, env: dict[str, str] | None = None) -> Path | None:
+    """The usable archive for Spark from ``home``, or None: missing, incomplete, or made for other jars."""
+    archive = cds_archive_path(home, env)
+    try:
+        record = json.loads(archive.with_suffix(".json").read_text())
+        usable = (record.get("size") == archive.stat().st_size and record.get("jars") == _jars(home)
+                  and record.get("spark_home") == str(home))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not usable:
+        log.info("Ignoring the Spark class-data archive %s: made for other jars (make it again: "
+                 "python -m include.etl.clusters.spark_local --cds-archive)", archive)
+        return None
+    return archive
+
+
+def jvm_options(settings: Settings, log4j: Path, home: Path | None = None) -> str:
+    """The driver JVM's options: logging, the class-data archive when there is one, ``ETL_SPARK_JAVA_OPTIONS``."""
+    user = settings.spark_java_options
+    cds = ""
+    if not _CDS_OWN.search(user):  # the user's own -Xshare / archive options win
+        try:
+            archive = cds_archive(home or spark_home())
+        except (ClusterStartError, OSError):
+            archive = None
+        if archive is not None and not re.search(r"\s", str(archive)):  # JVM options are split on blanks
+            cds = f"-Xshare:auto -XX:SharedArchiveFile={archive}"
+    return " ".join(part for part in (f"-Dlog4j2.configurationFile=file:{log4j}", cds, user) if part)
+
+
+def make_cds_archive(force: bool = False, timeout: float = 600.0) -> tuple[Path, bool]:
+    """Make this pyspark's class-data archive (unless a usable one exists): (its path, whether made now).
+
+    A child process runs a one-off run's session with ``-XX:ArchiveClassesAtExit`` through a small
+    ingest, join and group-by (``spark_in_process._sample_jobs``: no data needed), so the classes of
+    a real run are the ones recorded; its JVM writes them when it exits. About 40 s on 2 cores; a failure raises
+    :class:`ClusterStartError` naming its log, and leaves no archive.
+    """
+    from include.etl.settings import PROJECT_ROOT
+
+    home = spark_home()
+    check_java()
+    archive = cds_archive_path(home)
+    if not force and cds_archive(home) == archive:
+        return archive, False
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    record = archive.with_suffix(".json")
+    record.unlink(missing_ok=True)
+    partial = archive.with_name(f".{archive.name}.{os.getpid()}.partial")
+    logfile = archive.with_suffix(".log")
+    env = {k: v for k, v in os.environ.items() if k != "ETL_SPARK_JAVA_OPTIONS"}
+    t0 = time.monotonic()
+    try:
+        with open(logfile, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "include.etl.clusters.spark_in_process", "--record-classes",
+                                     str(partial)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=PROJECT_ROOT, start_new_session=True)
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)  # the child and its JVM (one process group)
+                proc.wait()
+                raise ClusterStartError(f"making the Spark class-data archive took over {timeout:.0f} s; see {logfile}") from None
+        if code != 0 or not partial.is_file() or partial.stat().st_size == 0:
+            raise ClusterStartError(f"could not make the Spark class-data archive (exit code {code}); its log {logfile} "
+                                    f"ends with:\n{log_tail(logfile)}")
+        size = partial.stat().st_size
+        os.replace(partial, archive)
+        record.write_text(json.dumps({"size": size, "jars": _jars(home), "spark_home": str(home),
+                                      "java": java_build(), "seconds": round(time.monotonic() - t0, 1)}))
+    finally:
+        partial.unlink(missing_ok=True)
+    for old in archive.parent.glob(f"spark-*{CDS_SUFFIX}"):  # those of earlier pyspark or Java versions
+        if old != archive:
+            for path in (old, old.with_suffix(".json"), old.with_suffix(".log")):
+                path.unlink(missing_ok=True)
+    return archive, True
+
+
 # Spark's default INFO logging writes ~100 lines per query; keep warnings and errors, plus the
 # lines that say where the server and its UI listen.
 LOG4J2 = """\
@@ -332,8 +468,7 @@ def server_command(settings: Settings, workdir: Path, port: int, ui_port: int, h
     log4j = workdir / "log4j2.properties"
     log4j.write_text(LOG4J2)
     args = [str(home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", f"Spark Connect server ({workdir})",
-            "--master", f"local[{threads},{TASK_ATTEMPTS}]",
-            "--driver-java-options", f"-Dlog4j2.configurationFile=file:{log4j} {settings.spark_java_options}".strip()]
+            "--master", f"local[{threads},{TASK_ATTEMPTS}]", "--driver-java-options", jvm_options(settings, log4j, home)]
     for key, value in conf.items():
         args += ["--conf", f"{key}={value}"]
     return args
@@ -443,3 +578,21 @@ def stop_local_spark_connect(handle: ClusterHandle, timeout: float = 10.0) -> li
     if not any(is_alive(p, MARKER) for p in handle.pids):
         return []
     return kill_groups(handle.pids, MARKER, grace=timeout)
+
+
+if __name__ == "__main__":  # python -m include.etl.clusters.spark_local --cds-archive [--force] (bin/install)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Make the class-data archive of Spark's JVMs (AppCDS).")
+    parser.add_argument("--cds-archive", action="store_true", required=True)
+    parser.add_argument("--force", action="store_true", help="make it again even if a usable one exists")
+    parser.add_argument("--quiet", action="store_true", help="say nothing when it is up to date")
+    cli = parser.parse_args()
+    t = time.monotonic()
+    try:
+        path, made = make_cds_archive(force=cli.force)
+    except (ClusterStartError, OSError) as exc:
+        sys.exit(f"Spark class-data archive: {exc}")
+    if made or not cli.quiet:
+        print(f"Spark class-data archive {path} ({path.stat().st_size >> 20} MiB) "
+              + (f"made in {time.monotonic() - t:.0f} s" if made else "is up to date"))
