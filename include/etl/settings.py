@@ -37,6 +37,8 @@ variable                   meaning                                              
                            AtLevel=1 -XX:+UseSerialGC``: half the CPU of small    -XX:+UseSerialGC``)
                            jobs on a small machine (docs/runtime.md); with
                            ``-Xshare...`` no class-data archive is added
+``ETL_SPARK_DRIVER_MEMORY`` heap of the local Spark server's JVM and of a one-off ``640MiB`` (Spark's own
+                           run's session, which run Spark's tasks (local mode)    default is 1 GiB)
 ``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``
                            the task process imports only ``distributed``
 ``ETL_SPARK_THIN_TASKS``   Spark jobs on a locally started server run their       ``true``
@@ -221,6 +223,7 @@ class Settings:
     runtime_dir: Path | None = None  # ETL_RUNTIME_DIR: the runtime's engines (include.etl.clusters.runtime)
     runtime_engines: tuple[str, ...] = ("dask", "spark")
     spark_java_options: str = ""
+    spark_driver_memory: int = 640 * 2**20
     dask_thin_tasks: bool = True
     spark_thin_tasks: bool = True
     landing_poke_interval: float = 60.0
@@ -259,6 +262,7 @@ class Settings:
             runtime_dir=Path(env["ETL_RUNTIME_DIR"]).expanduser() if env.get("ETL_RUNTIME_DIR") else None,
             runtime_engines=_engines(env.get("ETL_RUNTIME_ENGINES", "dask,spark")),
             spark_java_options=(env.get("ETL_SPARK_JAVA_OPTIONS") or "").strip(),
+            spark_driver_memory=_bytes(env, "ETL_SPARK_DRIVER_MEMORY", 640 * 2**20, 512 * 2**20),
             dask_thin_tasks=_bool(env, "ETL_DASK_THIN_TASKS", True),
             spark_thin_tasks=_bool(env, "ETL_SPARK_THIN_TASKS", True),
             landing_poke_interval=_positive(env, "ETL_LANDING_POKE_INTERVAL", 60.0),

@@ -174,8 +174,13 @@ def test_server_that_dies_while_starting_fails_with_its_log_and_leaves_nothing(t
     from include.etl.clusters import spark_local
 
     command = spark_local.server_command
-    monkeypatch.setattr(spark_local, "server_command",
-                        lambda *args: command(*args)[:1] + ["--driver-memory", "1k"] + command(*args)[1:])
+
+    def too_small(*args):
+        args = command(*args)
+        args[args.index("--driver-memory") + 1] = "1k"
+        return args
+
+    monkeypatch.setattr(spark_local, "server_command", too_small)
     with pytest.raises(ClusterStartError, match=r"(?s)exited with code 1 while starting; its log .*spark-connect\.log "
                                                 r"ends with:.*Too small maximum heap"):
         spark_local.start_local_spark_connect(Settings.from_env({}), tmp_path / "w", timeout=60)

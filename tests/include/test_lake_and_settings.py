@@ -193,3 +193,8 @@ def test_spark_java_options_reach_the_local_servers_command(tmp_path):
     assert java_opts.startswith("-Dlog4j2.configurationFile=file:") and java_opts.endswith(opts.strip())
     plain = server_command(Settings.from_env({}), tmp_path, 15002, 4040, tmp_path)
     assert "TieredStopAtLevel" not in " ".join(plain)
+    assert plain[plain.index("--driver-memory") + 1] == "640m"  # 5 M rows: the JVM stays under 1 GiB resident
+    bigger = server_command(Settings.from_env({"ETL_SPARK_DRIVER_MEMORY": "2GiB"}), tmp_path, 15002, 4040, tmp_path)
+    assert bigger[bigger.index("--driver-memory") + 1] == "2048m"
+    with pytest.raises(ConfigError, match="ETL_SPARK_DRIVER_MEMORY"):
+        Settings.from_env({"ETL_SPARK_DRIVER_MEMORY": "256MiB"})  # below what Spark accepts

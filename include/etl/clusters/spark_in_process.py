@@ -29,7 +29,7 @@ _SESSIONS: dict[str, Any] = {}  # address -> the classic session of this process
 # The JVM options of a one-off run's session when ETL_SPARK_JAVA_OPTIONS is unset (the runtime's
 # server keeps the JVM's defaults): C1-only JIT and the serial GC, as in the test suite. A one-off
 # run is a few small jobs, where most of the JVM's CPU is its JIT compiling Spark: `dags test
-# olympics_etl` about 2-6 s sooner; a 5M-row chain in such a session was about 20 % slower
+# <pipeline>` about 2-6 s sooner; a 5M-row chain in such a session was about 20 % slower
 # (docs/runtime.md, "Spark's class-data archive"): set ETL_SPARK_JAVA_OPTIONS (e.g. -XX:+UseG1GC) for those.
 ONE_OFF_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
@@ -61,6 +61,7 @@ def start_in_process_spark(settings: Settings) -> ClusterHandle:
         session = (SparkSession.builder.master(f"local[{threads},{TASK_ATTEMPTS}]").appName(f"one-off run {os.getpid()}")
                    .config("spark.driver.host", host).config("spark.driver.bindAddress", host)
                    .config("spark.driver.extraJavaOptions", jvm_options(settings, log4j))
+                   .config("spark.driver.memory", f"{settings.spark_driver_memory >> 20}m")
                    .config("spark.ui.showConsoleProgress", "false")
                    .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
                    .config("spark.pyspark.python", sys.executable)

@@ -468,7 +468,8 @@ def server_command(settings: Settings, workdir: Path, port: int, ui_port: int, h
     log4j = workdir / "log4j2.properties"
     log4j.write_text(LOG4J2)
     args = [str(home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", f"Spark Connect server ({workdir})",
-            "--master", f"local[{threads},{TASK_ATTEMPTS}]", "--driver-java-options", jvm_options(settings, log4j, home)]
+            "--master", f"local[{threads},{TASK_ATTEMPTS}]", "--driver-java-options", jvm_options(settings, log4j, home),
+            "--driver-memory", f"{settings.spark_driver_memory >> 20}m"]
     for key, value in conf.items():
         args += ["--conf", f"{key}={value}"]
     return args
