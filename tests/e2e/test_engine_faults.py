@@ -218,7 +218,7 @@ def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inp
         return sum(s.get("numFailedTasks", 0) for s in _stages(handle, app))
 
     def kill_busy_python_workers(done: threading.Event) -> None:
-        """SIGKILL a Python worker while it computes: one whose CPU time grows by >= 40 % of a core.
+        """SIGKILL the Python workers while one of them computes: one whose CPU time grows by >= 40 % of a core.
 
         Watching the workers' CPU time (cheap: psutil on the daemons' children, every 50 ms)
         catches the parse however fast it is; Spark's stage API lags its tasks by up to a
@@ -226,10 +226,16 @@ def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inp
         than that (an earlier version of this test, which waited for an ACTIVE stage, then
         never saw a busy worker). 40 %, not more: under a load of 10 a busy worker gets less than
         a core (an idle one gets none).
+
+        Every worker of the daemons is killed, not only the busy one: a worker seen busy can have
+        finished its task (and gone back to the daemon's pool, to be reused) by the time it is
+        killed, which fails nothing (one clean-clone run in four of session 13: "Spark saw no
+        failed task"). A round that fails no task is tried again, up to 4 rounds; a round that
+        does ends the injection, so no task is hit 3 times (3 attempts are allowed).
         """
         rounds, seen = 0, {}
         daemons: list[int] = []
-        while not done.is_set() and rounds < 2:  # at most 2 failures per task: 3 attempts are allowed
+        while not done.is_set() and rounds < 4:
             daemons = daemons or _daemons(rt.root / "spark")
             busy = []
             for pid in (c for d in daemons for c in _children(d)):
@@ -241,7 +247,7 @@ def test_spark_python_workers_killed_during_ingest_job_still_completes(base, inp
                 time.sleep(0.05)
                 continue
             rounds += 1
-            for pid in busy:
+            for pid in [c for d in daemons for c in _children(d)]:
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
