@@ -41,8 +41,6 @@ variable                   meaning                                              
                            run's session, which run Spark's tasks (local mode)    default is 1 GiB)
 ``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``
                            the task process imports only ``distributed``
-``ETL_SPARK_THIN_TASKS``   Spark jobs on a locally started server run their       ``true``
-                           driver in its job endpoint: the task imports no pyspark
 ``ETL_LANDING_POKE_INTERVAL`` how often a deferred landing-file sensor looks for   ``60`` (seconds)
                            its file (in the triggerer)
 ``ETL_MAX_REJECT_RATIO``   share of rejected rows above which an ingest fails     ``0.01``
@@ -225,7 +223,6 @@ class Settings:
     spark_java_options: str = ""
     spark_driver_memory: int = 640 * 2**20
     dask_thin_tasks: bool = True
-    spark_thin_tasks: bool = True
     landing_poke_interval: float = 60.0
     max_reject_ratio: float = 0.01
     ingest_block_bytes: int = DEFAULT_BLOCK_BYTES
@@ -264,7 +261,6 @@ class Settings:
             spark_java_options=(env.get("ETL_SPARK_JAVA_OPTIONS") or "").strip(),
             spark_driver_memory=_bytes(env, "ETL_SPARK_DRIVER_MEMORY", 640 * 2**20, 512 * 2**20),
             dask_thin_tasks=_bool(env, "ETL_DASK_THIN_TASKS", True),
-            spark_thin_tasks=_bool(env, "ETL_SPARK_THIN_TASKS", True),
             landing_poke_interval=_positive(env, "ETL_LANDING_POKE_INTERVAL", 60.0),
             max_reject_ratio=ratio,
             ingest_block_bytes=_bytes(env, "ETL_INGEST_BLOCK_BYTES", DEFAULT_BLOCK_BYTES, MIN_BLOCK_BYTES),

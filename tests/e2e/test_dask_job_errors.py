@@ -1,7 +1,7 @@
-"""A job's error on the runtime's Dask engine, through the job endpoint its owner serves, up to the operator.
+"""A job's error on the runtime's Dask engine, from the driver on its worker up to the operator.
 
 The job fails in one of its Dask tasks with pandas' ``KeyError: "['Country'] not in index"``,
-below a driver stack of several KB; the endpoint answers its class, message and whole
+below a driver stack of several KB; the driver answers its class, message and whole
 traceback (:mod:`include.etl.jobs.errors`), and the operator logs ``<job> failed: KeyError: ...``
 before that traceback and raises a retryable ``RemoteJobError`` naming the class.
 """
@@ -13,7 +13,6 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
-from include.etl.clusters.job_server import call_job
 from include.etl.jobs.errors import RemoteJobError
 from tests.plugins.test_job_operators import run_operator
 
@@ -25,9 +24,9 @@ MISSING = "\"['Country'] not in index\""
 
 @pytest.fixture(scope="module")
 def dask_handle(engine_runtime) -> dict:
-    """The runtime's Dask engine as a run's start task hands it out, with its job endpoint (served by its owner)."""
+    """The runtime's Dask engine as a run's start task hands it out."""
     handle = engine_runtime.handle("dask")
-    assert handle.extra["jobs_url"].endswith("/etl/jobs") and handle.extra["runtime"], handle
+    assert handle.extra["runtime"], handle
     return handle.to_dict()
 
 
@@ -37,10 +36,15 @@ def _assert_whole(traceback: str) -> None:
     assert traceback.rstrip().endswith(f"KeyError: {MISSING}"), traceback[-500:]
 
 
-def test_the_endpoint_answers_the_class_and_the_whole_traceback(dask_handle, tmp_path):
+def test_the_driver_answers_the_class_and_the_whole_traceback(dask_handle, tmp_path):
+    from distributed import Client
+
+    from include.etl.clusters.dask_jobs import run_job_on_worker
+
     spec = {"job": JOB, "job_kwargs": {}, "ds": "2024-07-07", "lake_root": str(tmp_path), "max_reject_ratio": 0.01,
             "block_bytes": 1 << 20, "key": f"etl-job-errors-{uuid.uuid4().hex[:8]}"}
-    error = call_job(dask_handle["extra"]["jobs_url"], spec)["error"]
+    with Client(dask_handle["address"], timeout=30, set_as_default=False) as client:
+        error = client.submit(run_job_on_worker, spec, key=spec["key"], pure=False).result()["error"]
     assert (error["class"], error["module"], error["message"], error["data_error"]) == (
         "KeyError", "builtins", MISSING, None)
     _assert_whole(error["traceback"])

@@ -284,9 +284,10 @@ class _TI:
 def _ran_a_job(rt, backend: str) -> bool:
     """Has the engine now running run a job (the regions ingest) since it started?"""
     handle = rt.handle(backend)
-    if backend == "spark":  # its job endpoint records the latest job's start and end
-        with urllib.request.urlopen(handle.extra["jobs_url"].rsplit("/etl/jobs", 1)[0] + "/health", timeout=10) as r:
-            return json.load(r)["last_activity"] is not None
+    if backend == "spark":  # a Spark job of the server tagged by a job task's hook (its addTag)
+        app = _spark_app(handle)
+        with urllib.request.urlopen(f"{handle.dashboard_url}/api/v1/applications/{app}/jobs", timeout=10) as r:
+            return any("etl-task-" in tag for job in json.load(r) for tag in job.get("jobTags", []))
     from distributed import Client
 
     with Client(handle.address, timeout=30, set_as_default=False) as client:  # the job's driver task, by its key

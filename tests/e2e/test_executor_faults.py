@@ -10,7 +10,7 @@ A deployment like `make run` (SQLite, LocalExecutor) started as separate compone
   while its job runs: "mark failed" through the REST API (what the UI's button does), SIGTERM
   and SIGKILL of the task process, and its execution timeout. Each run ends failed within
   seconds, its job is cancelled on the engine (no task of it is left on the Dask scheduler or
-  executing on a worker; no running Spark job, the job endpoint holds none), no task process
+  executing on a worker; no running Spark job), no task process
   survives, and the engines themselves keep running (same processes, same address) and still
   take new jobs;
 * two concurrent runs on the runtime's Dask engine, one of them killed: an `olympics_etl` run
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.slow
 
 FAULTS = [("dask", "mark_failed"), ("spark", "timeout"), ("dask", "timeout"), ("dask", "sigterm"), ("dask", "sigkill"),
           ("spark", "sigkill")]
-JOB_KEY = "etl-job-tests.fixtures.jobs_sleep_on_cluster-"  # the endpoints' key of every long_job job (its prefix)
+JOB_KEY = "etl-job-tests.fixtures.jobs_sleep_on_cluster-"  # the Dask key of every long_job job's driver (its prefix)
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +156,11 @@ def _get(url: str):
         return json.load(resp)
 
 
-def _spark_jobs(rt) -> dict:
-    """Jobs on the Spark engine: its job endpoint's in-flight jobs and Spark's running jobs (REST API)."""
+def _spark_jobs(rt) -> list[int]:
+    """Spark's running jobs on the Spark engine (REST API); a long_job job is one Spark job."""
     handle = rt.handle("spark")
-    health = _get(handle.extra["jobs_url"].rsplit("/etl/jobs", 1)[0] + "/health")
     app = _get(f"{handle.dashboard_url}/api/v1/applications")[0]["id"]
-    running = _get(f"{handle.dashboard_url}/api/v1/applications/{app}/jobs?status=running")
-    return {"endpoint": health["jobs"], "running": [j["jobId"] for j in running]}
+    return [j["jobId"] for j in _get(f"{handle.dashboard_url}/api/v1/applications/{app}/jobs?status=running")]
 
 
 def _core_alive(rt, engines: dict) -> None:
@@ -176,6 +174,19 @@ def _core_alive(rt, engines: dict) -> None:
 
 
 # ---- the tests -----------------------------------------------------------------------------------
+
+
+def test_the_executors_workers_start_with_the_engines_clients_loaded(deployment):
+    """bin/airflow starts the scheduler through include/etl/clusters/preload.py: LocalExecutor's workers,
+    forked from it, and so every task process forked from them, have Spark Connect's gRPC and Arrow
+    loaded before any task ran (the per-task overhead: docs/runtime.md)."""
+    import psutil
+
+    scheduler = psutil.Process(deployment["stack"].procs["scheduler"].pid)
+    workers = wait("LocalExecutor's workers", lambda: scheduler.children(), 120, deployment["stack"], interval=0.5)
+    for proc in (scheduler, *workers):
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "cygrpc" in maps and "libarrow" in maps and "pyarrow" in maps, (proc.pid, proc.cmdline())
 
 
 def test_killed_job_tasks_are_cancelled_on_the_runtimes_engines(deployment):
@@ -205,7 +216,7 @@ def test_killed_job_tasks_are_cancelled_on_the_runtimes_engines(deployment):
             drivers = [k for k in on_dask if k.startswith(JOB_KEY)]
             spark = _spark_jobs(rt)
             busy = (len(drivers) == running["dask"] and any(s == "processing" for s in on_dask.values())
-                    and spark["endpoint"] == running["spark"] and (spark["running"] or not running["spark"]))
+                    and len(spark) == running["spark"])
             return busy and {"dask": drivers, "spark": spark}
 
         before = wait("every job to run on its engine", jobs_busy, 300, stack, interval=1)
@@ -222,7 +233,7 @@ def test_killed_job_tasks_are_cancelled_on_the_runtimes_engines(deployment):
         # Nothing of the killed jobs runs on the engines any more (a task already running ends within its second).
         def jobs_gone():
             dask, spark = _dask_jobs(client), _spark_jobs(rt)
-            return not dask["scheduler"] and not dask["workers"] and spark == {"endpoint": 0, "running": []} and (
+            return not dask["scheduler"] and not dask["workers"] and spark == [] and (
                 dask, spark)
 
         left = wait("the jobs to be gone from the engines", jobs_gone, 30, stack, interval=0.5)
@@ -304,7 +315,7 @@ def test_two_concurrent_runs_on_the_runtimes_engine_one_killed_the_other_correct
             return job and any(s and s[0] in ("running", "success") for s in states.values()) and job
 
         pid = wait("the long job and an olympics ingest to run on the engine", both_busy, 300, stack, interval=0.5)
-        os.kill(pid, signal.SIGKILL)  # the harshest kill: no on_kill, the endpoint sees its client go
+        os.kill(pid, signal.SIGKILL)  # the harshest kill: no on_kill, the scheduler sees its client go
 
         def cancelled():
             on_engine = _dask_jobs(client)

@@ -1,5 +1,5 @@
 """Job drivers on a Dask worker (include/etl/clusters/dask_jobs.py): several at once in one process, and
-through the job endpoint (include/etl/clusters/job_server.py) with the Dask runner.
+one of them cancelled while the other runs on.
 
 On Python < 3.12 ``functools.cached_property`` holds one lock per class attribute while it
 computes; dask-expr computes ``_meta`` of nested expressions through it, so two drivers
@@ -96,36 +96,24 @@ def _wait(predicate, timeout: float = 20.0):
     return value
 
 
-def test_the_endpoint_runs_a_job_on_a_worker_and_cancels_only_the_one_deleted(client):
-    from include.etl.clusters.job_server import call_job, cancel_job, serve
-
-    def spec(key: str, seconds: int) -> dict:
-        return JobSpec(job="tests.fixtures.jobs:sleep_on_cluster", job_kwargs={"seconds": seconds}, ds="2024-07-01",
+def test_a_submitted_driver_runs_on_a_worker_and_cancelling_it_cancels_only_that_job(client):
+    """As the hook submits a job: its driver's future, cancelled (``on_kill``), ends that job and not another."""
+    def submit(key: str, seconds: int):
+        spec = JobSpec(job="tests.fixtures.jobs:sleep_on_cluster", job_kwargs={"seconds": seconds}, ds="2024-07-01",
                        lake_root="/nonexistent", key=key).to_dict()
+        return client.submit(dask_jobs.run_job_on_worker, spec, key=key, pure=False, retries=0)
 
     def on_workers() -> list[str]:  # what holds a worker thread: drivers (seceded) and their tasks
         return [k for keys in client.run(lambda dask_worker: [str(ts.key) for ts in (
             *dask_worker.state.executing, *dask_worker.state.long_running)]).values() for k in keys]
 
-    server = serve(dask_jobs.DaskRunner(client.scheduler.address), "127.0.0.1")
-    try:
-        done = call_job(server.url, spec("endpoint-ok", 1))
-        assert done["summary"] == {"slept": 1} and done["worker"] and {"elapsed_s", "logs"} <= set(done), done
-        outcomes: dict = {}
-        threads = [threading.Thread(target=lambda k, n: outcomes.__setitem__(k, call_job(server.url, spec(k, n))),
-                                    args=args) for args in (("endpoint-killed", 60), ("endpoint-other", 3))]
-        for t in threads:
-            t.start()
-        _wait(lambda: {"endpoint-killed", "endpoint-other"} <= set(server.jobs))
-        assert call_job(server.url, spec("endpoint-killed", 1))["error"]["message"].endswith("runs already on this endpoint")
-        t0 = time.monotonic()
-        assert cancel_job(server.url, "endpoint-killed") is True
-        threads[0].join(15)
-        assert not threads[0].is_alive() and time.monotonic() - t0 < 10
-        assert outcomes["endpoint-killed"]["error"]["class"] == "JobCancelled", outcomes
-        threads[1].join(30)
-        assert outcomes["endpoint-other"]["summary"] == {"slept": 3}  # the other job ran on
-        assert cancel_job(server.url, "endpoint-killed") is False and server.jobs == {}
-        _wait(lambda: not [k for k in on_workers() if k.startswith(("endpoint-", "sleep-"))])
-    finally:
-        server.stop()
+    done = submit("driver-ok", 1).result()
+    assert done["summary"] == {"slept": 1} and done["worker"] and {"elapsed_s", "logs"} <= set(done), done
+    killed, other = submit("driver-killed", 60), submit("driver-other", 3)
+    _wait(lambda: {"driver-killed", "driver-other"} <= set(on_workers()))
+    t0 = time.monotonic()
+    killed.cancel()
+    _wait(lambda: "driver-killed" not in on_workers())
+    assert time.monotonic() - t0 < 10
+    assert other.result(timeout=30)["summary"] == {"slept": 3}  # the other job ran on
+    _wait(lambda: not [k for k in on_workers() if k.startswith(("driver-", "sleep-"))])

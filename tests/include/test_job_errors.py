@@ -16,11 +16,10 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from structlog.testing import capture_logs
 
-from include.etl.clusters.job_server import call_job
 from include.etl.errors import ContractError, InputFileError
 from include.etl.jobs.errors import RemoteJobError, decode, encode, headline
+from include.etl.jobs.spec import JobSpec, run_spec
 from include.etl.spark_submit_app import error_report
-from tests.include.test_spark_jobs import DS, server  # noqa: F401 - the Spark endpoint's fixture (no Spark)
 from tests.plugins.test_job_operators import FakeHook, run_operator
 
 DEPTH = 60  # frames: a traceback of several KB
@@ -100,10 +99,10 @@ def test_spark_submit_report_is_the_encoding():
     assert str(decode(report)) == f"KeyError: {MISSING}"
 
 
-def test_the_spark_endpoint_answers_class_and_whole_traceback(server):  # noqa: F811
-    spec = {"job": f"{__name__}:deep_job", "job_kwargs": {}, "ds": DS, "lake_root": "/nonexistent",
-            "max_reject_ratio": 0.01, "block_bytes": 1 << 20, "key": "etl-job-deep", "session_id": None}
-    result = call_job(server.url, spec)
+def test_run_spec_answers_class_and_whole_traceback():
+    """What a job's driver elsewhere (a Dask worker) answers: the encoding, with the job's time and logs."""
+    spec = JobSpec(job=f"{__name__}:deep_job", job_kwargs={}, ds="2024-07-01", lake_root="/nonexistent", key="k")
+    result = json.loads(json.dumps(run_spec(spec, engine=object())))
     error = result["error"]
     assert error["class"] == "KeyError" and error["message"] == MISSING and error["data_error"] is None
     _assert_whole(error["traceback"], f"KeyError: {MISSING}")

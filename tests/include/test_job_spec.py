@@ -17,9 +17,9 @@ def test_a_tasks_spec_carries_the_settings_and_survives_json(tmp_path):
     settings = Settings.from_env({"ETL_LAKE_ROOT": str(tmp_path), "ETL_MAX_REJECT_RATIO": "0.05",
                                   "ETL_INGEST_BLOCK_BYTES": "1MiB"})
     spec = JobSpec.for_task(settings, "olympics.ingest", {"table": "regions"}, "2024-07-01",
-                            {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2}, session_id="s-1")
+                            {"dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2})
     assert spec.lake_root == settings.lake_uri and spec.max_reject_ratio == 0.05 and spec.block_bytes == 2**20
-    assert spec.key.startswith("etl-job-olympics.ingest-") and spec.session_id == "s-1"
+    assert spec.key.startswith("etl-job-olympics.ingest-") and spec.run["try_number"] == 2
     assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert JobSpec.for_task(settings, "olympics.ingest", {}, "2024-07-01").key != spec.key  # one key per job
 

@@ -14,7 +14,7 @@ from include.etl.clusters import ClusterStartError
 from include.etl.clusters.runtime import current, engine_file, state, wait_for
 
 HANDLE = {"backend": "dask", "address": "tcp://127.0.0.1:8786", "owned": True, "dashboard_url": None,
-          "pids": [11, 12], "workdir": "/w", "conn_id": None, "extra": {"jobs_url": "http://127.0.0.1:1/etl/jobs"}}
+          "pids": [11, 12], "workdir": "/w", "conn_id": None, "extra": {"dashboard_port": 1}}
 
 
 def _owner(pid: int | None = None) -> dict:
@@ -23,7 +23,11 @@ def _owner(pid: int | None = None) -> dict:
 
 
 def _write(root, data) -> None:
-    engine_file(root, "dask").write_text(json.dumps(data))
+    """As the owner writes it: whole or not at all (a reader never sees half a file)."""
+    path = engine_file(root, "dask")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def test_a_run_waits_while_the_engine_starts_and_gets_it_once_ready(tmp_path):
@@ -35,7 +39,7 @@ def test_a_run_waits_while_the_engine_starts_and_gets_it_once_ready(tmp_path):
     handle = wait_for("dask", tmp_path, timeout=30)
     timer.join()
     assert 0.9 <= time.monotonic() - t0 < 30
-    assert handle.address == HANDLE["address"] and handle.extra["jobs_url"] == HANDLE["extra"]["jobs_url"]
+    assert handle.address == HANDLE["address"] and handle.extra["dashboard_port"] == HANDLE["extra"]["dashboard_port"]
     assert handle.owned is False and handle.pids == [] and handle.workdir is None  # never a run's to stop
     assert handle.extra["runtime"] == str(tmp_path)
 

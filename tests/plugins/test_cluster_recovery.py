@@ -42,7 +42,7 @@ def _context(task_id: str) -> dict:
 
 def _write(root, backend: str, pid: int, started: float, address: str = "tcp://127.0.0.1:1") -> None:
     handle = ClusterHandle(backend, address, owned=True, dashboard_url="http://127.0.0.1:2/status", pids=[pid],
-                           workdir=str(root / backend), extra={"jobs_url": "http://127.0.0.1:2/etl/jobs"})
+                           workdir=str(root / backend), extra={"dashboard_port": 2})
     root.mkdir(parents=True, exist_ok=True)
     engine_file(root, backend).write_text(json.dumps({"state": "ready", "handle": handle.to_dict(),
                                                       "owner": {"pid": pid, "started": started}}))

@@ -1,17 +1,16 @@
 """Run a job's driver on a Dask worker, where pandas, dask.dataframe and the job code are already imported.
 
-A task process submits :func:`run_job_on_worker` instead of planning the job itself: through the
-runtime's job endpoint (:class:`DaskRunner`, served by the engine's owner: the task imports no
-Dask at all), or through a ``distributed`` client of its own (an attached cluster). The worker
-(whose imports the cluster's preload warmed) runs the job with a client of its own and returns
-the job's summary, its log records and its own time.
+A task process submits :func:`run_job_on_worker` through a ``distributed`` client instead of
+planning the job itself. The worker (whose imports the cluster's preload warmed) runs the job
+with a client of its own and returns the job's summary, its log records and its own time.
 
 Isolation and cancellation, per job:
 
 * the driver ``secede``\\ s from the worker's thread pool, so it does not hold a worker thread
   while its tasks run, and opens its **own** client: the job's graphs belong to that client;
-* when the driver's future is cancelled (``on_kill``, or the task's client disconnected), a
-  watcher thread sees the worker's task state turn ``cancelled`` and closes the job's client;
+* when the driver's future is cancelled (``on_kill``, or the task's client disconnected: a
+  SIGKILLed task process), a watcher thread sees the worker's task state turn ``cancelled`` and
+  closes the job's client;
   the scheduler then releases that client's futures (only those: other jobs on the same cluster
   keep theirs) and the driver's ``compute`` ends with an error. A task that is mid-way keeps its
   worker thread until it returns (Python code cannot be interrupted), so a job's tasks should be
@@ -120,32 +119,3 @@ def run_job_on_worker(spec: dict[str, Any]) -> dict[str, Any]:
         done.set()
         for client in clients:
             client.close(timeout=5)
-
-
-class DaskRunner:
-    """The Dask side of the job endpoint (:mod:`include.etl.clusters.job_server`): each job's driver is
-    :func:`run_job_on_worker`, submitted through one client of the endpoint's process."""
-
-    def __init__(self, address: str) -> None:
-        self.address, self.client = address, None
-
-    def warm(self) -> None:
-        from distributed import Client
-
-        self.client = Client(self.address, timeout=30, set_as_default=False, name="etl-job-endpoint")
-
-    def run(self, job: Any) -> dict[str, Any]:
-        job.handle = self.client.submit(run_job_on_worker, job.spec.to_dict(), key=job.key, pure=False, retries=0)
-        try:
-            return job.handle.result()
-        finally:
-            job.handle = None
-
-    def interrupt(self, job: Any) -> None:
-        future = job.handle
-        if future is not None:
-            future.cancel()
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close(timeout=5)

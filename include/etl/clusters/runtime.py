@@ -1,8 +1,7 @@
 """The runtime's local engines, each with exactly one owner: a process running this module.
 
 ``python -m include.etl.clusters.runtime dask|spark`` starts one engine bound to
-``ETL_BIND_HOST``: a Dask scheduler and its workers, or a Spark Connect server, and serves its
-job endpoint in this very process (:mod:`include.etl.clusters.job_server`). Under
+``ETL_BIND_HOST``: a Dask scheduler and its workers, or a Spark Connect server. Under
 ``make run`` ``bin/supervise.py`` starts one per backend beside Airflow's components; tests start
 them the same way. The owner
 
@@ -116,37 +115,26 @@ def wait_for(backend: str, root: Path, timeout: float) -> ClusterHandle | None:
         time.sleep(0.5)
 
 
-def _start(backend: str, workdir: Path) -> tuple[ClusterHandle, Any]:
-    from include.etl.clusters.job_server import serve
+def _start(backend: str, workdir: Path) -> ClusterHandle:
     from include.etl.settings import Settings
 
     settings = Settings.from_env()
     if backend == "dask":
-        from include.etl.clusters.dask_jobs import DaskRunner as Runner
-        from include.etl.clusters.dask_local import start_local_dask as start_engine
-    else:
-        from include.etl.clusters.spark_jobs import SparkRunner as Runner
-        from include.etl.clusters.spark_local import start_local_spark_connect as start_engine
-    handle = start_engine(settings, workdir)
-    try:
-        server = serve(Runner(handle.address), settings.bind_host)
-    except BaseException:
-        _stop(backend, handle, None)
-        raise
+        from include.etl.clusters.dask_local import start_local_dask
+
+        return start_local_dask(settings, workdir)
+    from include.etl.clusters.spark_local import release_session, start_local_spark_connect
+
+    handle = start_local_spark_connect(settings, workdir)
     # Each run opens a Spark session of its own (open_run): the start's health-check session and
     # its Python workers (about 300 MiB) would only idle.
     session_id = handle.extra.pop("session_id", None)
     if session_id:
-        from include.etl.clusters.spark_local import release_session
-
         release_session(handle.address, session_id)
-    handle.extra["jobs_url"] = server.url
-    return handle, server
+    return handle
 
 
-def _stop(backend: str, handle: ClusterHandle, server: Any) -> None:
-    if server is not None:
-        server.stop()
+def _stop(backend: str, handle: ClusterHandle) -> None:
     if backend == "dask":
         from include.etl.clusters.dask_local import stop_local_dask
 
@@ -189,13 +177,13 @@ def own(backend: str, root: Path, stop: threading.Event, starting: threading.Eve
         try:
             starting.set()
             try:
-                handle, server = _start(backend, root / backend)
+                handle = _start(backend, root / backend)
             finally:
                 starting.clear()
         except Stopping:
             log.info("stopped while the %s engine was starting", backend)
             break
-        except Exception as exc:  # noqa: BLE001 - ClusterStartError, or the job endpoint's start: the owner goes on
+        except Exception as exc:  # noqa: BLE001 - ClusterStartError and the like: the owner goes on
             failures += 1
             log.error("the %s engine did not start (%d of %d tries): %s", backend, failures, MAX_FAILED_STARTS, exc)
             if failures >= MAX_FAILED_STARTS:
@@ -212,7 +200,7 @@ def own(backend: str, root: Path, stop: threading.Event, starting: threading.Eve
                 log.error("the %s engine at %s died (processes %s); starting a new one", backend, handle.address,
                           handle.pids)
                 break
-        _stop(backend, handle, server)
+        _stop(backend, handle)
         log.info("stopped the %s engine at %s", backend, handle.address)
         failures = failures + 1 if time.monotonic() - t0 < 30 else 0
         if failures >= MAX_FAILED_STARTS:

@@ -4,9 +4,8 @@ No Spark download: the ``pyspark`` wheel ships Spark's jars and launch scripts, 
 is ``<pyspark>/bin/spark-submit --class org.apache.spark.sql.connect.service.SparkConnectServer``
 with ``SPARK_HOME=<pyspark>``; the script replaces itself with the JVM, so the started pid is the JVM's.
 It runs in a process group of its own (which also holds the Python workers the JVM forks) and
-gets SIGTERM when the process that started it dies: its owner is either the runtime
-(:mod:`include.etl.clusters.runtime`, which also serves its job endpoint) or the one process of a
-one-off run (``airflow dags test``).
+gets SIGTERM when the process that started it dies: its owner, the runtime
+(:mod:`include.etl.clusters.runtime`).
 
 Master ``local[N,F]``: ``N`` task threads (``ETL_LOCAL_WORKERS`` x ``ETL_LOCAL_THREADS``, the same
 parallelism a local Dask cluster gets; 2 by default) and ``F`` = :data:`TASK_ATTEMPTS` attempts
@@ -42,6 +41,12 @@ DEFAULT_PORT = 15002
 TASK_ATTEMPTS = 3
 CHECK_BOUND_S = 120.0  # the most a health check's session and first query may take (check_spark_connect)
 SHUFFLE_PARTITIONS = 4
+# An operation whose client went away (a SIGKILLed task process) is interrupted within about twice
+# this: the server notices a dead client only when the response stream it serves ends (after
+# senderMaxStreamDuration; a live client then reattaches at once), and interrupts an operation
+# nobody reattached to after detachedTimeout. Spark's defaults (2 min, 5 min) let it run about
+# 7 minutes, or to its end (docs/runtime.md, "Cancelling a job").
+DETACHED_TIMEOUT = "5s"
 MIN_JAVA = 17
 LOG_NAME = "spark-connect.log"
 
@@ -460,6 +465,9 @@ def server_command(settings: Settings, workdir: Path, port: int, ui_port: int, h
         "spark.ui.port": str(ui_port),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
+        "spark.connect.execute.reattachable.senderMaxStreamDuration": DETACHED_TIMEOUT,
+        "spark.connect.execute.manager.detachedTimeout": DETACHED_TIMEOUT,
+        "spark.connect.execute.manager.maintenanceInterval": "1s",
         "spark.sql.warehouse.dir": str(workdir / "spark-warehouse"),
         "spark.local.dir": str(workdir / "spark-local"),
         "spark.pyspark.python": sys.executable,

@@ -1,8 +1,7 @@
 """A job's error on its way back from where the job ran: one encoding for every path.
 
-A job runs in the task process, on a Dask worker (through the runtime's job endpoint or a
-``distributed`` client), in the Spark job endpoint beside a Spark Connect server, or in a
-spark-submit driver. Wherever it raised, :func:`encode` turns the exception into plain JSON::
+A job runs in the task process, on a Dask worker (submitted through a ``distributed`` client),
+or in a spark-submit driver. Wherever it raised, :func:`encode` turns the exception into plain JSON::
 
     {"class": "KeyError", "module": "builtins", "message": "\\"['Country'] not in index\\"",
      "traceback": "Traceback (most recent call last):\\n  ...", "data_error": null}

@@ -1,9 +1,8 @@
 """One job, described once, and one way to run it: every path that runs a job uses these.
 
-A :class:`JobSpec` is what a job task sends to wherever the job's driver runs: in the task
-process (:meth:`ClusterHook.run_job`), on a Dask worker (the runtime's job endpoint, or a
-``distributed`` client), in the Spark job endpoint beside the runtime's server, or in a
-``spark-submit`` application. It travels as JSON (:meth:`JobSpec.to_dict` / :meth:`JobSpec.from_dict`).
+A :class:`JobSpec` is what a job task hands to wherever the job's driver runs: in the task
+process (:meth:`ClusterHook.run_job`), on a Dask worker (submitted through a ``distributed``
+client), or in a ``spark-submit`` application. It travels as JSON (:meth:`JobSpec.to_dict` / :meth:`JobSpec.from_dict`).
 :func:`run_spec` runs it and answers in the one wire format of every path:
 ``{"summary", "elapsed_s", "logs"}`` or ``{"error", "elapsed_s", "logs"}``, the error encoded by
 :func:`include.etl.jobs.errors.encode` (the task process raises it again, as the same class
@@ -35,17 +34,16 @@ class JobSpec:
     run: dict[str, Any] = field(default_factory=dict)  # dag_id, run_id, task_id, try_number: in every lake commit
     max_reject_ratio: float = 0.01
     block_bytes: int = DEFAULT_BLOCK_BYTES
-    key: str = ""  # unique per job: cancellation (Dask future key, Spark operation tag)
-    session_id: str | None = None  # Spark: the run's server-side session, which the job joins
+    key: str = ""  # unique per job: cancellation (the Dask future's key)
 
     @classmethod
     def for_task(cls, settings: Any, job: str, job_kwargs: dict[str, Any] | None, ds: str,
-                 run: dict[str, Any] | None = None, **extra: Any) -> JobSpec:
+                 run: dict[str, Any] | None = None) -> JobSpec:
         """The spec of a task's job, with the lake and limits of ``settings`` and a new key."""
         key = f"etl-job-{re.sub(r'[^A-Za-z0-9._-]+', '_', job).strip('_')}-{uuid.uuid4().hex[:12]}"
         return cls(job=job, ds=ds, lake_root=str(settings.lake_uri), job_kwargs=dict(job_kwargs or {}),
                    run=dict(run or {}), max_reject_ratio=settings.max_reject_ratio,
-                   block_bytes=settings.ingest_block_bytes, key=key, **extra)
+                   block_bytes=settings.ingest_block_bytes, key=key)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

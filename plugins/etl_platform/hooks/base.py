@@ -60,7 +60,6 @@ class ClusterHook(BaseHook):
         super().__init__()
         self.conn_id = conn_id if conn_id is not None else self.default_conn_name
         self.settings = settings or Settings.from_env()
-        self._job: tuple[str, str] | None = None  # (endpoint, key) of the job post_job waits for
 
     def start_or_attach(self, workdir: Path, in_process: bool = False) -> ClusterHandle:
         """The configured cluster, else for a one-off run (``in_process``) its own engine, else the runtime's.
@@ -125,12 +124,11 @@ class ClusterHook(BaseHook):
     def engine(self, handle: ClusterHandle) -> Any:
         raise NotImplementedError
 
-    def job_spec(self, job: str, job_kwargs: dict[str, Any] | None, ds: str, run: dict[str, Any] | None = None,
-                 **extra: Any) -> Any:
+    def job_spec(self, job: str, job_kwargs: dict[str, Any] | None, ds: str, run: dict[str, Any] | None = None) -> Any:
         """The :class:`~include.etl.jobs.spec.JobSpec` of a task's job, with this hook's settings."""
         from include.etl.jobs.spec import JobSpec
 
-        return JobSpec.for_task(self.settings, job, job_kwargs, ds, run, **extra)
+        return JobSpec.for_task(self.settings, job, job_kwargs, ds, run)
 
     def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
                 run: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -139,32 +137,6 @@ class ClusterHook(BaseHook):
         ``run`` (dag, run, task and try) is recorded by every lake commit the job makes.
         """
         return self.job_spec(job, job_kwargs, ds, run).run_on(self.engine(handle))
-
-    def post_job(self, url: str, spec: Any) -> dict[str, Any]:
-        """Hand ``spec`` to an engine's job endpoint at ``url`` and wait for its answer. Interrupted while
-        waiting (execution timeout, SIGTERM), the job is cancelled there: it must not run on.
-        :meth:`cancel` (``on_kill``) cancels it meanwhile (:meth:`cancel_posted`)."""
-        from include.etl.clusters.job_server import JobEndpointError, call_job
-
-        self._job = (url, spec.key)
-        try:
-            return call_job(url, spec.to_dict())
-        except JobEndpointError:
-            raise  # the job was not delivered, or its answer was lost: the caller decides
-        except BaseException:
-            self.cancel_posted()
-            raise
-        finally:
-            self._job = None
-
-    def cancel_posted(self) -> None:
-        """Cancel the job :meth:`post_job` waits for, if any (``DELETE`` on its endpoint)."""
-        job, self._job = self._job, None
-        if job is not None:
-            from include.etl.clusters.job_server import cancel_job
-
-            if cancel_job(*job):
-                log.info("Cancelled the job %s through the job endpoint %s", job[1], job[0])
 
     def relay(self, result: dict[str, Any], job: str, where: str) -> dict[str, Any]:
         """The summary of a job that ran elsewhere (:func:`~include.etl.jobs.spec.run_spec`'s answer): its
@@ -175,8 +147,6 @@ class ClusterHook(BaseHook):
         if "error" in result:  # the operator logs what went wrong, then the traceback from where the job ran
             from include.etl.jobs.errors import decode
 
-            if result["error"].get("class") == "ClusterStartError":  # the endpoint cannot reach its engine: retryable
-                raise ClusterStartError(result["error"].get("message", ""))
             raise decode(result["error"])
         here.info("Job %s done in %.3f s %s", job, result.get("elapsed_s") or 0, where)
         return result["summary"]

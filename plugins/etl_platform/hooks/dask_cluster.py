@@ -107,33 +107,27 @@ class DaskClusterHook(ClusterHook):
         """Run the job; with ``ETL_DASK_THIN_TASKS`` (default) its driver runs on a worker, not here.
 
         The worker has pandas, ``dask.dataframe`` and the job code loaded already (see
-        ``include.etl.clusters.dask_jobs``). The runtime's engine takes the job through the job
-        endpoint its owner serves (``extra["jobs_url"]``), so this process imports no Dask at
-        all; an attached cluster through a ``distributed`` client. The job's log records are
-        logged here, and its error raised here (:func:`include.etl.jobs.errors.decode`).
+        ``include.etl.clusters.dask_jobs``); this process submits the driver through a
+        ``distributed`` client. The job's log records are logged here, and its error raised here
+        (:func:`include.etl.jobs.errors.decode`).
         """
         if not self.settings.dask_thin_tasks:
             return super().run_job(handle, job, job_kwargs, ds, run)
         import time
 
+        from include.etl.clusters.dask_jobs import run_job_on_worker
+
         spec = self.job_spec(job, job_kwargs, ds, run)
         t0 = time.perf_counter()
-        url = (handle.extra or {}).get("jobs_url")
-        if url:
-            result = self.post_job(url, spec)
-        else:
-            from include.etl.clusters.dask_jobs import run_job_on_worker
-
-            client = self._connect(handle, set_as_default=False, name=spec.key)
-            self._future = client.submit(run_job_on_worker, spec.to_dict(), key=spec.key, pure=False, retries=0)
-            result = self._future.result()
-            self._future = None
+        client = self._connect(handle, set_as_default=False, name=spec.key)
+        self._future = client.submit(run_job_on_worker, spec.to_dict(), key=spec.key, pure=False, retries=0)
+        result = self._future.result()
+        self._future = None
         return self.relay(result, job, f"on worker {result.get('worker')} ({time.perf_counter() - t0:.3f} s from submit "
                                   "to result)")
 
     def cancel(self) -> None:
         """Cancel this task's job (its future; the job's driver then closes its own client), then close."""
-        self.cancel_posted()
         future, self._future = self._future, None
         if future is not None:
             try:

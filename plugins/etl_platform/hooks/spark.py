@@ -34,11 +34,12 @@ class SparkClusterHook(ClusterHook):
     with its own session would pay about 2 s to start fresh workers (and leave a daemon process
     on the server). Hence closing a task's client never releases the run's session, and
     :meth:`cancel` interrupts only the operations tagged with this hook's tag. The stop task
-    releases the session on an attached server and kills a one-off run's own.
+    releases the session on an attached server and stops a one-off run's own.
 
-    On the runtime's server, :meth:`run_job` hands the job to the job endpoint its owner serves
-    (``ETL_SPARK_THIN_TASKS``), which joins the run's session in its own process: the task
-    process then imports no pyspark.
+    The job's driver runs in the task process. Under ``make run`` that process starts with the
+    Spark Connect client imported already (:mod:`include.etl.clusters.preload`); a task process
+    that dies (SIGKILL) leaves its running operation to the server, which interrupts it
+    (:data:`include.etl.clusters.spark_local.DETACHED_TIMEOUT` later on the runtime's server).
     """
 
     conn_name_attr = "conn_id"
@@ -133,66 +134,6 @@ class SparkClusterHook(ClusterHook):
                  handle.address)
         return handle
 
-    def run_job(self, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any], ds: str,
-                run: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Run the job: through the server's job endpoint (thin task), by spark-submit, or with a client here.
-
-        The runtime's server has a job endpoint
-        (``extra["jobs_url"]``, :mod:`include.etl.clusters.spark_jobs`) in the process beside it,
-        where the Spark Connect client, pandas and pyarrow are imported already: with
-        ``ETL_SPARK_THIN_TASKS`` (default) the job's driver runs there, joining the run's session,
-        and this process imports no pyspark at all. Attached servers and ``ETL_SPARK_THIN_TASKS=false``
-        run the driver here, through :meth:`engine`.
-        """
-        url = (handle.extra or {}).get("jobs_url")
-        if url and self.settings.spark_thin_tasks:
-            return self._run_on_endpoint(url, handle, job, job_kwargs, ds, run)
-        return super().run_job(handle, job, job_kwargs, ds, run)
-
-    def _run_on_endpoint(self, url: str, handle: ClusterHandle, job: str, job_kwargs: dict[str, Any],
-                         ds: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
-        import time
-
-        from include.etl.clusters.job_server import JobEndpointError
-
-        # The key is also the Spark tag of the job's operations.
-        spec = self.job_spec(job, job_kwargs, ds, run, session_id=(handle.extra or {}).get("session_id"))
-        log.info("Handing job %s to the job endpoint %s of the Spark Connect server %s (run session %s)", spec.key, url,
-                 handle.address, spec.session_id)
-        t0 = time.perf_counter()
-        failure: JobEndpointError | None = None
-        try:
-            result = self.post_job(url, spec)
-        except JobEndpointError as exc:
-            failure = exc
-        if failure is not None:
-            unreachable = self._unreachable(handle, failure)
-            if isinstance(unreachable, ClusterStartError) or not self._endpoint_refused(failure):
-                raise unreachable from None
-            # Nothing listens there, the server does: the job was never delivered, so running it here is safe.
-            log.warning("%s; running the job's driver in this task process instead", unreachable)
-            return super().run_job(handle, job, job_kwargs, ds, run)
-        return self.relay(result, job, f"in the job endpoint of {handle.address} ({time.perf_counter() - t0:.3f} s "
-                                       "from POST to answer)")
-
-    @staticmethod
-    def _endpoint_refused(exc: Exception) -> bool:
-        """Did the endpoint refuse the connection (nothing listens: the job cannot have started)?"""
-        cause = exc.__cause__
-        return isinstance(getattr(cause, "reason", cause), ConnectionRefusedError)
-
-    @staticmethod
-    def _unreachable(handle: ClusterHandle, exc: Exception) -> Exception:
-        """The error for an endpoint that failed: the server's own (retryable) if the server is gone too."""
-        from include.etl.clusters.spark_local import port_open, split_address
-
-        host, port = split_address(handle.address)
-        if not port_open(host, port, HEALTH_TIMEOUT):
-            return ClusterStartError(f"cannot reach the Spark Connect server at {handle.address}: nothing answers on "
-                                     f"{host}:{port} (nor does its job endpoint: {exc})")
-        return RuntimeError(f"the job endpoint of the Spark Connect server at {handle.address} failed "
-                            f"(the server still answers): {exc}")
-
     def stop(self, handle: ClusterHandle) -> list[int]:
         from include.etl.clusters.spark_local import release_session, stop_local_spark_connect
 
@@ -279,7 +220,6 @@ class SparkClusterHook(ClusterHook):
 
         for session in _SESSIONS.values():  # a one-off run's own session: every job of it is this task's
             session.sparkContext.cancelAllJobs()
-        self.cancel_posted()  # a job in the server's job endpoint: DELETE interrupts its operations there
         session = self._session
         if session is not None:
             try:

@@ -15,7 +15,7 @@ from include.etl.clusters import ClusterHandle
 
 def log_job_failure(task_log: Any, job: str, exc: BaseException) -> bool:
     """Log what went wrong first, in one line (``<job> failed: <Class>: <message>``), then the traceback
-    from where the job ran (a worker, an endpoint, a spark-submit driver) if it ran elsewhere.
+    from where the job ran (a Dask worker, a spark-submit driver) if it ran elsewhere.
     True for a data error (:class:`include.etl.errors.DataError`): the task must fail without retries."""
     from include.etl.errors import DataError
     from include.etl.jobs.errors import headline
