@@ -99,7 +99,7 @@ class Component:
 class Supervisor:
     home: Path
     components: list[Component]
-    grace: float = 10.0  # the most the components (and their tasks, engines) get to end after SIGTERM
+    grace: float = 9.0  # the most the components (and their tasks, engines) get to end after SIGTERM
     ready_check: object = None  # callable() -> bool, or None
     banner: str = ""
     _sel: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
@@ -255,6 +255,7 @@ class Supervisor:
     def shutdown(self) -> None:
         """Stop the components, the processes below them and the runtime's engines; say what was stopped."""
         t0 = time.monotonic()
+        deadline = t0 + self.grace  # then SIGKILL: Ctrl-C leaves nothing after grace (9 s) and the kill
         live = [c for c in self.components if c.proc is not None]
         self._remember_descendants()
         last = [c for c in live if c.name == "api-server" or c.engine]
@@ -266,14 +267,15 @@ class Supervisor:
         #    components skip their own clean-up.
         for comp in first:
             _killpg(comp.proc.pid, signal.SIGTERM)
-        # The scheduler and the tasks below it (not the triggerer or dag-processor, which end meanwhile).
+        # The scheduler and the tasks below it (not the triggerer or dag-processor, which end meanwhile),
+        # for 70 % of the grace period: Airflow's task supervisor SIGKILLs a task 5 s after its SIGTERM.
         scheduler = [c for c in first if c.name == "scheduler"]
-        self._wait_for(scheduler, time.monotonic() + self.grace, descendants_too=True)
+        self._wait_for(scheduler, t0 + 0.7 * self.grace, descendants_too=True)
         # 2. The api-server (the tasks could report their end to its execution API until now) and the
         #    engines' owners, which stop their engines: no task is left to use them.
         for comp in last:
             _killpg(comp.proc.pid, signal.SIGTERM)
-        self._wait_for(live, time.monotonic() + self.grace)
+        self._wait_for(live, deadline)
         # 3. SIGKILL whatever of the tree is left.
         killed = self._kill_tree(live)
         if killed:
@@ -415,7 +417,7 @@ def main() -> int:
     sup = Supervisor(
         home=home,
         components=[Component(name, [airflow, *args]) for name, args in COMPONENTS] + engines,
-        grace=float(os.environ.get("ETL_RUN_STOP_GRACE", "10")),
+        grace=float(os.environ.get("ETL_RUN_STOP_GRACE", "9")),
         ready_check=lambda: _healthy(os.environ.get("AIRFLOW__API__PORT", "8080")),
         banner=_banner(home),
     )
