@@ -36,3 +36,12 @@ def test_the_preload_imports_both_engines_clients_and_starts_nothing():
     result = _preload("dask,spark")
     assert result == {"missing": [], "threads": 1, "sockets": 0}, result
 
+
+
+def test_a_module_that_fails_to_import_is_left_out_and_the_rest_is_loaded(monkeypatch, capsys):
+    from include.etl.clusters import preload as mod
+
+    monkeypatch.setattr(mod, "COMMON", ("include.etl.jobs", "include.etl.no_such_module"))
+    monkeypatch.setattr(mod, "MODULES", {"dask": ("include.etl.clusters.dask_jobs",)})
+    assert mod.preload(["dask"]) == ["include.etl.jobs", "include.etl.clusters.dask_jobs"]
+    assert "not importing include.etl.no_such_module" in capsys.readouterr().err

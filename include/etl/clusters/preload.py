@@ -26,11 +26,19 @@ COMMON = ("include.etl.jobs", "etl_platform.operators")
 
 
 def preload(backends: Iterable[str]) -> list[str]:
-    """Import the clients and job code of ``backends`` (and the operators); the modules imported."""
-    names = [*COMMON, *(m for b in backends for m in MODULES.get(b, ()))]
-    for name in names:
-        importlib.import_module(name)
-    return names
+    """Import the clients and job code of ``backends`` (and the operators); the modules imported.
+
+    A module that fails to import is left out with a warning: the scheduler starts anyway, and a
+    task that needs it imports it itself (and shows the error in its own log).
+    """
+    done = []
+    for name in [*COMMON, *(m for b in backends for m in MODULES.get(b, ()))]:
+        try:
+            importlib.import_module(name)
+            done.append(name)
+        except Exception as exc:  # noqa: BLE001 - any import error: the scheduler must start
+            print(f"preload: not importing {name} in the scheduler: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return done
 
 
 def main() -> int:
