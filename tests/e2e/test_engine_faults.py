@@ -35,7 +35,7 @@ from include.etl.clusters import ClusterHandle, ClusterStartError
 from include.etl.jobs import JobContext, resolve_job
 from include.etl.lake import Lake
 from include.etl.settings import Settings
-from tests.e2e.clusters import alive_pids, runtime
+from tests.e2e.clusters import alive_pids, kill_leftovers, runtime
 from tests.e2e.expected import assert_marts_match
 from tests.lake import part, read_partition
 from tests.procs import processes_with_env
@@ -52,10 +52,7 @@ DASK_BLOCK_BYTES = 8 << 20
 def base(tmp_path_factory):
     path = tmp_path_factory.mktemp("engine-faults")
     yield path
-    left = processes_with_env(str(path))
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], "a test left cluster processes running"
+    assert kill_leftovers(str(path)) == [], "a test left cluster processes running"
 
 
 @pytest.fixture(scope="module")

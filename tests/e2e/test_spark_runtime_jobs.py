@@ -30,10 +30,9 @@ from include.etl.errors import InputFileError
 from include.etl.lake import Lake
 from include.etl.settings import Settings
 from tests.conftest import DATA, ROOT
-from tests.e2e.clusters import runtime
+from tests.e2e.clusters import kill_leftovers, runtime
 from tests.e2e.stack import wait
 from tests.lake import part, read_partition
-from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 DS = "2024-07-01"
@@ -42,12 +41,9 @@ LONG_JOB = "tests.fixtures.jobs:sleep_on_cluster"
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    path = tmp_path_factory.mktemp("spark-thin")
+    path = tmp_path_factory.mktemp("spark-runtime-jobs")
     yield path
-    left = processes_with_env(str(path))
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], "a test left cluster processes running"
+    assert kill_leftovers(str(path)) == [], "a test left cluster processes running"
 
 
 @pytest.fixture(scope="module")
