@@ -125,6 +125,15 @@ def spark_master_ports(log: Path, proc: subprocess.Popen, timeout: float = 120) 
         time.sleep(0.5)
 
 
+def spark_java_options() -> str:
+    """JVM options for a test's own Spark JVMs (standalone daemons, servers): the suite's
+    ``ETL_SPARK_JAVA_OPTIONS`` after this install's class-data archive, as the platform's own get."""
+    from include.etl.clusters.spark_local import java_options
+    from include.etl.settings import Settings
+
+    return java_options(Settings.from_env(dict(os.environ)))
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
     """SIGTERM the process group led by ``proc``; SIGKILL whatever of it is left after ``grace`` s.
 

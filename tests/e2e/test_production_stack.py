@@ -21,7 +21,7 @@ from include.etl.lake import Lake
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
-from tests.e2e.stack import Api, Stack, free_port, spark_master_ports, wait
+from tests.e2e.stack import Api, Stack, free_port, spark_java_options, spark_master_ports, wait
 from tests.procs import processes_with_env
 from tests.s3 import start_seaweedfs
 
@@ -61,10 +61,11 @@ def test_compose_topology_natively(tmp_path, postgres_db):
     py = str(ROOT / ".venv" / "bin" / "python")
     api_port, redis_db = free_port(), 5 + (os.getpid() % 10)
     dask_port, master_port, master_ui, connect_port = free_port(), free_port(), free_port(), free_port()
+    jvm = spark_java_options()  # this install's class-data archive: the JVMs start in half the CPU
     cluster_env = dict(os.environ, PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=ext, SPT_NOENV="1",
                        SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1",
                        SPARK_LOG_DIR=ext, SPARK_WORKER_DIR=ext + "/work", PYSPARK_PYTHON=py,
-                       SPARK_DAEMON_JAVA_OPTS=os.environ["ETL_SPARK_JAVA_OPTIONS"], **lake_env)
+                       SPARK_DAEMON_JAVA_OPTS=jvm, **lake_env)
     airflow = {
         # the docker-compose.yaml variables, with hosts of this machine
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -110,8 +111,7 @@ def test_compose_topology_natively(tmp_path, postgres_db):
                                       "--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.executor.memory=1g",
                                       "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}", "--conf", f"spark.pyspark.python={py}",
                                       "--conf", "spark.ui.enabled=false", "--name", "spark-connect",
-                                      "--driver-java-options", os.environ["ETL_SPARK_JAVA_OPTIONS"],
-                                      "--conf", f"spark.executor.extraJavaOptions={os.environ['ETL_SPARK_JAVA_OPTIONS']}",
+                                      "--driver-java-options", jvm, "--conf", f"spark.executor.extraJavaOptions={jvm}",
                                       "spark-internal"], cluster_env)
 
         # Airflow: init (migrate on PostgreSQL), then one process per component.

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import DATA, ROOT
 from tests.e2e.airflow_env import bin_airflow
 from tests.e2e.expected import assert_marts_match
-from tests.e2e.stack import free_port, spark_master_ports
+from tests.e2e.stack import free_port, spark_java_options, spark_master_ports
 from tests.procs import processes_with_env
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def standalone(tmp_path_factory):
 
     marker = str(tmp_path / "standalone")
     env = dict(os.environ, SPARK_HOME=os.path.dirname(pyspark.__file__), SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT), ETL_CLUSTER_WORKDIR=marker,
-               SPARK_LOG_DIR=marker, SPARK_WORKER_DIR=marker + "/work", SPARK_DAEMON_JAVA_OPTS=os.environ["ETL_SPARK_JAVA_OPTIONS"])
+               SPARK_LOG_DIR=marker, SPARK_WORKER_DIR=marker + "/work", SPARK_DAEMON_JAVA_OPTS=spark_java_options())
     procs = []
     master_log, log = tmp_path / "master.log", open(tmp_path / "standalone.log", "wb")
     try:

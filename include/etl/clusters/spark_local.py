@@ -368,18 +368,24 @@ def cds_archive(home: Path, env: dict[str, str] | None = None) -> Path | None:
     return archive
 
 
-def jvm_options(settings: Settings, log4j: Path, home: Path | None = None) -> str:
-    """The driver JVM's options: logging, the class-data archive when there is one, ``ETL_SPARK_JAVA_OPTIONS``."""
+def java_options(settings: Settings, home: Path | None = None) -> str:
+    """A Spark JVM's options on this machine: the class-data archive when there is one, then
+    ``ETL_SPARK_JAVA_OPTIONS`` (whose own -Xshare / archive options win)."""
     user = settings.spark_java_options
     cds = ""
-    if not _CDS_OWN.search(user):  # the user's own -Xshare / archive options win
+    if not _CDS_OWN.search(user):
         try:
             archive = cds_archive(home or spark_home())
         except (ClusterStartError, OSError):
             archive = None
         if archive is not None and not re.search(r"\s", str(archive)):  # JVM options are split on blanks
             cds = f"-Xshare:auto -XX:SharedArchiveFile={archive}"
-    return " ".join(part for part in (f"-Dlog4j2.configurationFile=file:{log4j}", cds, user) if part)
+    return " ".join(part for part in (cds, user) if part)
+
+
+def jvm_options(settings: Settings, log4j: Path, home: Path | None = None) -> str:
+    """The driver JVM's options: logging, then :func:`java_options`."""
+    return " ".join(part for part in (f"-Dlog4j2.configurationFile=file:{log4j}", java_options(settings, home)) if part)
 
 
 def make_cds_archive(force: bool = False, timeout: float = 600.0) -> tuple[Path, bool]:

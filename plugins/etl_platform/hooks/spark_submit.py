@@ -97,9 +97,15 @@ class SparkSubmitClusterHook(ClusterHook):
 
         from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
+        from include.etl.clusters.spark_local import java_options
         from include.etl.settings import PROJECT_ROOT
 
         s = self.settings
+        # The driver runs here (client mode) and starts from this machine's class-data archive;
+        # executors do too when the master is on this machine (elsewhere the file is not theirs).
+        driver_opts = java_options(s)
+        local = handle.address.split("://", 1)[-1].split(":", 1)[0] in ("127.0.0.1", "localhost")
+        executor_opts = driver_opts if local else s.spark_java_options
         with tempfile.TemporaryDirectory(prefix="etl-submit-") as tmp:
             summary_file = Path(tmp) / "summary.json"
             self._submit_hook = SparkSubmitHook(
@@ -112,8 +118,8 @@ class SparkSubmitClusterHook(ClusterHook):
                     "spark.driver.host": s.bind_host,
                     "spark.driver.bindAddress": s.bind_host,
                     "spark.ui.enabled": "false",
-                    **({"spark.driver.extraJavaOptions": s.spark_java_options,
-                        "spark.executor.extraJavaOptions": s.spark_java_options} if s.spark_java_options else {}),
+                    **({"spark.driver.extraJavaOptions": driver_opts} if driver_opts else {}),
+                    **({"spark.executor.extraJavaOptions": executor_opts} if executor_opts else {}),
                 },
                 env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
                 application_args=["--spec", json.dumps(self.job_spec(job, job_kwargs, ds, run).to_dict()),
