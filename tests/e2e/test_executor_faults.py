@@ -205,7 +205,7 @@ def test_killed_job_tasks_are_cancelled_on_the_runtimes_engines(deployment):
             for run in runs:
                 ti = _ti(home, run["dag"], run["id"], "long_job")
                 if run["fault"] == "timeout" and ti and ti[0] == "failed":
-                    continue  # its 45 s ran out while the other jobs were starting
+                    continue  # its 25 s ran out while the other jobs were starting
                 assert ti is None or ti[0] not in ("failed", "success", "upstream_failed"), (
                     f"{run} {ti}\n{_task_log(home, run, 'start_cluster')}\n{_task_log(home, run, 'long_job')}")
                 if not (ti and ti[0] == "running" and ti[1] and alive(ti[1])):
@@ -254,7 +254,7 @@ def _kill(api, run: dict) -> None:
         assert patched["task_instances"][0]["state"] == "failed", patched
     elif run["fault"] in ("sigterm", "sigkill"):
         os.kill(run["pid"], signal.SIGTERM if run["fault"] == "sigterm" else signal.SIGKILL)
-    # "timeout": killed by its execution timeout (45 s)
+    # "timeout": killed by its execution timeout (25 s)
 
 
 def _assert_killed(home: Path, stack: Stack, run: dict, state: str) -> tuple:
