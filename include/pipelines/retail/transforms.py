@@ -62,11 +62,13 @@ def enrich_lines(lines: nw.LazyFrame, countries: nw.LazyFrame) -> nw.LazyFrame:
 
 
 def _distinct_count(frame: nw.LazyFrame, keys: Sequence[str], column: str, alias: str) -> nw.LazyFrame:
-    """Number of distinct non-null ``column`` values per ``keys`` (two group-bys: unique, then count)."""
+    """Number of distinct non-null ``column`` values per ``keys`` (two group-bys: the unique
+    ``keys`` + ``column``, a group-by without aggregation (Spark: a hash aggregate, where
+    narwhals' ``unique`` is a window's sort), then count)."""
     return (
         frame.filter(~nw.col(column).is_null())
-        .select(*keys, column)
-        .unique()
+        .group_by(*keys, column)
+        .agg()
         .group_by(*keys)
         .agg(nw.col(column).count().alias(alias))
     )
@@ -88,21 +90,37 @@ def _int(name: str) -> nw.Expr:
     return nw.col(name).fill_null(0).cast(nw.Int64)
 
 
+def _invoice_totals(lines: nw.LazyFrame, key: str, sums: dict[str, nw.Expr]) -> nw.LazyFrame:
+    """Per ``key``: the sums of ``sums`` (name -> a per-line integer expression) and ``invoices``, the
+    number of distinct non-null ``InvoiceNo`` among the lines where ``_counted`` (an integer 0/1
+    column) is 1. Two group-bys, no join: per (``key``, ``InvoiceNo``), then per ``key`` (a group of a
+    null ``InvoiceNo`` counts no invoice)."""
+    per_invoice = (
+        lines.with_columns(**sums)
+        .group_by(key, "InvoiceNo")
+        .agg(*[nw.col(name).sum() for name in sums], nw.col("_counted").max())
+    )
+    invoice = nw.when(~nw.col("InvoiceNo").is_null()).then(nw.col("_counted")).otherwise(nw.lit(0, nw.Int64))
+    return (
+        per_invoice.with_columns(invoice.alias("_invoice"))
+        .group_by(key)
+        .agg(*[nw.col(name).sum() for name in sums], nw.col("_invoice").sum().alias("invoices"))
+    )
+
+
 def sales_by_country(classified: nw.LazyFrame) -> nw.LazyFrame:
     """One row per country present in the lines (``classify``'d): sales and cancellations, 0 when none."""
-    is_cancel = nw.col("line_kind") == CANCELLATION
-    per_country = (
-        classified.with_columns(
-            is_cancel.cast(nw.Int64).alias("_cancelled"),
-            nw.when(is_cancel).then(-nw.col("_milli")).otherwise(nw.lit(0, nw.Int64)).alias("_cancelled_milli"),
-        )
-        .group_by("Country")
-        .agg(nw.col("_cancelled").sum(), nw.col("_cancelled_milli").sum())
-        .rename({"Country": "country"})
-    )
-    totals = _sale_totals(classified, "Country", "country")
-    return per_country.join(totals, on="country", how="left").select(
-        nw.col("country"),
+    is_sale, is_cancel = nw.col("line_kind") == SALE, nw.col("line_kind") == CANCELLATION
+    zero = nw.lit(0, nw.Int64)
+    totals = _invoice_totals(classified.with_columns(is_sale.cast(nw.Int64).alias("_counted")), "Country", {
+        "units": nw.when(is_sale).then(nw.col("Quantity").cast(nw.Int64)).otherwise(zero),
+        "_milli": nw.when(is_sale).then(nw.col("_milli")).otherwise(zero),
+        "_cancelled": is_cancel.cast(nw.Int64),
+        "_cancelled_milli": nw.when(is_cancel).then(-nw.col("_milli")).otherwise(zero),
+    })
+    customers = _distinct_count(classified.filter(is_sale), ["Country"], "CustomerID", "customers")
+    return totals.join(customers, on="Country", how="left").select(
+        nw.col("Country").alias("country"),
         _int("invoices").alias("invoices"),
         _int("customers").alias("customers"),
         _int("units").alias("units"),
@@ -114,9 +132,10 @@ def sales_by_country(classified: nw.LazyFrame) -> nw.LazyFrame:
 
 def sales_by_product(classified: nw.LazyFrame) -> nw.LazyFrame:
     """One row per ``StockCode`` with at least one sale line: units, revenue, distinct invoices."""
-    totals = _sale_totals(classified, "StockCode", "stock_code")
+    sales = classified.filter(nw.col("line_kind") == SALE).with_columns(nw.lit(1, nw.Int64).alias("_counted"))
+    totals = _invoice_totals(sales, "StockCode", {"units": nw.col("Quantity").cast(nw.Int64), "_milli": nw.col("_milli")})
     return totals.select(
-        nw.col("stock_code"),
+        nw.col("StockCode").alias("stock_code"),
         _int("units").alias("units"),
         _pounds(_int("_milli")).alias("revenue"),
         _int("invoices").alias("invoices"),
