@@ -3,8 +3,13 @@
 - the run publishes every table to ``s3://…`` and the marts equal the independent computation;
 - no secret of the lake's connection appears in the run's logs, its rendered templates or its
   XComs (everything under AIRFLOW_HOME is scanned: the task logs and the metadata database);
-- a malformed lake URI, wrong keys and a missing bucket each fail the run in its first task,
-  before any cluster starts, without retries, naming the URI and the connection.
+- refused keys fail the run in its first task, before any cluster starts, without retries,
+  naming the URI and the connection, with no secret in the logs; the teardown does not run when
+  its setup failed (trigger rule ``all_done_setup_success``), and nothing is left running;
+- the first task's check, in this process, turns each bad lake (a malformed lake URI, wrong
+  keys, a missing bucket) into that same no-retry failure. (One `dags test` costs about 14 CPU
+  seconds of Airflow's own start-up; `tests/include/test_lake_s3.py` and `test_lake_location.py`
+  check the lake's messages for every bad configuration.)
 """
 
 from __future__ import annotations
@@ -47,8 +52,7 @@ def test_a_run_on_s3_publishes_and_leaks_no_secret(airflow_home, s3_server):
     assert processes_with_env(str(airflow_home)) == []
 
 
-@pytest.mark.parametrize("case", ["malformed uri", "wrong keys", "missing bucket"])
-def test_a_bad_lake_fails_the_first_task_before_any_cluster(airflow_home, s3_server, case):
+def bad_lake_env(s3_server, case: str) -> dict[str, str]:
     env = s3_server.env(prefix="bad")
     if case == "malformed uri":
         env["ETL_LAKE_URI"] = "s3://key:secret@lake/x"
@@ -56,15 +60,45 @@ def test_a_bad_lake_fails_the_first_task_before_any_cluster(airflow_home, s3_ser
         env["AIRFLOW_CONN_LAKE_DEFAULT"] = s3_server.conn_json(password="not-the-secret-key")
     else:
         env["ETL_LAKE_URI"] = "s3://no-such-bucket/x"
+    return env
+
+
+def assert_names_the_lake(message: str, env: dict[str, str], case: str) -> None:
+    if case == "malformed uri":
+        assert "ETL_LAKE_URI" in message and "secret@" not in message, message
+    else:
+        assert env["ETL_LAKE_URI"] in message and "lake_default" in message, message
+
+
+def test_refused_keys_fail_the_first_task_before_any_cluster(airflow_home, s3_server):
+    env = bad_lake_env(s3_server, "wrong keys")
     out = bin_airflow(airflow_home, "dags", "test", "olympics_etl", DS, "-c", DASK, **env)
     logs = out.stdout + out.stderr
     assert "state=failed" in logs
     assert "No cluster was started; retries cannot help" in logs
     assert "starting a local Dask cluster" not in logs and "Local Dask cluster up" not in logs
     failed = next(line for line in logs.splitlines() if "No cluster was started" in line and "raise " not in line)
-    if case == "malformed uri":
-        assert "ETL_LAKE_URI" in failed and "secret@" not in logs
-    else:
-        assert env["ETL_LAKE_URI"] in failed and "lake_default" in failed
+    assert_names_the_lake(failed, env, "wrong keys")
     assert s3_server.secret_key not in logs and "not-the-secret-key" not in logs
     assert "up_for_retry" not in logs.lower()
+    assert "Stopped the local Dask cluster" not in logs  # no teardown: its setup failed
+    assert processes_with_env(str(airflow_home)) == []
+
+
+@pytest.mark.parametrize("case", ["malformed uri", "wrong keys", "missing bucket"])
+def test_the_first_tasks_check_fails_each_bad_lake_without_retries(s3_server, monkeypatch, case):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from etl_platform.operators import StartClusterOperator
+
+    env = bad_lake_env(s3_server, case)
+    for var in ("ETL_LAKE_URI", "ETL_LAKE_CONN_ID", "AIRFLOW_CONN_LAKE_DEFAULT"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(AirflowFailException) as failed:
+        StartClusterOperator(task_id="start_cluster", backend="dask").check_lake()
+    message = str(failed.value)
+    assert message.endswith("No cluster was started; retries cannot help.")
+    assert_names_the_lake(message, env, case)
+    assert s3_server.secret_key not in message and "not-the-secret-key" not in message

@@ -58,17 +58,3 @@ def test_failed_job_still_tears_the_cluster_down(airflow_home, tmp_path):
     # its publish step never ran and no table of the lake exists.
     assert list_tables(home / "lake") == []
     assert "ingest_regions" in logs and "staged" in logs
-
-
-def test_missing_input_fails_at_once_before_any_cluster(airflow_home, tmp_path):
-    home = airflow_home
-    missing = tmp_path / "missing.csv"
-    out = bin_airflow(home, "dags", "test", "olympics_etl", DS, "-c",
-                      json.dumps({"backend": "dask", "athletes_path": str(missing)}))
-    logs = out.stdout + out.stderr
-    assert "state=failed" in logs
-    assert f"athletes_path={missing}" in logs and "ETL_DATA_DIR=" in logs and "No cluster was started" in logs
-    assert "starting a local Dask cluster" not in logs and "Local Dask cluster up" not in logs
-    # The teardown does not run when its setup failed (trigger rule all_done_setup_success): nothing to stop.
-    assert "Stopped the local Dask cluster" not in logs
-    assert processes_with_env(str(home)) == []

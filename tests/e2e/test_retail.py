@@ -8,9 +8,9 @@
 * A day file with injected bad lines (non-numeric quantity, non-numeric price, an
   ``InvoiceDate`` on another day, an impossible timestamp, a missing ``InvoiceNo``, a missing
   field) rejects exactly those lines, on both engines.
-* ``bin/airflow dags test retail_daily <day>`` on Spark (the whole DAG, its asset events), and a
-  Saturday without a file: the run succeeds at once, without a cluster, and publishes empty
-  partitions of every table.
+* ``bin/airflow dags test retail_daily <day>`` on Spark (the whole DAG, its asset events). A day
+  without a file (no cluster, empty partitions of every table) runs through the scheduler in
+  ``test_retail_scheduler.py``.
 
 The oracle (:func:`oracle_sales_by_country`, ...) is written here, from the issue's definitions,
 with the csv module and sqlite3: none of the project's code.
@@ -41,7 +41,6 @@ needs_data = pytest.mark.usefixtures("shared_data")  # missing data fails, never
 # Two real days per engine: a plain one, and the one with the two negative-price lines (rejected).
 REAL_DAYS = ("2010-12-07", "2011-08-12")
 BAD_DAY = "2011-11-16"
-SATURDAY = "2011-11-05"
 
 # ---------------------------------------------------------------- the independent computation
 
@@ -277,28 +276,3 @@ def test_dags_test_on_spark_processes_the_given_day(airflow_home, tmp_path):
     assert not any(e["empty_day"] for e in events.values())
     assert "spark (a classic session in the run's process)" in logs  # the engine that ran the jobs
     assert processes_with_env(str(airflow_home)) == [], "cluster processes left running after the run"
-
-
-def test_a_saturday_without_a_file_succeeds_with_empty_partitions(airflow_home, tmp_path):
-    from include.pipelines.retail.datasets import TABLE_SCHEMAS
-
-    landing = tmp_path / "landing"  # exists, holds no file for the day
-    landing.mkdir()
-    t0 = time.monotonic()
-    out = bin_airflow(airflow_home, "dags", "test", "retail_daily", SATURDAY, "-c",
-                      json.dumps({"backend": "spark", "landing_dir": str(landing)}), timeout=600)
-    elapsed = time.monotonic() - t0
-    logs = out.stdout + out.stderr
-    assert out.returncode == 0 and "state=success" in logs, logs[-4000:]
-    assert f"No landing file for {SATURDAY}" in logs and "a day without trading" in logs
-    assert "Spark in this process" not in logs and "Spark Connect" not in logs, "an engine was started for an empty day"
-    part = airflow_home / "lake" / "retail"
-    for table, columns in TABLE_SCHEMAS.items():
-        path = part / table / f"ds={SATURDAY}"
-        assert read_table(path) == [], table
-        assert [n for n, _ in _schema(path)] == [c for c, _ in columns], table
-    events = _events(airflow_home, SATURDAY)
-    assert set(events) == {"invoice_lines", "enriched_lines", "sales_by_country", "sales_by_product"}, events
-    for event in events.values():
-        assert event["empty_day"] is True and event["rows"] == 0 and "a day without trading" in event["reason"]
-    print(f"empty day through dags test: {elapsed:.1f} s (of which Airflow's own dags test start)")

@@ -7,7 +7,9 @@ the same factory with a `WeekWindow`), over a landing directory holding copies o
 of the week 2010-12-06 .. 2010-12-12 (the Saturday 2010-12-11 has no file). On Dask:
 
 * a backfill of the week's 7 daily runs (`POST /api/v2/backfills`, two runs at a time): 6 days
-  with their marts, the Saturday published as an empty day without a cluster;
+  with their marts, the Saturday published as an empty day without a cluster (its log says why,
+  every table has an empty partition of its declared columns, and every event says
+  ``empty_day``);
 * `retail_weekly` is created only once all 7 days have published (never while the backfill is
   under way), runs once, and its `weekly_sales_by_country` equals SQL over the 6 raw files,
   with distinct counts over the whole week; its report is written beside it;
@@ -39,6 +41,7 @@ from tests.e2e.airflow_env import project_env
 from tests.e2e.stack import Api, Stack, free_port, wait
 from tests.e2e.test_retail import (
     DAYS_DIR,
+    _schema,
     needs_data,
     oracle_db,
     oracle_period_by_country,
@@ -163,6 +166,7 @@ def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployme
     last_daily = max(r["end_date"] for r in runs.values())
     events = _day_events(home)
     assert sorted(events) == WEEK, events  # every day emitted its event, the empty day too
+    _assert_an_empty_day(home, runs[NO_FILE]["run_id"])
 
     def weekly_done(n):
         weekly = _runs(home, "retail_weekly")
@@ -219,6 +223,27 @@ def test_backfilled_week_rolls_up_once_complete_and_again_after_a_rerun(deployme
     assert all(json.loads(x)["trading_days"] == 6 and json.loads(x)["empty_days"] == 1 for _, x in marts), marts
     rerun_s = time.monotonic() - t1
     print(f"backfill of 7 days {backfill_s:.0f} s, rollup {rollup_s:.0f} s later, re-run + rollup {rerun_s:.0f} s")
+
+
+def _assert_an_empty_day(home: Path, run_id: str) -> None:
+    """The day without a file: its log says why, every table has an empty partition of its
+    declared columns, and each of its events says it is an empty day."""
+    from include.pipelines.retail.datasets import TABLE_SCHEMAS
+
+    logs = "".join(f.read_text(errors="replace") for f in (home / "logs" / "dag_id=retail_daily").glob(
+        f"run_id={run_id}/task_id=*/attempt=*.log"))
+    assert f"No landing file for {NO_FILE}" in logs and "a day without trading" in logs, logs[-3000:]
+    for table, columns in TABLE_SCHEMAS.items():
+        path = home / "lake" / "retail" / table / f"ds={NO_FILE}"
+        assert read_table(path) == [], table
+        assert [n for n, _ in _schema(path)] == [c for c, _ in columns], table
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        extras = dict(db.execute("SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                                 "WHERE e.partition_key = ?", (NO_FILE,)).fetchall())
+    assert {uri.rsplit("/", 1)[-1] for uri in extras} == {"invoice_lines", "enriched_lines", "sales_by_country",
+                                                          "sales_by_product"}, extras
+    for extra in map(json.loads, extras.values()):
+        assert extra["empty_day"] is True and extra["rows"] == 0 and "a day without trading" in extra["reason"], extra
 
 
 def _wait_run(home: Path, stack: Stack, dag_id: str, what: str, match, timeout: float = 180) -> dict:
