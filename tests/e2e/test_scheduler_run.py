@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import DATA, ROOT
-from tests.e2e.airflow_env import bin_airflow, project_env
+from tests.e2e.airflow_env import project_env
 from tests.e2e.expected import assert_marts_match
 from tests.e2e.stack import Api, Stack, free_port, stop_group, wait
 from tests.procs import processes_with_env
@@ -37,11 +37,11 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home, engine
     stack = Stack(home)
     stack.start("run", [str(ROOT / "bin" / "run")], project_env(home, **extra))
     try:
-        wait("the DAG to be parsed", lambda: _query(home, "select 1 from dag where dag_id='olympics_etl'"), 240, stack)
-        assert bin_airflow(home, "dags", "unpause", "olympics_etl", **extra).returncode == 0
-        out = bin_airflow(home, "dags", "trigger", "olympics_etl", "--logical-date", "2024-07-08T00:00:00+00:00",
-                          "-c", '{"backend": "dask"}', **extra)
-        assert out.returncode == 0, out.stderr[-3000:]
+        api = Api(port, home)
+        wait("the DAG to be parsed", lambda: api("GET", "dags/olympics_etl")["dag_id"], 240, stack)
+        assert api("PATCH", "dags/olympics_etl", {"is_paused": False})["is_paused"] is False
+        run = api("POST", "dags/olympics_etl/dagRuns", {"logical_date": "2024-07-08T00:00:00Z", "conf": {"backend": "dask"}})
+        assert run["run_type"] == "manual", run
 
         def finished():
             runs = _query(home, "select run_type, state, logical_date from dag_run where dag_id='olympics_etl'")
@@ -58,7 +58,6 @@ def test_scheduled_and_triggered_runs_through_the_scheduler(airflow_home, engine
         assert_marts_match(home / "lake", scheduled_ds, DATA)
         assert processes_with_env(str(home)) == [], "a run started an engine of its own"
         # Both runs ran on the runtime's engine, which is still the same one and still runs.
-        api = Api(port, home)
         for run_id, in _query(home, "select run_id from dag_run where dag_id='olympics_etl'"):
             handle = api("GET", f"dags/olympics_etl/dagRuns/{quote(run_id, safe='')}/taskInstances/start_cluster/"
                                 "xcomEntries/return_value")["value"]

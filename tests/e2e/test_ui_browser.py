@@ -1,7 +1,7 @@
 """The Airflow UI in a real browser: login, a trigger form, and a real retail report opened from the lake browser.
 
-A deployment like `make run` (api-server, scheduler, dag-processor; SQLite; a fresh AIRFLOW_HOME
-on a free loopback port) over a lake this test fills with the retail pipeline's real jobs, in
+A deployment like `make run` without its scheduler (api-server and dag-processor; SQLite; a
+fresh AIRFLOW_HOME on a free loopback port: the test opens a trigger form, it runs nothing) over a lake this test fills with the retail pipeline's real jobs, in
 this process: one ISO week of the shared data set (:data:`WEEK`: six days with a file,
 among them the day with the two negative-price lines the contract rejects, and a Saturday
 without a file) through ``retail.ingest_day`` >> ``retail.enrich`` >> ``retail.marts`` (or
@@ -182,7 +182,8 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def deployment(migrated_home_template, tmp_path_factory):
-    with ui_deployment(migrated_home_template, tmp_path_factory.mktemp("ui-browser"), [DAG_FILE]) as d:
+    with ui_deployment(migrated_home_template, tmp_path_factory.mktemp("ui-browser"), [DAG_FILE],
+                       components=("api-server", "dag-processor")) as d:  # nothing runs: no scheduler
         # The lake browser reads the lake on each request: fill it while the components boot.
         t = time.monotonic()
         rollup = _build_lake(d.lake)
