@@ -114,6 +114,9 @@ def worker_env(workdir: Path | None = None) -> dict[str, str]:
     # their nannies) took 10 % of a core, 2.7 % with these (docs/runtime.md, "Dask cluster notes").
     env.setdefault("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL", "1s")
     env.setdefault("DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL", "2s")
+    # The memory monitor polls every worker's process tree 10 times a second: half the rest.
+    # Spill and pause are also checked whenever data is stored; only the nanny's restart at 95 % waits.
+    env.setdefault("DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL", "500ms")
     paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
