@@ -192,7 +192,7 @@ class Lake:
 
     def _commit_files(self, table: str, ds: str, files: list, info: Mapping[str, str]) -> dict[str, Any]:
         """One Delta commit: ``files`` (relative path, size, rows) become ``table``'s ``ds`` partition."""
-        from deltalake import CommitProperties, DeltaTable
+        from deltalake import CommitProperties
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction
 
@@ -214,9 +214,10 @@ class Lake:
                 if attempt == 3:
                     raise
                 log.info("commit to %s ds=%s conflicted with another writer (%s): trying again", uri, ds, exc)
-        version = self._landed(table, info["staged"]) if info.get("staged") else None
+        table_obj.update_incremental()  # to the commit just made (and any later one): no second load of the log
+        version = self._landed(table, info["staged"], table_obj) if info.get("staged") else None
         if version is None:
-            version = DeltaTable(uri, storage_options=self._options()).version()
+            version = table_obj.version()
         log.info("committed %s ds=%s: %s rows in %s file(s), replacing %s rows (version %s)", uri, ds, rows, len(adds),
                  replaced, version)
         return {"table": table, "uri": uri, "version": version, "rows": rows, "files": len(adds)}
@@ -286,10 +287,11 @@ class Lake:
             pass
         return done
 
-    def _landed(self, table: str, staged: str) -> int | None:
-        """The version of the commit of ``staged`` into ``table`` among its latest commits, or None."""
+    def _landed(self, table: str, staged: str, table_obj: Any = None) -> int | None:
+        """The version of the commit of ``staged`` into ``table`` among its latest commits, or None.
+        ``table_obj``: the table's ``DeltaTable``, already at its latest version."""
         try:
-            history = self.delta(table).history(limit=50)
+            history = (table_obj or self.delta(table)).history(limit=50)
         except FileNotFoundError:
             return None
         return next((h.get("version") for h in history if h.get("staged") == staged), None)
