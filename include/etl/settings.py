@@ -31,12 +31,13 @@ variable                   meaning                                              
 ``ETL_RUNTIME_DIR``        where the runtime's engines write their handles; runs  unset (``bin/run``:
                            without a connection attach to them                    ``$AIRFLOW_HOME/runtime``)
 ``ETL_RUNTIME_ENGINES``    the engines ``make run`` starts and owns               ``dask,spark``
-``ETL_SPARK_JAVA_OPTIONS`` extra JVM options of every Spark JVM the platform      (none: the JVM's defaults;
-                           starts (local server, a one-off run's session, spark-  a one-off run's session:
-                           submit drivers and executors), e.g. ``-XX:TieredStop   ``-XX:TieredStopAtLevel=1
-                           AtLevel=1 -XX:+UseSerialGC``: half the CPU of small    -XX:+UseSerialGC``)
-                           jobs on a small machine (docs/runtime.md); with
-                           ``-Xshare...`` no class-data archive is added
+``ETL_SPARK_JAVA_OPTIONS`` extra JVM options of every Spark JVM the platform      (none: the JVM's defaults
+                           starts (local server, a one-off run's session, spark-  with ``-XX:+UseParallel
+                           submit drivers and executors), e.g. ``-XX:TieredStop   GC``; a one-off run's
+                           AtLevel=1 -XX:+UseSerialGC``: half the CPU of small    session: ``-XX:TieredStop
+                           jobs on a small machine (docs/runtime.md); with        AtLevel=1 -XX:+UseSerial
+                           ``-Xshare...`` no class-data archive is added, with    GC``)
+                           a ``-XX:+Use...GC`` not the parallel collector
 ``ETL_SPARK_DRIVER_MEMORY`` heap of the local Spark server's JVM and of a one-off ``640MiB`` (Spark's own
                            run's session, which run Spark's tasks (local mode)    default is 1 GiB)
 ``ETL_DASK_THIN_TASKS``    Dask jobs run their driver on a cluster worker, so     ``true``

@@ -191,8 +191,10 @@ def test_spark_java_options_reach_the_local_servers_command(tmp_path):
     command = server_command(settings, tmp_path, 15002, 4040, tmp_path)
     java_opts = command[command.index("--driver-java-options") + 1]
     assert java_opts.startswith("-Dlog4j2.configurationFile=file:") and java_opts.endswith(opts.strip())
+    assert "UseParallelGC" not in java_opts  # the user's collector, not two
     plain = server_command(Settings.from_env({}), tmp_path, 15002, 4040, tmp_path)
     assert "TieredStopAtLevel" not in " ".join(plain)
+    assert "-XX:+UseParallelGC" in plain[plain.index("--driver-java-options") + 1].split()  # under 1 GiB at 5 M rows
     assert plain[plain.index("--driver-memory") + 1] == "640m"  # 5 M rows: the JVM stays under 1 GiB resident
     bigger = server_command(Settings.from_env({"ETL_SPARK_DRIVER_MEMORY": "2GiB"}), tmp_path, 15002, 4040, tmp_path)
     assert bigger[bigger.index("--driver-memory") + 1] == "2048m"

@@ -21,7 +21,7 @@ import pytest
 
 from include.etl.clusters import spark_local
 from include.etl.clusters.spark_in_process import ONE_OFF_JAVA_OPTIONS
-from include.etl.clusters.spark_local import cds_archive, cds_archive_path, jvm_options, make_cds_archive
+from include.etl.clusters.spark_local import DEFAULT_GC, cds_archive, cds_archive_path, jvm_options, make_cds_archive
 from include.etl.settings import PROJECT_ROOT, Settings
 
 LOG4J = Path("/tmp/log4j2.properties")
@@ -61,14 +61,14 @@ def test_a_recorded_archive_goes_into_the_jvm_options_before_the_users(fake):
     user = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
     opts = jvm_options(Settings.from_env({"ETL_SPARK_JAVA_OPTIONS": user}), LOG4J, fake)
     assert opts == f"-Dlog4j2.configurationFile=file:{LOG4J} -Xshare:auto -XX:SharedArchiveFile={archive} {user}"
-    assert jvm_options(Settings.from_env({}), LOG4J, fake).endswith(f"-XX:SharedArchiveFile={archive}")
+    assert jvm_options(Settings.from_env({}), LOG4J, fake).endswith(f"-XX:SharedArchiveFile={archive} {DEFAULT_GC}")
     # The runtime's server gets the same
     command = spark_local.server_command(Settings.from_env({"ETL_SPARK_JAVA_OPTIONS": user}), fake, 15002, 4040, fake)
     assert command[command.index("--driver-java-options") + 1] == opts.replace(str(LOG4J), str(fake / "log4j2.properties"))
 
 
 def test_no_archive_no_option(fake):
-    assert jvm_options(Settings.from_env({}), LOG4J, fake) == f"-Dlog4j2.configurationFile=file:{LOG4J}"
+    assert jvm_options(Settings.from_env({}), LOG4J, fake) == f"-Dlog4j2.configurationFile=file:{LOG4J} {DEFAULT_GC}"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "no record", "bad record", "jar replaced", "jar added"])
@@ -95,7 +95,7 @@ def test_an_archive_that_does_not_match_its_record_or_its_jars_is_not_used(fake,
 def test_the_users_own_sharing_options_win(fake, own):
     _record(fake)
     opts = jvm_options(Settings.from_env({"ETL_SPARK_JAVA_OPTIONS": own}), LOG4J, fake)
-    assert opts == f"-Dlog4j2.configurationFile=file:{LOG4J} {own}"
+    assert opts == f"-Dlog4j2.configurationFile=file:{LOG4J} {DEFAULT_GC} {own}"
 
 
 # A child process: an in-process session (as `airflow dags test` starts it), one query, the JVM
