@@ -29,13 +29,8 @@ export DASK_LOGGING="${DASK_LOGGING:-$ETL_DASK_LOGGING}"
 export ETL_LAKE_ROOT="${ETL_LAKE_ROOT:-$ROOT/lake}"
 # On SQLite (the embedded default) every Airflow process waits up to 60 s for the DB's lock,
 # not sqlite3's 5 s: a year's backfill created under load crashed the scheduler otherwise.
-# A task's requests to the execution API wait as long (Airflow's default is 5 s): a request the
-# api-server was still serving (waiting for that lock, or building its routes on its first
-# request: 5.2 s once under load) was sent again while the first one held the write lock, and
-# the api-server answered nothing more (docs/runtime.md, "Start").
 case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" in
-  sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS:-include.etl.sqlite_db.CONNECT_ARGS}"
-           export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="${AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT:-60}" ;;
+  sqlite*) export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS:-include.etl.sqlite_db.CONNECT_ARGS}" ;;
 esac
 
 # Defaults of the embedded runtime (`make run` / bin/run only, see docs/runtime.md): sized for a
