@@ -216,3 +216,62 @@ def test_components_get_sigterm_when_the_supervisor_is_killed(home):
                 except ProcessLookupError:
                     pass
         kill_started_under(str(home))
+
+
+def _load_supervise():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("supervise_under_test", ROOT / "bin" / "supervise.py")
+    mod = sys.modules["supervise_under_test"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ready_only_after_the_execution_api_is_warm():
+    """The banner waits for the api-server's first /execution request, made by the supervisor, not a task."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+    release = threading.Event()
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            seen.append(self.path)
+            if self.path == "/execution/health":
+                release.wait(20)  # Cadwyn building its routes
+            body = json.dumps({k: {"status": "healthy"} for k in
+                               ("metadatabase", "scheduler", "triggerer", "dag_processor")}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check = _load_supervise().ready_check(f"http://127.0.0.1:{server.server_address[1]}")
+        assert check() is False, "ready before the execution API was warmed"
+        assert _wait(lambda: "/execution/health" in seen, 10), seen
+        assert check() is False, "ready while the execution API is still building"
+        release.set()
+        assert _wait(check, 10), "never ready once the execution API answered"
+        assert seen.count("/execution/health") == 1, seen
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_not_ready_while_the_api_server_does_not_answer():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(OSError):
+        _load_supervise().ready_check(f"http://127.0.0.1:{port}")()
