@@ -33,6 +33,9 @@ BOM = b"\xef\xbb\xbf"
 # that the planner and a block's parse see the same bytes.
 RECORD_WINDOW = 1 << 20
 _HEADER_WINDOW = 1 << 20
+# Up to this many lines with an odd quote count in a buffer, its quotes are checked run by run
+# (views of the quote positions); beyond, each quote is numbered within its line (see nonsimple_lines).
+FEW_ODD_LINES = 256
 
 
 @functools.cache
@@ -104,30 +107,38 @@ def nonsimple_lines(buf, starts, fmt: FileFormat):
     bad = np.zeros(n_lines, dtype=bool)
     quotes = np.flatnonzero(buf == quote)
     if len(quotes):
-        first = np.searchsorted(quotes, starts)  # index of each line's first quote
-        counts = np.diff(np.append(first, len(quotes)))
-        bad |= (counts & 1).astype(bool)
-        # Quote k of the file is the (k - first[line])-th of its line: even ones open a quoted run.
-        if bad.any():  # some line has an odd count: number the quotes within each line
+        bounds = np.append(np.searchsorted(quotes, starts), len(quotes))  # index of each line's first quote, and the end
+        odd = np.flatnonzero(np.diff(bounds) & 1)
+        bad[odd] = True
+        # Quote k is the (k - bounds[line])-th of its line: even ones open a quoted run.
+        if len(odd) <= FEW_ODD_LINES:
+            # So from a line's start up to the end of the next line with an odd count, the quotes
+            # alternate opening and closing from the first one: one run each (views, no copies).
+            cuts = np.concatenate([[0], bounds[odd + 1], [len(quotes)]])
+            runs = [(quotes[a:b:2], quotes[a + 1:b:2]) for a, b in itertools.pairwise(cuts.tolist()) if b > a]
+        else:  # number the quotes within each line
             parity = np.zeros(len(quotes), dtype=np.uint8)
             parity[1::2] = 1
-            opens = parity == np.repeat((first & 1).astype(np.uint8), counts)
-            opening, closing = quotes[opens], quotes[~opens]
-        else:  # every line holds an even count: a line's first quote has an even number in the block
-            opening, closing = quotes[0::2], quotes[1::2]
+            opens = parity == np.repeat((bounds[:-1] & 1).astype(np.uint8), np.diff(bounds))
+            runs = [(quotes[opens], quotes[~opens])]
         other = _lut(tuple(sorted(set(range(256)) - {delim, LF, CR, quote})))  # bytes that are no field boundary
-        # Quotes are sorted: only the first can be at 0, only the last at the end (views, no copies).
-        opening = opening[1:] if len(opening) and opening[0] == 0 else opening
-        closing = closing[:-1] if len(closing) and closing[-1] == len(buf) - 1 else closing
-        wrong_open = opening[other[buf[opening - 1]]]
-        wrong_close = closing[other[buf[closing + 1]]]
-        for wrong in (wrong_open, wrong_close):
-            if len(wrong):
-                bad[np.searchsorted(starts, wrong, side="right") - 1] = True
+        wrong = np.concatenate([_misplaced(buf, opening, closing, other) for opening, closing in runs])
+        if len(wrong):
+            bad[np.searchsorted(starts, wrong, side="right") - 1] = True
     nul = np.flatnonzero(buf == 0) if len(buf) and buf.min() == 0 else ()  # (min: a cheap test for no NUL)
     if len(nul):
         bad[np.searchsorted(starts, nul, side="right") - 1] = True
     return np.flatnonzero(bad)
+
+
+def _misplaced(buf, opening, closing, other):
+    """The opening quotes after a byte that is no field boundary and the closing ones before such a byte."""
+    import numpy as np
+
+    # Quotes are sorted: only the first can be at 0, only the last at the end (views, no copies).
+    opening = opening[1:] if len(opening) and opening[0] == 0 else opening
+    closing = closing[:-1] if len(closing) and closing[-1] == len(buf) - 1 else closing
+    return np.concatenate([opening[other[buf[opening - 1]]], closing[other[buf[closing + 1]]]])
 
 
 @dataclass(frozen=True)

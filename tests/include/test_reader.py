@@ -356,3 +356,40 @@ def test_blocks_split_only_at_record_boundaries(tmp_path):
         assert data[b.offset:].startswith(b"%d," % int(data[b.offset:].split(b",")[0]))
         assert data.count(b"\n", 0, b.offset) + 1 == b.first_line
     assert sum(b.length for b in blocks) == len(data) - header.data_offset
+
+
+def _nonsimple_reference(data: bytes, fmt: FileFormat) -> list[int]:
+    """nonsimple_lines' definition, one line at a time: a NUL, an odd quote count, or a quote that
+    opens a quoted run after a byte that is no field boundary (or closes one before such a byte)."""
+    import re
+
+    boundary = {ord(fmt.delimiter), ord(fmt.quote), 10, 13}
+    out, pos = [], 0
+    for index, line in enumerate(re.findall(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", data)):
+        quotes = [pos + i for i, b in enumerate(line) if b == ord(fmt.quote)]
+        misplaced = any(
+            (q > 0 and data[q - 1] not in boundary) if k % 2 == 0 else (q + 1 < len(data) and data[q + 1] not in boundary)
+            for k, q in enumerate(quotes))
+        if b"\0" in line or len(quotes) % 2 or misplaced:
+            out.append(index)
+        pos += len(line)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("few", [256, -1])  # the quotes checked run by run, or numbered within each line
+def test_nonsimple_lines_match_their_definition(monkeypatch, seed, few):
+    import numpy as np
+
+    from include.etl import csvfile
+
+    monkeypatch.setattr(csvfile, "FEW_ODD_LINES", few)
+    rng = random.Random(seed)
+    fmt = FileFormat()
+    pieces = [b"a", b"bc", b",", b",", b'"', b'"', b'""', b"\n", b"\r\n", b"\r", b"\0"]
+    for _ in range(40):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 120)))
+        buf = np.frombuffer(data, dtype=np.uint8)
+        starts, _, _ = csvfile.line_spans(buf, data)
+        got = csvfile.nonsimple_lines(buf, starts, fmt).tolist()
+        assert got == _nonsimple_reference(data, fmt), data
