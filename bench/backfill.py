@@ -25,6 +25,9 @@ cost a few seconds and overlap the others) unless the range is the year itself.
     .venv/bin/python bench/backfill.py --backend dask                      # the whole year
     .venv/bin/python bench/backfill.py --backend spark --from 2011-03-01 --to 2011-03-31
 
+``--set KEY=VALUE`` adds to ``bin/run``'s environment (for example
+``AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.1``); ``--out DIR`` writes the result file elsewhere.
+
 Results: ``bench/results/backfill-<backend>-runtime-<from>-<to>.json`` and a Markdown table on
 stdout (the ``-shared-`` and ``-per_run-`` files there were measured before the runtime owned the
 engines, with the reuse modes since removed). ``bin/run`` is stopped with SIGTERM at the end (it
@@ -71,7 +74,7 @@ def default_data_dir() -> Path:
 
 
 class Deployment:
-    def __init__(self, base: Path, backend: str, data_dir: Path):
+    def __init__(self, base: Path, backend: str, data_dir: Path, extra: dict[str, str] | None = None):
         self.base, self.home = base, base / "airflow"
         dags = base / "dags"
         dags.mkdir(parents=True)
@@ -85,6 +88,7 @@ class Deployment:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5", AIRFLOW__CORE__LOAD_EXAMPLES="False",
             ETL_RUNTIME_ENGINES=backend,  # bin/run's runtime ($AIRFLOW_HOME/runtime) owns this backend's engine only
         )
+        self.env.update(extra or {})
         self.backend = backend
         self.proc: subprocess.Popen | None = None
 
@@ -201,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-active-runs", type=int, default=2, help="backfill runs at a time (2 cores here)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--keep", action="store_true", help="keep the deployment's directory (logs, lake, DB)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra environment for bin/run")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory of the result file")
     args = parser.parse_args(argv)
     landing = args.data_dir / "retail" / "by-day"
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"no landing file in {landing} between {args.start} and {args.end}")
     base = Path(tempfile.mkdtemp(prefix=f"bench-backfill-{args.backend}-"))
-    dep = Deployment(base, args.backend, args.data_dir)
+    dep = Deployment(base, args.backend, args.data_dir, dict(item.partition("=")[::2] for item in args.set))
     load0 = os.getloadavg()[0]
     t_setup = time.monotonic()
     try:
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "year_measured": len(files) == YEAR_TRADING_DAYS,
         "cpus": os.cpu_count(), "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     })
-    out_dir = ROOT / "bench" / "results"
+    out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"backfill-{args.backend}-runtime-{args.start}-{args.end}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
