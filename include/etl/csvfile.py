@@ -47,8 +47,8 @@ def _lut(values: tuple[int, ...]) -> Any:
     return lut
 
 
-def line_spans(buf, data: bytes | None = None) -> tuple[Any, Any, Any]:
-    """``(starts, ends, nexts)`` of the physical lines of ``buf`` (a uint8 array over the bytes ``data``).
+def line_spans(buf) -> tuple[Any, Any, Any]:
+    """``(starts, ends, nexts)`` of the physical lines of ``buf`` (a uint8 array of the bytes).
 
     A line ends at LF, CR or CRLF; ``ends`` excludes the terminator, ``nexts`` is where the
     next line starts. A final line without a terminator counts; nothing after the last
@@ -57,9 +57,7 @@ def line_spans(buf, data: bytes | None = None) -> tuple[Any, Any, Any]:
     import numpy as np
 
     n = len(buf)
-    if data is None or len(data) != n:
-        data = buf.tobytes()
-    crs = data.count(b"\r")
+    crs = np.count_nonzero(buf == CR)
     lf = np.flatnonzero(buf == LF)
     if crs == 0:  # LF throughout: the common, fast case
         return _finish_spans(lf, lf + 1, n)
@@ -365,20 +363,18 @@ def survey_block(path: str, block: Block, fmt: FileFormat) -> BlockLines:
     """
     import numpy as np
 
-    with open(path, "rb") as f:
-        f.seek(block.offset)
-        data = f.read(block.length)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    tail = len(data) - RECORD_WINDOW
+    buf = read_array(path, block.offset, block.length)
+    tail = len(buf) - RECORD_WINDOW
     lf = np.flatnonzero(buf == LF) if tail > 0 else ()
     crs = np.count_nonzero(buf == CR) if tail > 0 else -1
     if crs == 0 or crs > 0 and crs == np.count_nonzero(buf[lf[lf > 0] - 1] == CR):  # no line ends at a bare CR
-        lines = len(lf) + (data[-1:] != b"\n")
-        start = data.find(b"\n", tail - 1) + 1 or len(data)  # the first line start at or after ``tail``
-        starts, _, _ = line_spans(buf[start:], data[start:])
+        lines = len(lf) + int(buf[-1] != LF)
+        after = np.searchsorted(lf, tail - 1)
+        start = int(lf[after]) + 1 if after < len(lf) else len(buf)  # the first line start at or after ``tail``
+        starts, _, _ = line_spans(buf[start:])
         if not len(nonsimple_lines(buf[start:], starts, fmt)):
             return BlockLines(lines, [], complete=False)
-    starts, _, _ = line_spans(buf, data)
+    starts, _, _ = line_spans(buf)
     odd = nonsimple_lines(buf, starts, fmt)
     return BlockLines(len(starts), [(int(i), block.offset + int(starts[i])) for i in odd])
 
@@ -440,6 +436,23 @@ def _blocks_from_bounds(bounds: list[tuple[int, int]], size: int, nonsimple: lis
                 tuple(nonsimple[bisect.bisect_left(nonsimple, start):bisect.bisect_left(nonsimple, end)])
             blocks.append(Block(start, end - start, first, mine))
     return blocks
+
+
+def read_array(path: str, offset: int, length: int) -> Any:
+    """``length`` bytes of ``path`` from ``offset`` (fewer at its end) as a uint8 array: NumPy backs a large
+    array with huge pages where the kernel allows, so reading 64 MiB costs about half what a ``bytes`` does."""
+    import numpy as np
+
+    buf = np.empty(length, dtype=np.uint8)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        view, got = memoryview(buf), 0
+        while got < length:
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    return buf[:got]
 
 
 def read_block_bytes(path: str, block: Block) -> tuple[bytes, Any]:

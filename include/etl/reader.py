@@ -109,7 +109,7 @@ def parse_bytes(block: bytes, first_line: int, source: str, header: Header, data
     from include.etl.csvfile import line_spans
 
     codec = dataset.format.python_encoding
-    starts, ends, _ = line_spans(np.frombuffer(block, dtype=np.uint8), block)
+    starts, ends, _ = line_spans(np.frombuffer(block, dtype=np.uint8))
     data, slow, simple = _slow_records(block, starts, ends, dataset, nonsimple, lookahead)
     simple_idx = np.flatnonzero(simple)
     table, invalid = _read_fields(_pyarrow_body(block, data, starts, ends, simple_idx, codec, not slow),
