@@ -55,11 +55,11 @@ def parse_bytes_timed(clk: Clock, block: bytes, first_line: int, source: str, he
     from include.etl.reader import _pyarrow_body, _read_fields, _slow_records, output_schema
 
     codec = dataset.format.python_encoding
-    starts, ends, _ = line_spans(np.frombuffer(block, dtype=np.uint8))
+    starts, ends, nexts = line_spans(np.frombuffer(block, dtype=np.uint8))
     clk.tick("parse: line spans again (record boundaries)")
     data, slow, simple = _slow_records(block, starts, ends, dataset, nonsimple, lookahead)
     simple_idx = np.flatnonzero(simple)
-    body = _pyarrow_body(block, data, starts, ends, simple_idx, codec, not slow)
+    body = _pyarrow_body(block, slow, starts, nexts, codec)
     clk.tick("parse: quote pre-scan (unless surveyed) + slow records (csv module) + body")
     table, invalid = _read_fields(body, header, dataset)
     clk.tick("parse: pyarrow read_csv (split fields)")

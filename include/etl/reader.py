@@ -109,11 +109,10 @@ def parse_bytes(block: bytes, first_line: int, source: str, header: Header, data
     from include.etl.csvfile import line_spans
 
     codec = dataset.format.python_encoding
-    starts, ends, _ = line_spans(np.frombuffer(block, dtype=np.uint8))
+    starts, ends, nexts = line_spans(np.frombuffer(block, dtype=np.uint8))
     data, slow, simple = _slow_records(block, starts, ends, dataset, nonsimple, lookahead)
     simple_idx = np.flatnonzero(simple)
-    table, invalid = _read_fields(_pyarrow_body(block, data, starts, ends, simple_idx, codec, not slow),
-                                  header, dataset)
+    table, invalid = _read_fields(_pyarrow_body(block, slow, starts, nexts, codec), header, dataset)
     # pyarrow's rows are the simple lines in order, less the invalid ones (numbered among them).
     width = len(header.names)
     for number, count, _text in invalid:
@@ -188,12 +187,16 @@ def _slow_records(block: bytes, starts: Any, ends: Any, dataset: Dataset, nonsim
     return data, slow, simple
 
 
-def _pyarrow_body(block: bytes, data: bytes, starts: Any, ends: Any, simple_idx: Any, codec: str, whole: bool) -> bytes:
-    """The simple lines as UTF-8 text for pyarrow: the block itself when every line is simple and UTF-8."""
-    if whole and codec in ("utf-8", "ascii"):
-        return block
-    body = b"\n".join(data[int(starts[i]) : int(ends[i])] for i in simple_idx)
-    return body if codec in ("utf-8", "ascii") else body.decode(codec).encode("utf-8")
+def _pyarrow_body(block: bytes, slow: list, starts: Any, nexts: Any, codec: str) -> bytes:
+    """The block less the lines of the ``slow`` records, as UTF-8 text for pyarrow: its simple lines as in the
+    file (with their line ends) and its empty ones, which pyarrow skips without counting them as rows."""
+    if slow:  # cut whole lines out: a few slices, not one per line (a block of 450 k lines: 0.6 s)
+        view, kept, pos = memoryview(block), [], 0
+        for first, last in sorted((r[0], r[1]) for r in slow):
+            kept.append(view[pos : int(starts[first])])
+            pos = int(nexts[last])
+        block = b"".join([*kept, view[pos:]])
+    return block if codec in ("utf-8", "ascii") else block.decode(codec).encode("utf-8")
 
 
 def _read_fields(body: Any, header: Header, dataset: Dataset) -> tuple[Any, list[tuple[int, int, str]]]:

@@ -98,6 +98,12 @@ def test_encodings(tmp_path, encoding):
     table = read(path, one_column(Column("v"), encoding=encoding))
     assert rejects(table) == []
     assert table["v"].to_pylist() == [names, "plain"]
+    # With a record the csv module reads (a quoted line break) and an empty line: pyarrow gets the rest.
+    path = write(tmp_path, f'id,v\n1,{names}\n\n2,"{names}\nbreak"\n3,{names}\n'.encode(encoding), "slow.csv")
+    table = read(path, one_column(Column("v"), encoding=encoding))
+    assert rejects(table) == []
+    assert table["v"].to_pylist() == [names, f"{names}\nbreak", names]
+    assert table["_line"].to_pylist() == [2, 4, 6]
 
 
 def test_invalid_bytes_reject_only_their_record_and_a_valid_replacement_character_is_kept(tmp_path):
