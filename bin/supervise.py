@@ -52,9 +52,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from include.etl.clusters import group_members  # noqa: E402
+from include.etl.clusters import die_with_parent, group_members  # noqa: E402
 
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 COMPONENTS: list[tuple[str, list[str]]] = [
@@ -76,10 +75,6 @@ def _prctl(option: int, value: int) -> bool:
         return _LIBC is not None and _LIBC.prctl(option, value, 0, 0, 0) == 0
     except AttributeError:
         return False
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def say(msg: str) -> None:
@@ -114,7 +109,7 @@ class Supervisor:
         for index, comp in enumerate(self.components):
             comp.proc = subprocess.Popen(
                 comp.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent, cwd=ROOT,
+                start_new_session=True, preexec_fn=die_with_parent, cwd=ROOT,
             )
             os.set_blocking(comp.proc.stdout.fileno(), False)
             self._sel.register(comp.proc.stdout, selectors.EVENT_READ, comp)
@@ -292,7 +287,7 @@ class Supervisor:
         for _ in range(5):  # processes can fork while being killed
             leftovers = [p.pid for p in self._remember_descendants() if _alive(p.pid)]
             for comp in live:
-                leftovers += _group_members(comp.proc.pid)
+                leftovers += group_members({comp.proc.pid})
                 _killpg(comp.proc.pid, signal.SIGKILL)
             for pid in leftovers:
                 if _kill(pid, signal.SIGKILL):
@@ -332,7 +327,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             self._pump(0.1)
             self._reap_orphans()
-            if any(c.proc.poll() is None or _group_members(c.proc.pid) for c in comps):
+            if any(c.proc.poll() is None or group_members({c.proc.pid}) for c in comps):
                 continue
             if descendants_too and any(_alive(p.pid) for p in self._remember_descendants()
                                        if p.pid not in others and _pgid(p.pid) not in others and p.pid not in engines):
@@ -361,11 +356,6 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    return group_members({pgid})
 
 
 def _alive(pid: int) -> bool:
