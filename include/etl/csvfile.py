@@ -18,6 +18,7 @@ import csv
 import functools
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -153,26 +154,35 @@ def _csv_dialect(fmt: FileFormat) -> dict[str, Any]:
     return {"delimiter": fmt.delimiter, "quotechar": fmt.quote, "doublequote": True, "strict": True}
 
 
-def scan_record(window: bytes, fmt: FileFormat) -> Record:
-    """The record starting at ``window[0]``, read by the ``csv`` module (strict), at most
-    ``fmt.max_record_lines`` physical lines. A record that cannot be read is its first line
-    alone, with the reason; reading goes on after that line.
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")  # one physical line, with its line end (as bytes.splitlines)
+
+
+def scan_record(window: bytes, fmt: FileFormat, start: int = 0, end: int | None = None) -> Record:
+    """The record starting at ``window[start]``, read by the ``csv`` module (strict), at most
+    ``fmt.max_record_lines`` physical lines and no byte at or after ``end`` (default: the window's
+    end). A record that cannot be read is its first line alone, with the reason; reading goes on
+    after that line. Lines are taken from the window one at a time, as the ``csv`` module asks for
+    them (splitting a whole window of 1 MiB took 4 ms a record).
 
     Text is decoded with ``surrogateescape`` so that a line that is not valid in the declared
     encoding still splits; such a record is rejected for its encoding by the caller.
     """
-    lines = window.splitlines(keepends=True)[: fmt.max_record_lines]
-    if not lines:
+    end = len(window) if end is None else min(end, len(window))
+    lines: list[bytes] = []  # the physical lines the csv module has taken
+    if start >= end:
         return Record(0, 0, None, "empty record")
     codec = fmt.python_encoding
     consumed = 0
-    text_lines = (ln.decode(codec, errors="surrogateescape") for ln in lines)
 
     def counted():
         nonlocal consumed
-        for text in text_lines:
+        pos = start
+        while pos < end and consumed < fmt.max_record_lines:
+            line = _LINE.match(window, pos, end).group()
+            lines.append(line)
+            pos += len(line)
             consumed += 1
-            yield text
+            yield line.decode(codec, errors="surrogateescape")
 
     reader = csv.reader(counted(), **_csv_dialect(fmt))
     try:

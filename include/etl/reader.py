@@ -171,7 +171,7 @@ def _slow_records(block: bytes, starts: Any, ends: Any, dataset: Dataset, nonsim
     for i in map(int, odd):
         if i < resume:
             continue  # inside a record read already
-        record = scan_record(data[int(starts[i]) : int(starts[i]) + RECORD_WINDOW], fmt)
+        record = scan_record(data, fmt, int(starts[i]), int(starts[i]) + RECORD_WINDOW)
         last = i + max(record.lines, 1) - 1
         if last >= len(starts):
             raise RuntimeError(f"a record at line {i} of a block runs past the block's end: the block plan is wrong")

@@ -399,3 +399,24 @@ def test_nonsimple_lines_match_their_definition(monkeypatch, seed, few):
         starts, _, _ = csvfile.line_spans(buf)
         got = csvfile.nonsimple_lines(buf, starts, fmt).tolist()
         assert got == _nonsimple_reference(data, fmt), data
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scan_record_in_a_window_reads_as_on_its_slice(seed):
+    """scan_record(window, fmt, start, end) takes its lines from the window one at a time: the same
+    record as scan_record(window[start:end], fmt), which splits the slice (the old way)."""
+    from include.etl.csvfile import Record, scan_record
+
+    rng = random.Random(seed)
+    fmt = FileFormat(max_record_lines=3)
+    three = b'1,"a\nb\r\nc"\n2,x\n'
+    assert scan_record(three, fmt) == scan_record(b"z" + three, fmt, 1) == Record(3, 11, ["1", "a\nb\r\nc"], None)
+    assert scan_record(b'1,"a\nb\nc\nd"\n', fmt) == \
+        Record(1, 5, None, "malformed CSV line (a quoted field is not closed within 3 lines)")
+    assert scan_record(three, fmt, 0, 8) == Record(1, 5, None, "malformed CSV line (a quoted field is not closed)")
+    pieces = [b"a", b"bc", b",", b'"', b'""', b"\n", b"\r\n", b"\r", b"\xff"]
+    for _ in range(200):
+        window = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        start = rng.randint(0, len(window))
+        end = rng.randint(start, len(window) + 2)
+        assert scan_record(window, fmt, start, end) == scan_record(window[start:end], fmt), (window, start, end)
