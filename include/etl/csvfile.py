@@ -416,13 +416,16 @@ def _move_boundaries(path: str, header: Header, dataset: Dataset, naive: list[Bl
     """(offset, first line) of each block start, moved past any multi-line record it falls in."""
     bounds = [(b.offset, first) for b, first in zip(naive, firsts, strict=True)]
     resume = header.data_offset
+    window, at = b"", 0  # bytes of the file from ``at``, read again when a record's window is not inside
     with open(path, "rb") as f:
         for s, first in zip(surveys, firsts, strict=True):
             for index, offset in s.nonsimple:
                 if offset < resume:
                     continue  # inside a record that started earlier
-                f.seek(offset)
-                record = scan_record(f.read(RECORD_WINDOW), dataset.format)
+                if offset < at or offset + RECORD_WINDOW > at + len(window) and at + len(window) < header.size:
+                    f.seek(offset)
+                    window, at = f.read(8 * RECORD_WINDOW), offset
+                record = scan_record(window, dataset.format, offset - at, offset - at + RECORD_WINDOW)
                 resume = end = offset + record.length
                 if record.lines > 1:
                     bounds = [(end, first + index + record.lines) if offset < b < end else (b, line) for b, line in bounds]
