@@ -54,6 +54,8 @@ bench: install
 	.venv/bin/python bench/dags_test.py --backends dask,spark
 	# The lake on local disk against a local S3 server (SeaweedFS): the olympics chain on Dask.
 	.venv/bin/python bench/lake_storage.py --rows 2000000 --repeat 3
+	# The reader on records with quoted line breaks (the 5 M-row file, and a copy with 1 in 100 such records).
+	.venv/bin/python bench/multiline.py --rows 5000000 --every 100
 
 BENCH_ROWS ?= 1000000 5000000
 BENCH_LARGE_ROWS ?= 20000000  # Dask and DuckDB only (about 3 GB of CSV): where the curves cross, if they do
