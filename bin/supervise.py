@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from include.etl.clusters import die_with_parent, group_members  # noqa: E402
+from include.etl.clusters.runtime import RUNTIME_DIR_VAR, engine_file  # noqa: E402
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -278,7 +279,21 @@ class Supervisor:
             say(f"SIGKILLed {len(killed)} process(es) still running after the grace period: "
                 + ", ".join(f"{pid} ({cmd[:50]})" for pid, cmd in sorted(killed.items())))
         self._reap_orphans()
+        self._forget_killed_engines(live)
         self._report(live, t0)
+
+    def _forget_killed_engines(self, live: list[Component]) -> None:
+        """Remove the handle file of an engine whose owner was killed before its own clean-up: the
+        file names an engine that is gone (a file naming another owner is left alone)."""
+        root = os.environ.get(RUNTIME_DIR_VAR)
+        for comp in live if root else ():
+            path = engine_file(Path(root), comp.name)
+            try:
+                if comp.engine and json.loads(path.read_text()).get("owner", {}).get("pid") == comp.proc.pid:
+                    path.unlink()
+                    say(f"removed {path}: its owner (pid {comp.proc.pid}) was killed before removing it")
+            except (OSError, ValueError, AttributeError):
+                continue
 
     def _kill_tree(self, live: list[Component]) -> dict[int, str]:
         """SIGKILL the components' process groups and every live descendant (workers, task processes

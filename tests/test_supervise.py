@@ -3,7 +3,8 @@
 The real `bin/run` is covered by tests/e2e/test_run_entrypoint.py (SIGINT during a Spark run);
 here SIGTERM, a component that ignores SIGTERM, a task-like grandchild in its own session
 that ignores it too, a process orphaned below the supervisor, an engine owner whose engine runs
-in a session of its own, an engine owner that exits (the platform goes on), and processes that
+in a session of its own, an engine owner that exits (the platform goes on), an engine owner
+killed after the grace period (its handle file goes with it), and processes that
 are not the supervisor's descendants (another platform's, or a leftover carrying this
 AIRFLOW_HOME's cluster workdir): those are not its to stop, and survive.
 """
@@ -79,6 +80,18 @@ OWNER = textwrap.dedent("""
 """)
 
 
+# "stuck": an engine's owner that wrote its handle file and ignores SIGTERM (its engine's stop hangs).
+STUCK = textwrap.dedent("""
+    import json, os, signal, time
+    from pathlib import Path
+    root = Path(os.environ["ETL_RUNTIME_DIR"])
+    (root / "stuck.json").write_text(json.dumps({"state": "ready", "owner": {"pid": os.getpid()}}))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("stuck up", flush=True)
+    time.sleep(600)
+""")
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -112,14 +125,15 @@ def home(tmp_path):
     (tmp_path / "scheduler.py").write_text(SCHEDULER.format(home=str(tmp_path)))
     (tmp_path / "owner.py").write_text(OWNER.format(home=str(tmp_path)))
     (tmp_path / "stubborn.py").write_text(IGNORE_TERM)
+    (tmp_path / "stuck.py").write_text(STUCK)
     (tmp_path / "quick.py").write_text("import sys, time; time.sleep(1); sys.exit(3)")
     (tmp_path / "driver.py").write_text(DRIVER)
     return tmp_path
 
 
-def _start(home: Path, *components: str) -> subprocess.Popen:
+def _start(home: Path, *components: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([PY, str(home / "driver.py"), str(ROOT / "bin" / "supervise.py"), str(home), *components],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
 
 
 def _detached(env_workdir: Path) -> subprocess.Popen:
@@ -169,6 +183,25 @@ def test_sigterm_stops_components_tasks_and_engines_and_nothing_else(home, tmp_p
                     os.kill(int((home / name).read_text()), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def test_the_handle_file_of_an_engine_owner_killed_after_the_grace_period_is_removed(home):
+    root = home / "runtime"
+    root.mkdir()
+    (root / "owner.json").write_text('{"state": "ready", "owner": {"pid": 1}}')  # names another owner: kept
+    sup = _start(home, "engine:stuck", "engine:owner", env=dict(os.environ, ETL_RUNTIME_DIR=str(root)))
+    try:
+        assert _wait(lambda: (root / "stuck.json").exists(), 20)
+        engine = _pid(home / "engine.pid")
+        sup.send_signal(signal.SIGTERM)
+        out, _ = sup.communicate(timeout=30)
+        assert "SIGKILLed 1 process(es)" in out and f"removed {root / 'stuck.json'}" in out, out
+        assert not (root / "stuck.json").exists(), out
+        assert (root / "owner.json").exists(), out
+        assert _wait(lambda: not _alive(engine), 5)
+    finally:
+        sup.kill()
+        sup.wait()
 
 
 def test_an_engine_owner_that_exits_is_reported_and_the_platform_goes_on(home):
