@@ -104,18 +104,21 @@ def nonsimple_lines(buf, starts, fmt: FileFormat):
     quote, delim = ord(fmt.quote), ord(fmt.delimiter)
     n_lines = len(starts)
     bad = np.zeros(n_lines, dtype=bool)
-    quotes = np.flatnonzero(buf == quote)
+    is_quote = buf == quote
+    quotes = np.flatnonzero(is_quote)
     if len(quotes):
-        bounds = np.append(np.searchsorted(quotes, starts), len(quotes))  # index of each line's first quote, and the end
-        odd = np.flatnonzero(np.diff(bounds) & 1)
+        # Each line's quote count is odd where the XOR of its bytes' quote flags is 1 (one pass, no positions).
+        odd = np.flatnonzero(np.bitwise_xor.reduceat(is_quote.view(np.uint8), starts))
         bad[odd] = True
-        # Quote k is the (k - bounds[line])-th of its line: even ones open a quoted run.
+        # A line's k-th quote (from 0) opens a quoted run when k is even.
         if len(odd) <= FEW_ODD_LINES:
             # So from a line's start up to the end of the next line with an odd count, the quotes
             # alternate opening and closing from the first one: one run each (views, no copies).
-            cuts = np.concatenate([[0], bounds[odd + 1], [len(quotes)]])
+            after = np.searchsorted(quotes, np.append(starts, len(buf))[odd + 1])  # the first quote after each odd line
+            cuts = np.concatenate([[0], after, [len(quotes)]])
             runs = [(quotes[a:b:2], quotes[a + 1:b:2]) for a, b in itertools.pairwise(cuts.tolist()) if b > a]
-        else:  # number the quotes within each line
+        else:  # number the quotes within each line: quote k is the (k - bounds[line])-th of its line
+            bounds = np.append(np.searchsorted(quotes, starts), len(quotes))  # each line's first quote, and the end
             parity = np.zeros(len(quotes), dtype=np.uint8)
             parity[1::2] = 1
             opens = parity == np.repeat((bounds[:-1] & 1).astype(np.uint8), np.diff(bounds))
