@@ -125,6 +125,31 @@ def test_invalid_bytes_reject_only_their_record_and_a_valid_replacement_characte
     assert [(line, reason) for line, reason, _ in rejects(table)] == [(2, "not valid cp1252")]
 
 
+@pytest.mark.parametrize("codec", ["utf-8", "cp1252", "ascii"])
+@pytest.mark.parametrize("window", [1, 7, 64, 1 << 20])
+def test_invalid_lines_are_the_lines_that_do_not_decode_alone(monkeypatch, codec, window):
+    import numpy as np
+
+    from include.etl import reader
+    from include.etl.csvfile import line_spans
+
+    monkeypatch.setattr(reader, "DECODE_WINDOW", window)
+    rng = random.Random(window)
+    pieces = [b"a", b"1,", "é".encode(), b"\xc3", b"\xa9", b"\x81", b"\xff", b"\n", b"\r\n", b"\r", "€".encode()]
+    for _ in range(60):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 80)))
+        starts, ends, _ = line_spans(np.frombuffer(data, dtype=np.uint8))
+        simple = np.array([rng.random() < 0.8 for _ in starts], dtype=bool)
+        expected = []
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            try:
+                data[a:b].decode(codec)
+            except UnicodeDecodeError:
+                if simple[i]:
+                    expected.append(i)
+        assert reader._invalid_lines(data, starts, simple, codec) == expected, data
+
+
 def test_header_names_are_trimmed_extra_columns_named_and_bad_headers_fail(tmp_path):
     ds = Dataset("suicides", (Column("country"), Column("gdp_for_year ($)", "integer", thousands=",")))
     path = write(tmp_path, '\ufeffcountry, gdp_for_year ($) ,year\nAlbania,"2,156,624,900",1987\n')
