@@ -37,6 +37,8 @@ _HEADER_WINDOW = 1 << 20
 # Up to this many lines with an odd quote count in a buffer, its quotes are checked run by run
 # (views of the quote positions); beyond, each quote is numbered within its line (see nonsimple_lines).
 FEW_ODD_LINES = 256
+# Bytes of whole lines pre-scanned at once by nonsimple_lines (2 MiB: 50 against 70-78 ms for a 64 MiB block at once).
+PRESCAN_BYTES = 1 << 21
 
 
 @functools.cache
@@ -98,7 +100,23 @@ def nonsimple_lines(buf, starts, fmt: FileFormat):
     quote starting a field (or doubling the previous quote) and each closing one ending a field
     (or being doubled): then pyarrow and the ``csv`` module split it into the same fields, and
     it cannot open a quoted field that runs on to the next line.
+
+    A line's verdict depends on its own bytes only, so the lines are scanned :data:`PRESCAN_BYTES`
+    at a time: the arrays of quote positions stay small enough for the CPU's cache.
     """
+    import numpy as np
+
+    n = len(starts)
+    cuts = np.unique(np.append(np.searchsorted(starts, np.arange(0, len(buf), PRESCAN_BYTES)), n)).tolist()
+    found = [np.zeros(0, dtype=np.int64)]
+    for a, b in itertools.pairwise(cuts):
+        lo, hi = int(starts[a]), int(starts[b]) if b < n else len(buf)
+        found.append(_nonsimple(buf[lo:hi], starts[a:b] - lo, fmt) + a)
+    return np.concatenate(found)
+
+
+def _nonsimple(buf, starts, fmt: FileFormat):
+    """:func:`nonsimple_lines` of whole lines."""
     import numpy as np
 
     quote, delim = ord(fmt.quote), ord(fmt.delimiter)

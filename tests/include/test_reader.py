@@ -409,12 +409,14 @@ def _nonsimple_reference(data: bytes, fmt: FileFormat) -> list[int]:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("few", [256, -1])  # the quotes checked run by run, or numbered within each line
-def test_nonsimple_lines_match_their_definition(monkeypatch, seed, few):
+@pytest.mark.parametrize("chunk", [1 << 21, 1, 16])  # bytes of lines scanned at once
+def test_nonsimple_lines_match_their_definition(monkeypatch, seed, few, chunk):
     import numpy as np
 
     from include.etl import csvfile
 
     monkeypatch.setattr(csvfile, "FEW_ODD_LINES", few)
+    monkeypatch.setattr(csvfile, "PRESCAN_BYTES", chunk)
     rng = random.Random(seed)
     fmt = FileFormat()
     pieces = [b"a", b"bc", b",", b",", b'"', b'"', b'""', b"\n", b"\r\n", b"\r", b"\0"]
