@@ -101,7 +101,7 @@ def parse_bytes_timed(clk: Clock, block: bytes, first_line: int, source: str, he
     firsts, lasts = firsts[order], lasts[order]
     raw_text = np.full(len(order), None, dtype=object)
     for r in np.flatnonzero(reasons.has):
-        raw_text[r] = data[int(starts[firsts[r]]) : int(ends[lasts[r]])].decode(codec, errors="replace")
+        raw_text[r] = bytes(data[int(starts[firsts[r]]) : int(ends[lasts[r]])]).decode(codec, errors="replace")
     clk.tick("reject text")
     columns["_source"] = pa.repeat(pa.scalar(source, pa.string()), len(order))
     clk.tick("bookkeeping: _source")
@@ -124,7 +124,7 @@ def main() -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from include.etl.csvfile import Block, read_block_bytes, read_header, survey_block
+    from include.etl.csvfile import Block, read_block, read_header, survey_block
     from include.etl.reader import DROPPED, REJECT_COLUMNS, parse_block, to_pandas
     from include.pipelines.olympics.datasets import ATHLETES
 
@@ -142,7 +142,7 @@ def main() -> int:
             clk.tick("survey (read, line count, quote pre-scan of the tail or the block)")
             block = Block(naive.offset, naive.length, naive.first_line,
                           tuple(o for _, o in s.nonsimple) if s.complete else None)
-            data, lookahead = read_block_bytes(args.csv, block)
+            data, lookahead = read_block(args.csv, block)
             clk.tick("parse: read bytes")
             nonsimple = None if block.nonsimple is None else [o - block.offset for o in block.nonsimple]
             table = parse_bytes_timed(clk, data, block.first_line, args.csv, header, ATHLETES, None, nonsimple, lookahead)

@@ -489,11 +489,10 @@ def read_array(path: str, offset: int, length: int) -> Any:
     return buf[:got]
 
 
-def read_block_bytes(path: str, block: Block) -> tuple[bytes, Any]:
-    """The block's bytes, and a function giving the :data:`RECORD_WINDOW` bytes that follow it (read on demand)."""
-    with open(path, "rb") as f:
-        f.seek(block.offset)
-        data = f.read(block.length)
+def read_block(path: str, block: Block) -> tuple[Any, Any]:
+    """The block's bytes as a uint8 array (:func:`read_array`), and a function giving the
+    :data:`RECORD_WINDOW` bytes that follow it (``bytes``, read on demand)."""
+    data = read_array(path, block.offset, block.length)
 
     @functools.cache
     def lookahead() -> bytes:

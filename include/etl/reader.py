@@ -53,17 +53,18 @@ def empty_table(dataset: Dataset) -> Any:
     return output_schema(dataset).empty_table()
 
 
-def _encoding_ok(data: bytes, codec: str) -> bool:
+def _encoding_ok(data: Any, codec: str) -> bool:
+    """Whether ``data`` (``bytes`` or a uint8 array) is valid text in ``codec``."""
     if codec == "latin-1":
         return True
-    if data.isascii():  # cheap, and valid in every supported encoding
-        return True
+    if data.isascii() if isinstance(data, bytes) else not len(data) or int(data.max()) < 0x80:
+        return True  # cheap, and valid in every supported encoding
     if codec == "ascii":
         return False
     if codec == "utf-8" and len(data) > 1 << 16:  # a block: Arrow's validation, no 64 MiB str (same verdicts)
         return _utf8_ok(data)
     try:
-        data.decode(codec)
+        str(data, codec)
     except UnicodeDecodeError:
         return False
     return True
@@ -87,16 +88,16 @@ def _invalid_text(codec: str) -> str:
 
 def parse_block(path: str, block: Block, header: Header, dataset: Dataset, ds: str | None = None) -> Any:
     """One block of ``path`` -> a pyarrow Table with :func:`output_schema` (runs on the cluster)."""
-    from include.etl.csvfile import read_block_bytes
+    from include.etl.csvfile import read_block
 
-    data, lookahead = read_block_bytes(path, block)
+    data, lookahead = read_block(path, block)
     nonsimple = None if block.nonsimple is None else [o - block.offset for o in block.nonsimple]
     return parse_bytes(data, block.first_line, path, header, dataset, ds, nonsimple, lookahead)
 
 
-def parse_bytes(block: bytes, first_line: int, source: str, header: Header, dataset: Dataset,
+def parse_bytes(block: Any, first_line: int, source: str, header: Header, dataset: Dataset,
                 ds: str | None = None, nonsimple: list[int] | None = None, lookahead: Any = None) -> Any:
-    """:func:`parse_block` of the bytes ``block`` (whole records).
+    """:func:`parse_block` of the bytes ``block`` (whole records; ``bytes`` or a uint8 array).
 
     ``nonsimple``: offsets (in ``block``) of the lines :func:`include.etl.csvfile.nonsimple_lines`
     would find, when already known; ``lookahead()``: the bytes after the block, which a record
@@ -142,7 +143,7 @@ def parse_bytes(block: bytes, first_line: int, source: str, header: Header, data
     firsts, lasts = firsts[order], lasts[order]
     raw_text = np.full(len(order), None, dtype=object)  # the rejected records' text as in the file
     for r in np.flatnonzero(reasons.has):
-        raw_text[r] = data[int(starts[firsts[r]]) : int(ends[lasts[r]])].decode(codec, errors="replace")
+        raw_text[r] = bytes(data[int(starts[firsts[r]]) : int(ends[lasts[r]])]).decode(codec, errors="replace")
     columns["_source"] = pa.repeat(pa.scalar(source, pa.string()), len(order))
     columns["_line"] = pa.array(firsts + first_line, pa.int64())
     columns["_raw"] = pa.array(raw_text, pa.string())
@@ -150,10 +151,11 @@ def parse_bytes(block: bytes, first_line: int, source: str, header: Header, data
     return pa.table(columns, schema=output_schema(dataset))
 
 
-def _slow_records(block: bytes, starts: Any, ends: Any, dataset: Dataset, nonsimple: list[int] | None,
-                  lookahead: Any) -> tuple[bytes, list[tuple[int, int, list[str] | None, str | None]], Any]:
+def _slow_records(block: Any, starts: Any, ends: Any, dataset: Dataset, nonsimple: list[int] | None,
+                  lookahead: Any) -> tuple[Any, list[tuple[int, int, list[str] | None, str | None]], Any]:
     """The records the csv module reads: (bytes scanned, [(first line, last line, fields or None, reason or None)],
-    mask of the simple lines left for pyarrow). Lines not valid in the encoding are rejected here too."""
+    mask of the simple lines left for pyarrow). Lines not valid in the encoding are rejected here too.
+    ``block``: ``bytes`` or a uint8 array; the bytes scanned are ``bytes`` when the block has such records."""
     import numpy as np
 
     from include.etl.csvfile import RECORD_WINDOW, nonsimple_lines, scan_record
@@ -162,9 +164,9 @@ def _slow_records(block: bytes, starts: Any, ends: Any, dataset: Dataset, nonsim
     codec = fmt.python_encoding
     buf = np.frombuffer(block, dtype=np.uint8)
     odd = nonsimple_lines(buf, starts, fmt) if nonsimple is None else np.searchsorted(starts, nonsimple)
-    data = block
+    data = bytes(block) if len(odd) and not isinstance(block, bytes) else block  # the csv module reads bytes
     if len(odd) and lookahead is not None and int(starts[odd[-1]]) + RECORD_WINDOW > len(block):
-        data = block + lookahead()  # a record scan may look past the block's end, as the planner's did
+        data = data + lookahead()  # a record scan may look past the block's end, as the planner's did
     slow: list[tuple[int, int, list[str] | None, str | None]] = []
     simple = starts != ends  # empty lines are no records
     resume = 0
@@ -218,7 +220,7 @@ def _invalid_lines(block: bytes, starts: Any, simple: Any, codec: str) -> list[i
     return found
 
 
-def _pyarrow_body(block: bytes, slow: list, starts: Any, nexts: Any, codec: str) -> bytes:
+def _pyarrow_body(block: Any, slow: list, starts: Any, nexts: Any, codec: str) -> Any:
     """The block less the lines of the ``slow`` records, as UTF-8 text for pyarrow: its simple lines as in the
     file (with their line ends) and its empty ones, which pyarrow skips without counting them as rows."""
     if slow:  # cut whole lines out: a few slices, not one per line (a block of 450 k lines: 0.6 s)
@@ -227,7 +229,7 @@ def _pyarrow_body(block: bytes, slow: list, starts: Any, nexts: Any, codec: str)
             kept.append(view[pos : int(starts[first])])
             pos = int(nexts[last])
         block = b"".join([*kept, view[pos:]])
-    return block if codec in ("utf-8", "ascii") else block.decode(codec).encode("utf-8")
+    return block if codec in ("utf-8", "ascii") else str(block, codec).encode("utf-8")
 
 
 def _read_fields(body: Any, header: Header, dataset: Dataset) -> tuple[Any, list[tuple[int, int, str]]]:
